@@ -1,0 +1,191 @@
+"""The REST API of script-execution tasks: parse the request, call the domain, shape the response."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from longrun.errors import TaskError
+from longrun.models import (
+    FieldError,
+    Problem,
+    ScriptExecution,
+    ScriptExecutionPage,
+    ScriptExecutionRequest,
+    ScriptExecutionResult,
+    TaskStatus,
+)
+from longrun.services import script_executions
+from longrun.tasks import RESOURCE, RESULT_PAGE_MAX, retry_after
+
+PROBLEM_JSON = "application/problem+json"
+TaskId = Annotated[str, Path(description="The task's id", pattern=r"^[0-9a-f-]{36}$")]
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+app = APIGatewayRestResolver(enable_validation=True)
+
+PROBLEMS: dict[int | str, dict[str, Any]] = {
+    status: {"description": title, "content": {PROBLEM_JSON: {"schema": Problem.model_json_schema()}}}
+    for status, title in {
+        400: "Malformed request",
+        401: "No caller identity",
+        404: "No such task",
+        409: "The task is not in a state that allows this",
+        422: "The request is not valid",
+        503: "The workflow could not be started",
+    }.items()
+}
+
+
+def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    return {status: PROBLEMS[status] for status in statuses}
+
+
+def _caller() -> str:
+    """The task owner: the authorizer's principal, or the IAM caller when the API uses IAM authorization."""
+    context = app.current_event.request_context
+    principal = (context.authorizer.raw_event or {}).get("principalId") if context.authorizer else None
+    owner = principal or context.identity.user_arn or context.identity.caller
+    if not owner:
+        raise _Unauthenticated()
+    return owner
+
+
+class _Unauthenticated(Exception):
+    pass
+
+
+def _json(model: Any, status: int, headers: dict[str, str] | None = None) -> Response[Any]:
+    return Response(
+        status_code=status,
+        content_type="application/json",
+        body=model.model_dump_json(by_alias=True, exclude_none=True),
+        headers=headers or {},
+    )
+
+
+def _with_retry_after(view: ScriptExecution, status: int) -> Response[ScriptExecution]:
+    wait = retry_after(view.status)
+    return _json(view, status, {"Retry-After": str(wait)} if wait is not None else {})
+
+
+@app.post(
+    RESOURCE,
+    summary="Run a script on a fleet of devices",
+    description="Answers at once with 202 and a Location to poll; the script runs on every device in the background.",
+    responses={202: {"description": "Accepted; poll Location for progress"}, **_problems(400, 401, 422, 503)},
+    tags=["script-execution"],
+)
+def submit(request: Annotated[ScriptExecutionRequest, Body()]) -> Response[ScriptExecution]:
+    view = script_executions().submit(_caller(), request)
+    logger.set_correlation_id(view.id)
+    logger.info("task submitted", extra={"devices": len(view.device_ids)})
+    metrics.add_metric(name="TasksSubmitted", unit=MetricUnit.Count, value=1)
+    metrics.add_metric(name="DevicesRequested", unit=MetricUnit.Count, value=len(view.device_ids))
+    response = _with_retry_after(view, 202)
+    response.headers["Location"] = view.href
+    return response
+
+
+@app.get(
+    RESOURCE,
+    summary="List the caller's tasks, newest first",
+    responses={200: {"description": "A page of tasks"}, **_problems(400, 401, 422)},
+    tags=["script-execution"],
+)
+def list_tasks(
+    status: Annotated[TaskStatus | None, Query(description="Only tasks in this status")] = None,
+    limit: Annotated[int, Query(ge=1, le=100, description="Tasks per page")] = 20,
+    next_token: Annotated[str | None, Query(alias="next-token", description="From the previous page")] = None,
+) -> Response[ScriptExecutionPage]:
+    return _json(script_executions().list(_caller(), status, limit, next_token), 200)
+
+
+@app.get(
+    f"{RESOURCE}/<task_id>",
+    summary="A task's status and progress",
+    responses={200: {"description": "The task"}, **_problems(401, 404, 422)},
+    tags=["script-execution"],
+)
+def describe(task_id: TaskId) -> Response[ScriptExecution]:
+    logger.set_correlation_id(task_id)
+    return _with_retry_after(script_executions().describe(_caller(), task_id), 200)
+
+
+@app.get(
+    f"{RESOURCE}/<task_id>/result",
+    summary="Each device's outcome, once the task has finished",
+    responses={200: {"description": "Per-device result"}, **_problems(400, 401, 404, 409, 422)},
+    tags=["script-execution"],
+)
+def result(
+    task_id: TaskId,
+    limit: Annotated[int, Query(ge=1, le=RESULT_PAGE_MAX, description="Devices per page")] = RESULT_PAGE_MAX,
+    next_token: Annotated[str | None, Query(alias="next-token", description="From the previous page")] = None,
+) -> Response[ScriptExecutionResult]:
+    logger.set_correlation_id(task_id)
+    return _json(script_executions().result(_caller(), task_id, limit, next_token), 200)
+
+
+@app.delete(
+    f"{RESOURCE}/<task_id>",
+    summary="Cancel a task (idempotent)",
+    description="202 while running scripts are being stopped, 200 once the task is CANCELLED.",
+    responses={
+        200: {"description": "The task is cancelled"},
+        202: {"description": "Cancelling; poll the task"},
+        **_problems(401, 404, 409, 422),
+    },
+    tags=["script-execution"],
+)
+def cancel(task_id: TaskId) -> Response[ScriptExecution]:
+    logger.set_correlation_id(task_id)
+    view = script_executions().cancel(_caller(), task_id)
+    return _with_retry_after(view, 200 if view.status is TaskStatus.CANCELLED else 202)
+
+
+def _problem(status: int, title: str, detail: str | None, errors: list[FieldError] | None = None) -> Response[Any]:
+    problem = Problem(title=title, status=status, detail=detail, instance=app.current_event.path, errors=errors)
+    return Response(status_code=status, content_type=PROBLEM_JSON, body=json.dumps(problem.body()))
+
+
+@app.exception_handler(RequestValidationError)
+def _invalid(error: RequestValidationError) -> Response[Any]:
+    errors = [
+        FieldError(field=".".join(str(part) for part in item["loc"]), message=item["msg"]) for item in error.errors()
+    ]
+    if any(item["type"] == "json_invalid" for item in error.errors()):
+        return _problem(400, "Malformed request", "the body is not valid JSON", errors)
+    return _problem(422, "Invalid request", "the request does not match the API's schema", errors)
+
+
+@app.exception_handler(TaskError)
+def _task_error(error: TaskError) -> Response[Any]:
+    return _problem(error.status, error.title, error.detail, error.errors)
+
+
+@app.exception_handler(_Unauthenticated)
+def _unauthenticated(_: _Unauthenticated) -> Response[Any]:
+    return _problem(401, "No caller identity", "the request carries no authorizer principal or IAM caller")
+
+
+@app.not_found
+def _not_found(_: Exception) -> Response[Any]:
+    return _problem(404, "Not found", f"no resource at {app.current_event.http_method} {app.current_event.path}")
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return app.resolve(event, context)

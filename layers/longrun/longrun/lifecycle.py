@@ -1,0 +1,66 @@
+"""The task lifecycle, generic over kinds of task. Every status change goes through ``change_status``, which makes
+the conditional write and then publishes the change: the one place later push channels (EventBridge, webhooks,
+WebSocket) attach to."""
+
+from __future__ import annotations
+
+from aws_lambda_powertools import Logger
+
+from longrun.models import DeviceStatus, Task, TaskOutcome, TaskStatus
+from longrun.store import TaskStore
+
+logger = Logger(child=True)
+
+# Which statuses each status may be reached from.
+TRANSITIONS: dict[TaskStatus, tuple[TaskStatus, ...]] = {
+    TaskStatus.IN_PROGRESS: (TaskStatus.SUBMITTED,),
+    TaskStatus.COMPLETE: (TaskStatus.IN_PROGRESS,),
+    TaskStatus.FAILED: (TaskStatus.SUBMITTED, TaskStatus.IN_PROGRESS),
+    TaskStatus.CANCELLING: (TaskStatus.SUBMITTED, TaskStatus.IN_PROGRESS),
+    TaskStatus.CANCELLED: (TaskStatus.CANCELLING,),
+}
+
+
+def change_status(store: TaskStore, task_id: str, to: TaskStatus, reason: str | None = None) -> Task:
+    """Move a task to ``to`` from any status allowed to reach it, or raise ``store.ConditionFailed``."""
+    task = store.change_status(task_id, to, TRANSITIONS[to], reason=reason)
+    publish(task)
+    return task
+
+
+def finish(store: TaskStore, task_id: str, to: TaskStatus, reason: str | None = None) -> Task:
+    """End a task as COMPLETE, FAILED or CANCELLED, fixing which of its devices succeeded. COMPLETE and CANCELLED
+    require that no device is still running; FAILED (the workflow itself broke) does not."""
+    succeeded: list[str | int] = []
+    not_succeeded: list[str | int] = []
+    for run in store.all_device_runs(task_id):
+        if run.status is DeviceStatus.SUCCESS:
+            succeeded.append(run.device_id)
+        elif run.status.finished:
+            not_succeeded.append(run.device_id)
+    task = store.change_status(
+        task_id,
+        to,
+        TRANSITIONS[to],
+        reason=reason,
+        require_idle=to is not TaskStatus.FAILED,
+        outcome=TaskOutcome(succeeded=succeeded, not_succeeded=not_succeeded),
+    )
+    publish(task)
+    return task
+
+
+def publish(task: Task) -> None:
+    """Tell the world a task changed status. Today: one structured log line per change."""
+    logger.info(
+        "task status changed",
+        extra={
+            "task_id": task.id,
+            "kind": task.kind,
+            "owner": task.owner,
+            "status": task.status.value,
+            "status_reason": task.status_reason,
+            "device_counts": task.counts.model_dump(),
+        },
+    )
+

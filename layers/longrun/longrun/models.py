@@ -1,0 +1,311 @@
+"""Every pydantic model of longrun: the API's requests and responses, and the records the workflow keeps.
+
+Field names follow the published contract: request fields and the result summary are kebab-case
+(``device-ids``, ``success-on-devices``), status fields are camelCase (``currentStep``, ``createdAt``).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
+
+MAX_DEVICES_PER_TASK = 10_000
+MAX_DEVICE_TIMEOUT_SECONDS = 172_800  # SSM's executionTimeout ceiling (48 h)
+DEVICE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,127}$")
+
+
+class TaskStatus(StrEnum):
+    SUBMITTED = "SUBMITTED"
+    IN_PROGRESS = "IN_PROGRESS"
+    COMPLETE = "COMPLETE"
+    FAILED = "FAILED"
+    CANCELLING = "CANCELLING"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def finished(self) -> bool:
+        return self in (TaskStatus.COMPLETE, TaskStatus.FAILED, TaskStatus.CANCELLED)
+
+
+class DeviceStatus(StrEnum):
+    """A device's outcome. ``PENDING`` and ``RUNNING`` are the two unfinished states."""
+
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    SUCCESS = "SUCCESS"
+    FAILED = "FAILED"
+    TIMED_OUT = "TIMED_OUT"
+    CANCELLED = "CANCELLED"
+    NOT_STARTED = "NOT_STARTED"
+
+    @property
+    def finished(self) -> bool:
+        return self not in (DeviceStatus.PENDING, DeviceStatus.RUNNING)
+
+
+# ---------------------------------------------------------------------------------------------
+# Requests
+
+
+DeviceId = Annotated[
+    StrictStr | Annotated[StrictInt, Field(ge=0)],
+    Field(description="An SSM managed node id, or the value of the node's device-id tag"),
+]
+
+
+class ScriptExecutionRequest(BaseModel):
+    """``POST /device-management/script-execution``."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    device_ids: list[DeviceId] = Field(
+        alias="device-ids", min_length=1, max_length=MAX_DEVICES_PER_TASK, description="Devices to run the script on"
+    )
+    script_url: StrictStr = Field(
+        alias="script-url",
+        min_length=1,
+        max_length=1024,
+        description="A key in the deployment's scripts bucket (scripts/hello.sh) or an s3:// URL inside it",
+    )
+    timeout_seconds: StrictInt = Field(
+        default=600,
+        alias="timeout-seconds",
+        ge=1,
+        le=MAX_DEVICE_TIMEOUT_SECONDS,
+        description="How long one device's script may run before it is stopped and reported TIMED_OUT",
+    )
+    max_concurrency: StrictInt = Field(
+        default=50,
+        alias="max-concurrency",
+        ge=1,
+        le=MAX_DEVICES_PER_TASK,
+        description="How many devices may run the script at the same time",
+    )
+
+    @field_validator("device_ids")
+    @classmethod
+    def _device_ids_are_valid_and_unique(cls, ids: list[str | int]) -> list[str | int]:
+        seen: set[str] = set()
+        for position, device_id in enumerate(ids):
+            key = device_key(device_id)
+            if isinstance(device_id, str) and not DEVICE_ID_PATTERN.match(device_id):
+                raise ValueError(
+                    f"device id at position {position} ({device_id!r}) must be 1-128 characters of letters, digits"
+                    " and ._:@/+=- and start with a letter or digit"
+                )
+            if key in seen:
+                raise ValueError(f"device id {device_id!r} is listed more than once")
+            seen.add(key)
+        return ids
+
+    @field_validator("script_url")
+    @classmethod
+    def _script_url_is_a_key_or_s3_url(cls, url: str) -> str:
+        key = url.removeprefix("s3://").partition("/")[2] if url.startswith("s3://") else url
+        if not key or key.startswith("/") or key.endswith("/"):
+            raise ValueError("must be an object key such as scripts/hello.sh or an s3://bucket/key URL")
+        if any(part in ("", ".", "..") for part in key.split("/")):
+            raise ValueError("must not contain empty, '.' or '..' path segments")
+        return url
+
+
+def device_key(device_id: str | int) -> str:
+    """The one string form of a device id: ``3`` and ``"3"`` name the same device."""
+    return str(device_id)
+
+
+# ---------------------------------------------------------------------------------------------
+# Records kept by the workflow
+
+
+class DeviceCounts(BaseModel):
+    """How many of a task's devices are in each state; the fields always add up to the device total."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    PENDING: int = 0
+    RUNNING: int = 0
+    SUCCESS: int = 0
+    FAILED: int = 0
+    TIMED_OUT: int = 0
+    CANCELLED: int = 0
+    NOT_STARTED: int = 0
+
+    @property
+    def total(self) -> int:
+        return sum(getattr(self, status.value) for status in DeviceStatus)
+
+    @property
+    def unfinished(self) -> int:
+        return self.PENDING + self.RUNNING
+
+
+class TaskOutcome(BaseModel):
+    """Which devices succeeded and which ran without success, fixed when the task finishes."""
+
+    succeeded: list[str | int]
+    not_succeeded: list[str | int]
+
+
+class Task(BaseModel):
+    """A task record as the data-access module stores it."""
+
+    id: str
+    kind: str
+    owner: str
+    status: TaskStatus
+    status_reason: str | None = None
+    request: ScriptExecutionRequest
+    counts: DeviceCounts
+    execution_arn: str | None = None
+    created_at: datetime
+    updated_at: datetime
+    completed_at: datetime | None = None
+    outcome: TaskOutcome | None = None
+
+
+class DeviceRun(BaseModel):
+    """One device's run of the script, as the data-access module stores it."""
+
+    device_id: str | int
+    status: DeviceStatus
+    reason: str | None = None
+    instance_id: str | None = None
+    command_id: str | None = None
+    exit_code: int | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    stdout_url: str | None = None
+    stderr_url: str | None = None
+    stdout_head: str | None = None
+    stderr_head: str | None = None
+
+
+class Batch(BaseModel):
+    """Up to one SSM command's worth of devices, and the workflow's token that waits for them."""
+
+    task_id: str
+    number: int
+    device_ids: list[str | int]
+    instances: dict[str, str] = Field(default_factory=dict, description="instance id -> device key")
+    task_token: str
+    command_id: str | None = None
+    done: set[str] = Field(default_factory=set, description="instance ids whose outcome is recorded")
+
+    @property
+    def complete(self) -> bool:
+        return self.done >= set(self.instances)
+
+
+class CommandOutcome(BaseModel):
+    """What SSM reports about one node's run of a command."""
+
+    command_id: str
+    instance_id: str
+    comment: str
+    status: DeviceStatus
+    reason: str | None = None
+    exit_code: int | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    stdout_url: str | None = None
+    stderr_url: str | None = None
+    stdout_head: str | None = None
+    stderr_head: str | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Responses
+
+
+class ResultSummary(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    id: str
+    success_on_devices: list[str | int] = Field(alias="success-on-devices")
+    failed_on_devices: list[str | int] = Field(
+        alias="failed-on-devices", description="Every device that did not succeed: failed, timed out, cancelled"
+    )
+    sys_log_location: str = Field(alias="sys-log-location", description="S3 prefix holding each device's stdout")
+    err_log_location: str = Field(alias="err-log-location", description="S3 prefix holding each device's stderr")
+    href: str = Field(description="The detailed per-device result")
+
+
+class ScriptExecution(BaseModel):
+    """A script-execution task as a client sees it."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    id: str
+    device_ids: list[str | int] = Field(alias="device-ids")
+    script_url: str = Field(alias="script-url")
+    timeout_seconds: int = Field(alias="timeout-seconds")
+    max_concurrency: int = Field(alias="max-concurrency")
+    status: TaskStatus
+    status_reason: str | None = Field(default=None, alias="statusReason")
+    percentage: int = Field(ge=0, le=100, description="Devices finished / devices in the task")
+    current_step: str = Field(alias="currentStep")
+    device_counts: dict[str, int] = Field(alias="deviceCounts", description="Devices per status")
+    created_at: datetime = Field(alias="createdAt")
+    updated_at: datetime = Field(alias="updatedAt")
+    completed_at: datetime | None = Field(default=None, alias="completedAt")
+    result: ResultSummary | None = None
+    href: str
+
+
+class ScriptExecutionPage(BaseModel):
+    items: list[ScriptExecution]
+    next_token: str | None = Field(default=None, alias="next-token")
+
+    model_config = ConfigDict(populate_by_name=True)
+
+
+class OutputStream(BaseModel):
+    location: str | None = Field(description="s3:// URL of the whole stream")
+    head: str = Field(description="The first few KB of the stream")
+    truncated: bool
+
+
+class DeviceResult(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    device_id: str | int = Field(alias="device-id")
+    status: DeviceStatus
+    reason: str | None = None
+    exit_code: int | None = Field(default=None, alias="exitCode")
+    started_at: datetime | None = Field(default=None, alias="startedAt")
+    ended_at: datetime | None = Field(default=None, alias="endedAt")
+    stdout: OutputStream | None = None
+    stderr: OutputStream | None = None
+
+
+class ScriptExecutionResult(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    id: str
+    status: TaskStatus
+    devices: list[DeviceResult]
+    next_token: str | None = Field(default=None, alias="next-token")
+
+
+class FieldError(BaseModel):
+    field: str = Field(description="Where the error is, e.g. body.device-ids.1")
+    message: str
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem detail."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None
+    errors: list[FieldError] | None = None
+
+    def body(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)

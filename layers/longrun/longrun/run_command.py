@@ -1,0 +1,211 @@
+"""The device fleet as SSM Run Command sees it: finding the managed node behind each device id, sending a script to
+a batch of nodes, cancelling it, and reading one node's outcome."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache
+from posixpath import basename
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+import boto3
+from botocore.exceptions import ClientError
+
+from longrun.models import CommandOutcome, DeviceStatus, device_key
+
+if TYPE_CHECKING:
+    from mypy_boto3_resourcegroupstaggingapi import ResourceGroupsTaggingAPIClient
+    from mypy_boto3_ssm import SSMClient
+
+DOCUMENT = "AWS-RunRemoteScript"
+MAX_NODES_PER_COMMAND = 50  # SSM's limit on InstanceIds in one SendCommand
+OUTPUT_HEAD_CHARS = 4096
+NODE_ID = re.compile(r"^(i|mi)-[0-9a-f]{8,17}$")
+COMMENT = re.compile(r"^longrun (?P<task>[0-9a-f-]{36}) batch (?P<batch>\d+)$")
+TAG_VALUES_PER_LOOKUP = 20  # the tagging API's limit on values in one tag filter
+
+_SSM_STATUS = {
+    "Success": DeviceStatus.SUCCESS,
+    "Failed": DeviceStatus.FAILED,
+    "TimedOut": DeviceStatus.TIMED_OUT,
+    "Cancelled": DeviceStatus.CANCELLED,
+}
+FINAL_SSM_STATUSES = (*_SSM_STATUS, "Undeliverable", "Terminated", "DeliveryTimedOut")
+
+
+@cache
+def _ssm() -> SSMClient:
+    return boto3.client("ssm")
+
+
+@cache
+def _tagging() -> ResourceGroupsTaggingAPIClient:
+    return boto3.client("resourcegroupstaggingapi")
+
+
+@dataclass(frozen=True)
+class Resolution:
+    nodes: dict[str | int, str]
+    """device id -> managed node id"""
+    unknown: dict[str | int, str]
+    """device id -> why no node was found"""
+
+
+def resolve_devices(device_ids: Sequence[str | int], tag_key: str) -> Resolution:
+    """Find the managed node of each device: an id that looks like a node id names the node itself, any other id
+    is the value of the node's ``tag_key`` tag."""
+    direct = [d for d in device_ids if isinstance(d, str) and NODE_ID.match(d)]
+    tagged = [d for d in device_ids if d not in direct]
+    nodes: dict[str | int, str] = {}
+    unknown: dict[str | int, str] = {}
+    if direct:
+        registered = _registered_nodes(direct)
+        for device_id in direct:
+            if device_id in registered:
+                nodes[device_id] = str(device_id)
+            else:
+                unknown[device_id] = f"{device_id} is not an SSM managed node of this account and region"
+    by_tag = _nodes_by_tag([device_key(d) for d in tagged], tag_key)
+    for device_id in tagged:
+        found = by_tag.get(device_key(device_id), [])
+        if len(found) == 1:
+            nodes[device_id] = found[0]
+        elif not found:
+            unknown[device_id] = f"no SSM managed node is tagged {tag_key}={device_id}"
+        else:
+            unknown[device_id] = f"{len(found)} managed nodes are tagged {tag_key}={device_id}: {', '.join(found)}"
+    return Resolution(nodes=nodes, unknown=unknown)
+
+
+def _registered_nodes(node_ids: Sequence[str]) -> set[str]:
+    found: set[str] = set()
+    for start in range(0, len(node_ids), MAX_NODES_PER_COMMAND):
+        chunk = list(node_ids[start : start + MAX_NODES_PER_COMMAND])
+        paginator = _ssm().get_paginator("describe_instance_information")
+        for page in paginator.paginate(Filters=[{"Key": "InstanceIds", "Values": chunk}]):
+            found.update(info["InstanceId"] for info in page["InstanceInformationList"])
+    return found
+
+
+def _nodes_by_tag(values: Sequence[str], tag_key: str) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for start in range(0, len(values), TAG_VALUES_PER_LOOKUP):
+        chunk = list(values[start : start + TAG_VALUES_PER_LOOKUP])
+        paginator = _tagging().get_paginator("get_resources")
+        pages = paginator.paginate(
+            TagFilters=[{"Key": tag_key, "Values": chunk}],
+            ResourceTypeFilters=["ec2:instance", "ssm:managed-instance"],
+        )
+        for page in pages:
+            for resource in page["ResourceTagMappingList"]:
+                node_id = resource["ResourceARN"].rsplit("/", 1)[-1]
+                for tag in resource.get("Tags", []):
+                    if tag["Key"] == tag_key:
+                        found.setdefault(tag["Value"], []).append(node_id)
+    return found
+
+
+def batch_comment(task_id: str, batch: int) -> str:
+    return f"longrun {task_id} batch {batch}"
+
+
+def parse_comment(comment: str) -> tuple[str, int] | None:
+    match = COMMENT.match(comment or "")
+    return (match["task"], int(match["batch"])) if match else None
+
+
+def send_script(
+    *,
+    node_ids: Sequence[str],
+    bucket: str,
+    key: str,
+    timeout_seconds: int,
+    max_concurrency: int,
+    output_prefix: str,
+    comment: str,
+) -> str:
+    """Run the script at s3://bucket/key on up to 50 nodes with one command; answer the command id."""
+    if not 0 < len(node_ids) <= MAX_NODES_PER_COMMAND:
+        raise ValueError(f"a command takes 1 to {MAX_NODES_PER_COMMAND} nodes, not {len(node_ids)}")
+    script = basename(key)
+    region = _ssm().meta.region_name
+    response = _ssm().send_command(
+        InstanceIds=list(node_ids),
+        DocumentName=DOCUMENT,
+        Comment=comment,
+        Parameters={
+            "sourceType": ["S3"],
+            "sourceInfo": [json.dumps({"path": f"https://s3.{region}.amazonaws.com/{bucket}/{key}"})],
+            "commandLine": [f"chmod +x ./{script} && ./{script}"],
+            "executionTimeout": [str(timeout_seconds)],
+        },
+        MaxConcurrency=str(max_concurrency),
+        MaxErrors="100%",
+        OutputS3BucketName=bucket,
+        OutputS3KeyPrefix=output_prefix,
+    )
+    return response["Command"]["CommandId"]
+
+
+def cancel(command_id: str, node_ids: Sequence[str] | None = None) -> None:
+    """Stop a command on the given nodes (all of them by default); a command that already ended is left alone."""
+    try:
+        if node_ids:
+            _ssm().cancel_command(CommandId=command_id, InstanceIds=list(node_ids))
+        else:
+            _ssm().cancel_command(CommandId=command_id)
+    except ClientError as error:
+        if error.response["Error"]["Code"] not in ("InvalidCommandId", "DuplicateInstanceId"):
+            raise
+
+
+def outcome(command_id: str, node_id: str) -> CommandOutcome:
+    """One node's finished run of a command: status, exit code, times, and where its output is."""
+    invocation: dict[str, Any] = dict(_ssm().get_command_invocation(CommandId=command_id, InstanceId=node_id))
+    ssm_status = invocation["Status"]
+    status = _SSM_STATUS.get(ssm_status, DeviceStatus.FAILED)
+    exit_code = invocation.get("ResponseCode")
+    exit_code = None if exit_code is None or exit_code < 0 else exit_code
+    return CommandOutcome(
+        command_id=command_id,
+        instance_id=node_id,
+        comment=invocation.get("Comment", ""),
+        status=status,
+        reason=_reason(status, invocation.get("StatusDetails", ssm_status), exit_code),
+        exit_code=exit_code,
+        started_at=invocation.get("ExecutionStartDateTime") or None,
+        ended_at=invocation.get("ExecutionEndDateTime") or None,
+        stdout_url=_s3_url(invocation.get("StandardOutputUrl")),
+        stderr_url=_s3_url(invocation.get("StandardErrorUrl")),
+        stdout_head=invocation.get("StandardOutputContent", "")[:OUTPUT_HEAD_CHARS],
+        stderr_head=invocation.get("StandardErrorContent", "")[:OUTPUT_HEAD_CHARS],
+    )
+
+
+def _reason(status: DeviceStatus, details: str, exit_code: int | None) -> str | None:
+    if status is DeviceStatus.SUCCESS:
+        return None
+    if status is DeviceStatus.FAILED and exit_code is not None:
+        return f"the script exited with code {exit_code}"
+    return {
+        DeviceStatus.TIMED_OUT: "the script ran past timeout-seconds and was stopped",
+        DeviceStatus.CANCELLED: "the task was cancelled while the script ran",
+    }.get(status, f"SSM reported {details}")
+
+
+def _s3_url(url: str | None) -> str | None:
+    """SSM gives output locations as https URLs; clients read them as s3://bucket/key."""
+    if not url:
+        return None
+    parsed = urlparse(url)
+    host = parsed.netloc.split(".")
+    path = parsed.path.lstrip("/")
+    if host[0] == "s3" or host[0].startswith("s3-"):
+        return f"s3://{path}"
+    if len(host) > 1 and host[1].startswith("s3"):
+        return f"s3://{host[0]}/{path}"
+    return url
