@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
+from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -34,8 +34,8 @@ tracer = Tracer()
 metrics = Metrics()
 app = APIGatewayRestResolver(enable_validation=True)
 
-PROBLEMS: dict[int | str, dict[str, Any]] = {
-    status: {"description": title, "content": {PROBLEM_JSON: {"schema": Problem.model_json_schema()}}}
+PROBLEMS: dict[int, OpenAPIResponse] = {
+    status: {"description": title, "content": {PROBLEM_JSON: {"model": Problem}}}
     for status, title in {
         400: "Malformed request",
         401: "No caller identity",
@@ -47,7 +47,13 @@ PROBLEMS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+RETRY_AFTER: dict[str, Any] = {
+    "Retry-After": {"description": "Seconds to wait before polling again; absent once finished", "schema": {"type": "integer"}}
+}
+LOCATION: dict[str, Any] = {"Location": {"description": "The task to poll", "schema": {"type": "string"}}}
+
+
+def _problems(*statuses: int) -> dict[int, OpenAPIResponse]:
     return {status: PROBLEMS[status] for status in statuses}
 
 
@@ -69,7 +75,7 @@ def _json(model: Any, status: int, headers: dict[str, str] | None = None) -> Res
     return Response(
         status_code=status,
         content_type="application/json",
-        body=model.model_dump_json(by_alias=True, exclude_none=True),
+        body=model,
         headers=headers or {},
     )
 
@@ -83,7 +89,10 @@ def _with_retry_after(view: ScriptExecution, status: int) -> Response[ScriptExec
     RESOURCE,
     summary="Run a script on a fleet of devices",
     description="Answers at once with 202 and a Location to poll; the script runs on every device in the background.",
-    responses={202: {"description": "Accepted; poll Location for progress"}, **_problems(400, 401, 422, 503)},
+    responses={
+        202: {"description": "Accepted; poll Location for progress", "headers": {**LOCATION, **RETRY_AFTER}},
+        **_problems(400, 401, 422, 503),
+    },
     tags=["script-execution"],
 )
 def submit(request: Annotated[ScriptExecutionRequest, Body()]) -> Response[ScriptExecution]:
@@ -114,7 +123,7 @@ def list_tasks(
 @app.get(
     f"{RESOURCE}/<task_id>",
     summary="A task's status and progress",
-    responses={200: {"description": "The task"}, **_problems(401, 404, 422)},
+    responses={200: {"description": "The task", "headers": RETRY_AFTER}, **_problems(401, 404, 422)},
     tags=["script-execution"],
 )
 def describe(task_id: TaskId) -> Response[ScriptExecution]:
@@ -143,7 +152,7 @@ def result(
     description="202 while running scripts are being stopped, 200 once the task is CANCELLED.",
     responses={
         200: {"description": "The task is cancelled"},
-        202: {"description": "Cancelling; poll the task"},
+        202: {"description": "Cancelling; poll the task", "headers": RETRY_AFTER},
         **_problems(401, 404, 409, 422),
     },
     tags=["script-execution"],
@@ -156,7 +165,7 @@ def cancel(task_id: TaskId) -> Response[ScriptExecution]:
 
 def _problem(status: int, title: str, detail: str | None, errors: list[FieldError] | None = None) -> Response[Any]:
     problem = Problem(title=title, status=status, detail=detail, instance=app.current_event.path, errors=errors)
-    return Response(status_code=status, content_type=PROBLEM_JSON, body=json.dumps(problem.body()))
+    return Response(status_code=status, content_type=PROBLEM_JSON, body=problem.model_dump_json())
 
 
 @app.exception_handler(RequestValidationError)
@@ -167,6 +176,11 @@ def _invalid(error: RequestValidationError) -> Response[Any]:
     if any(item["type"] == "json_invalid" for item in error.errors()):
         return _problem(400, "Malformed request", "the body is not valid JSON", errors)
     return _problem(422, "Invalid request", "the request does not match the API's schema", errors)
+
+
+@app.exception_handler(UnicodeDecodeError)
+def _not_text(_: UnicodeDecodeError) -> Response[Any]:
+    return _problem(400, "Malformed request", "the body is not UTF-8 encoded JSON")
 
 
 @app.exception_handler(TaskError)

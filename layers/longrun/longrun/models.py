@@ -11,7 +11,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, StrictInt, StrictStr, field_validator, model_serializer
 
 MAX_DEVICES_PER_TASK = 10_000
 MAX_DEVICE_TIMEOUT_SECONDS = 172_800  # SSM's executionTimeout ceiling (48 h)
@@ -125,8 +125,6 @@ def device_key(device_id: str | int) -> str:
 class DeviceCounts(BaseModel):
     """How many of a task's devices are in each state; the fields always add up to the device total."""
 
-    model_config = ConfigDict(populate_by_name=True)
-
     PENDING: int = 0
     RUNNING: int = 0
     SUCCESS: int = 0
@@ -222,9 +220,17 @@ class CommandOutcome(BaseModel):
 # Responses
 
 
-class ResultSummary(BaseModel):
+class ApiModel(BaseModel):
+    """A response body: fields by their contract names, and a field with no value is left out."""
+
     model_config = ConfigDict(populate_by_name=True)
 
+    @model_serializer(mode="wrap")  # no return annotation: it would replace the model's schema in the OpenAPI document
+    def _omit_empty(self, handler: SerializerFunctionWrapHandler):  # type: ignore[no-untyped-def]
+        return {key: value for key, value in handler(self).items() if value is not None}
+
+
+class ResultSummary(ApiModel):
     id: str
     success_on_devices: list[str | int] = Field(alias="success-on-devices")
     failed_on_devices: list[str | int] = Field(
@@ -235,10 +241,8 @@ class ResultSummary(BaseModel):
     href: str = Field(description="The detailed per-device result")
 
 
-class ScriptExecution(BaseModel):
+class ScriptExecution(ApiModel):
     """A script-execution task as a client sees it."""
-
-    model_config = ConfigDict(populate_by_name=True)
 
     id: str
     device_ids: list[str | int] = Field(alias="device-ids")
@@ -257,22 +261,18 @@ class ScriptExecution(BaseModel):
     href: str
 
 
-class ScriptExecutionPage(BaseModel):
+class ScriptExecutionPage(ApiModel):
     items: list[ScriptExecution]
     next_token: str | None = Field(default=None, alias="next-token")
 
-    model_config = ConfigDict(populate_by_name=True)
 
-
-class OutputStream(BaseModel):
+class OutputStream(ApiModel):
     location: str | None = Field(description="s3:// URL of the whole stream")
     head: str = Field(description="The first few KB of the stream")
     truncated: bool
 
 
-class DeviceResult(BaseModel):
-    model_config = ConfigDict(populate_by_name=True)
-
+class DeviceResult(ApiModel):
     device_id: str | int = Field(alias="device-id")
     status: DeviceStatus
     reason: str | None = None
@@ -283,21 +283,19 @@ class DeviceResult(BaseModel):
     stderr: OutputStream | None = None
 
 
-class ScriptExecutionResult(BaseModel):
-    model_config = ConfigDict(populate_by_name=True)
-
+class ScriptExecutionResult(ApiModel):
     id: str
     status: TaskStatus
     devices: list[DeviceResult]
     next_token: str | None = Field(default=None, alias="next-token")
 
 
-class FieldError(BaseModel):
+class FieldError(ApiModel):
     field: str = Field(description="Where the error is, e.g. body.device-ids.1")
     message: str
 
 
-class Problem(BaseModel):
+class Problem(ApiModel):
     """An RFC 9457 problem detail."""
 
     type: str = "about:blank"
@@ -306,6 +304,3 @@ class Problem(BaseModel):
     detail: str | None = None
     instance: str | None = None
     errors: list[FieldError] | None = None
-
-    def body(self) -> dict[str, Any]:
-        return self.model_dump(exclude_none=True)

@@ -186,7 +186,7 @@ class TaskStore:
         current = self.get_task(task_id, consistent=True)
         if current is None or current.status not in set(allowed_from):
             raise ConditionFailed(f"task {task_id} is {current.status if current else 'missing'}")
-        names = {"#s": "status", "#c": "counts"}
+        names = {"#s": "status"}
         values: dict[str, Any] = {
             ":to": to.value,
             ":from": current.status.value,
@@ -198,6 +198,8 @@ class TaskStore:
         if reason is not None:
             sets.append("statusReason = :reason")
             values[":reason"] = reason
+        if to.finished or require_idle:
+            names["#c"] = "counts"
         if to.finished:
             sets += ["completedAt = :now", "#c.NOT_STARTED = #c.NOT_STARTED + #c.PENDING", "#c.PENDING = :zero"]
             values[":zero"] = 0

@@ -155,7 +155,7 @@ def current_step(task: Task) -> str:
         case TaskStatus.SUBMITTED:
             return "Waiting for the workflow to start"
         case TaskStatus.IN_PROGRESS:
-            return f"Running the script: {finished} of {counts.total} devices finished, {counts.RUNNING} running"
+            return f"Running the script: {finished} of {counts.total} devices finished, {counts.RUNNING} in flight"
         case TaskStatus.CANCELLING:
             return f"Cancelling: stopping {counts.RUNNING} running scripts"
         case TaskStatus.COMPLETE:
@@ -196,11 +196,14 @@ def _device_result(device_id: str | int, run: DeviceRun | None) -> DeviceResult:
         exit_code=run.exit_code,
         started_at=run.started_at,
         ended_at=run.ended_at,
-        stdout=_stream(run.stdout_url, run.stdout_head) if status.finished else None,
-        stderr=_stream(run.stderr_url, run.stderr_head) if status.finished else None,
+        stdout=_stream(run.stdout_url, run.stdout_head) if run.command_id and status.finished else None,
+        stderr=_stream(run.stderr_url, run.stderr_head) if run.command_id and status.finished else None,
     )
 
 
 def _stream(location: str | None, head: str | None) -> OutputStream:
+    """A device's output stream; SSM stores nothing for an empty stream, so it has no location."""
     head = head or ""
-    return OutputStream(location=location, head=head, truncated=len(head) >= run_command.OUTPUT_HEAD_CHARS)
+    return OutputStream(
+        location=location if head else None, head=head, truncated=len(head) >= run_command.OUTPUT_HEAD_CHARS
+    )

@@ -180,17 +180,26 @@ class Workflow:
         settle_cancel(self._store, batch.task_id)
 
     def finish_run(self, task_id: str, error: dict[str, Any] | None = None) -> str:
-        """Last step: the task is COMPLETE once every batch is done, or FAILED with the workflow's error. A task that
-        is being cancelled is left to end as CANCELLED."""
-        task = self._store.get_task(task_id, consistent=True)
-        if task is None or task.status is not TaskStatus.IN_PROGRESS and task.status is not TaskStatus.SUBMITTED:
-            return task.status.value if task else "MISSING"
-        if error is None and task.status is TaskStatus.IN_PROGRESS:
-            return lifecycle.finish(self._store, task_id, TaskStatus.COMPLETE).status.value
-        reason = "the workflow failed"
-        if error:
-            reason = f"the workflow failed: {error.get('Error', 'error')}: {error.get('Cause', '')}".strip(": ")
-        for batch in self._store.batches(task_id):
-            if batch.command_id and not batch.complete:
-                run_command.cancel(batch.command_id)
-        return lifecycle.finish(self._store, task_id, TaskStatus.FAILED, reason=reason).status.value
+        """Last step: the task is COMPLETE once every batch is done, or FAILED with the workflow's error (or because
+        devices were still running when the workflow ended). A task being cancelled is left to end as CANCELLED."""
+        while True:
+            task = self._store.get_task(task_id, consistent=True)
+            if task is None:
+                return "MISSING"
+            if task.status not in (TaskStatus.SUBMITTED, TaskStatus.IN_PROGRESS):
+                return task.status.value
+            if error is not None:
+                reason = f"the workflow failed: {error.get('Error', 'error')}: {error.get('Cause', '')}".rstrip(": ")
+            elif task.status is TaskStatus.SUBMITTED or task.counts.RUNNING:
+                reason = f"the workflow ended with {task.counts.RUNNING} devices still running"
+            else:
+                reason = None
+            try:
+                if reason is None:
+                    return lifecycle.finish(self._store, task_id, TaskStatus.COMPLETE).status.value
+                for batch in self._store.batches(task_id):
+                    if batch.command_id and not batch.complete:
+                        run_command.cancel(batch.command_id)
+                return lifecycle.finish(self._store, task_id, TaskStatus.FAILED, reason=reason).status.value
+            except ConditionFailed:
+                continue  # a device or a cancel moved the task meanwhile: decide again from its new state

@@ -1,0 +1,54 @@
+# The two commands: `make run` starts the whole service locally, `make test` runs every test.
+# Each sets up what it needs first (a virtual environment per tool set, rebuilt when its requirements change).
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+VENV_SAM := .venv-sam
+PY := $(VENV)/bin/python
+SAM := $(VENV_SAM)/bin/sam
+SAM_CLI_VERSION := 1.170.0
+export SAM_CLI_TELEMETRY := 0
+
+.PHONY: run test lint validate build openapi check clean bench
+
+$(VENV)/.installed: requirements-dev.txt layers/longrun/requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+$(VENV_SAM)/.installed:
+	$(PYTHON) -m venv $(VENV_SAM)
+	$(VENV_SAM)/bin/pip install --quiet --upgrade pip
+	$(VENV_SAM)/bin/pip install --quiet aws-sam-cli==$(SAM_CLI_VERSION)
+	touch $@
+
+## run: the whole service on 127.0.0.1 (API on $$PORT, default 3000; AWS edge on $$EDGE_PORT, default 4566)
+run: $(VENV)/.installed
+	exec $(PY) -m local_runtime
+
+## test: unit, integration (moto) and end-to-end (local runtime over HTTP) tests
+test: $(VENV)/.installed
+	$(PY) -m pytest
+
+## lint: ruff and mypy
+lint: $(VENV)/.installed
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+
+## validate: the template passes sam validate --lint and cfn-lint, and sam build succeeds
+validate: $(VENV)/.installed $(VENV_SAM)/.installed
+	$(SAM) validate --lint
+	$(VENV)/bin/cfn-lint template.yaml
+	$(SAM) build
+
+## openapi: regenerate docs/openapi.json from the API's code
+openapi: $(VENV)/.installed
+	$(PY) -m tools.openapi > docs/openapi.json
+
+## check: everything CI checks
+check: lint validate test
+
+clean:
+	rm -rf $(VENV) $(VENV_SAM) .aws-sam .pytest_cache .mypy_cache .ruff_cache

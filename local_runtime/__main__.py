@@ -1,0 +1,55 @@
+"""``python -m local_runtime`` (what ``make run`` starts): the whole service on 127.0.0.1 until Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from types import FrameType
+
+from local_runtime.runtime import DEFAULT_DEVICES, LocalRuntime, Options
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m local_runtime", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "3000")), help="API port ($PORT)")
+    parser.add_argument(
+        "--edge-port", type=int, default=int(os.environ.get("EDGE_PORT", "4566")), help="AWS edge port ($EDGE_PORT)"
+    )
+    parser.add_argument(
+        "--devices",
+        default=os.environ.get("LONGRUN_DEVICES", ",".join(DEFAULT_DEVICES)),
+        help="comma-separated device ids of the simulated fleet ($LONGRUN_DEVICES)",
+    )
+    parser.add_argument("--caller", default="local-developer", help="who unsigned requests come from")
+    parser.add_argument("--log-level", default=os.environ.get("LOCAL_LOG_LEVEL", "WARNING"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    devices = tuple(d.strip() for d in args.devices.split(",") if d.strip())
+    runtime = LocalRuntime(
+        Options(host=args.host, port=args.port, edge_port=args.edge_port, devices=devices, caller=args.caller)
+    )
+    stopping = threading.Event()
+
+    def stop(signum: int, _: FrameType | None) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        runtime.start()
+        print(runtime.banner(), flush=True)
+        print(f"READY {runtime.api_url}", flush=True)
+        stopping.wait()
+    finally:
+        runtime.stop()
+        print("longrun local runtime stopped", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

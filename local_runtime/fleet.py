@@ -1,0 +1,405 @@
+"""A simulated device fleet that speaks the part of SSM that longrun uses, and really runs the scripts.
+
+Each device is a managed node (``mi-`` id) tagged with its device id. ``SendCommand`` with AWS-RunRemoteScript
+downloads the script from S3 into the device's own working directory for that command and runs its command line
+in a subprocess (its own process group) with ``DEVICE_ID`` set, at most MaxConcurrency devices at a time. stdout
+and stderr go to S3 under the command's output prefix, as the SSM agent would put them; executionTimeout and
+CancelCommand kill the process group. Each finished invocation is announced with the same EventBridge event SSM
+sends ("EC2 Command Invocation Status-change Notification").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import boto3
+
+log = logging.getLogger("local_runtime.fleet")
+OUTPUT_CONTENT_CHARS = 24_000  # what GetCommandInvocation returns of each stream, as in SSM
+PLUGIN_PATH = "awsrunShellScript/runShellScript"
+FINAL = ("Success", "Failed", "TimedOut", "Cancelled")
+
+
+class FleetError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def node_id_for(device_id: str) -> str:
+    return "mi-" + hashlib.sha256(device_id.encode()).hexdigest()[:17]
+
+
+def _iso(moment: float | None) -> str:
+    if moment is None:
+        return ""
+    return datetime.fromtimestamp(moment, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass
+class Invocation:
+    node_id: str
+    status: str = "Pending"
+    status_details: str = "Pending"
+    response_code: int = -1
+    started: float | None = None
+    ended: float | None = None
+    stdout: str = ""
+    stderr: str = ""
+    process: subprocess.Popen[bytes] | None = None
+    cancel_requested: bool = False
+
+
+@dataclass
+class Command:
+    command_id: str
+    document: str
+    comment: str
+    parameters: dict[str, list[str]]
+    requested: float
+    max_concurrency: int
+    bucket: str | None
+    prefix: str
+    invocations: dict[str, Invocation] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def output_key(self, node_id: str, stream: str) -> str:
+        prefix = f"{self.prefix}/" if self.prefix else ""
+        return f"{prefix}{self.command_id}/{node_id}/{PLUGIN_PATH}/{stream}"
+
+
+class Fleet:
+    def __init__(
+        self,
+        device_ids: list[str],
+        tag_key: str,
+        region: str,
+        s3_endpoint: str,
+        announce: Callable[[dict[str, Any]], None],
+        work_dir: Path | None = None,
+    ) -> None:
+        self.devices = {node_id_for(d): d for d in device_ids}
+        self.tag_key = tag_key
+        self.region = region
+        self._announce = announce
+        self._commands: dict[str, Command] = {}
+        self._s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name=region)
+        self._work_dir = work_dir or Path(tempfile.mkdtemp(prefix="longrun-fleet-"))
+        self._owns_work_dir = work_dir is None
+        self._closing = threading.Event()
+
+    # --- the SSM and tagging actions -----------------------------------------------------------
+
+    def handle(self, action: str, body: dict[str, Any]) -> dict[str, Any]:
+        actions: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+            "SendCommand": self.send_command,
+            "CancelCommand": self.cancel_command,
+            "GetCommandInvocation": self.get_command_invocation,
+            "DescribeInstanceInformation": self.describe_instance_information,
+            "GetResources": self.get_resources,
+        }
+        return actions[action](body)
+
+    def send_command(self, body: dict[str, Any]) -> dict[str, Any]:
+        node_ids = body.get("InstanceIds") or []
+        if body.get("Targets"):
+            raise FleetError("ValidationException", "the local fleet takes InstanceIds, not Targets")
+        if not 1 <= len(node_ids) <= 50 or len(set(node_ids)) != len(node_ids):
+            raise FleetError("ValidationException", "InstanceIds takes 1 to 50 distinct node ids")
+        unknown = [n for n in node_ids if n not in self.devices]
+        if unknown:
+            raise FleetError("InvalidInstanceId", f"not managed nodes of this fleet: {', '.join(unknown)}")
+        if body.get("DocumentName") not in ("AWS-RunRemoteScript", "AWS-RunShellScript"):
+            raise FleetError("InvalidDocument", f"the local fleet does not run {body.get('DocumentName')}")
+        concurrency = str(body.get("MaxConcurrency", "50"))
+        command = Command(
+            command_id=str(uuid.uuid4()),
+            document=body["DocumentName"],
+            comment=body.get("Comment", ""),
+            parameters=body.get("Parameters", {}),
+            requested=time.time(),
+            max_concurrency=_concurrency(concurrency, len(node_ids)),
+            bucket=body.get("OutputS3BucketName"),
+            prefix=body.get("OutputS3KeyPrefix", ""),
+            invocations={n: Invocation(node_id=n) for n in node_ids},
+        )
+        self._commands[command.command_id] = command
+        threading.Thread(target=self._run_command, args=(command,), daemon=True, name="fleet-command").start()
+        return {
+            "Command": {
+                "CommandId": command.command_id,
+                "DocumentName": command.document,
+                "Comment": command.comment,
+                "InstanceIds": node_ids,
+                "Parameters": command.parameters,
+                "RequestedDateTime": command.requested,
+                "Status": "Pending",
+                "MaxConcurrency": concurrency,
+                "MaxErrors": str(body.get("MaxErrors", "0")),
+                "TargetCount": len(node_ids),
+                "OutputS3BucketName": command.bucket or "",
+                "OutputS3KeyPrefix": command.prefix,
+            }
+        }
+
+    def cancel_command(self, body: dict[str, Any]) -> dict[str, Any]:
+        command = self._command(body["CommandId"])
+        targets = body.get("InstanceIds") or list(command.invocations)
+        with command.lock:
+            for node_id in targets:
+                invocation = command.invocations.get(node_id)
+                if invocation is None or invocation.status in FINAL:
+                    continue
+                invocation.cancel_requested = True
+                if invocation.process is not None:
+                    _kill(invocation.process)
+        return {}
+
+    def get_command_invocation(self, body: dict[str, Any]) -> dict[str, Any]:
+        command = self._command(body["CommandId"])
+        invocation = command.invocations.get(body["InstanceId"])
+        if invocation is None:
+            raise FleetError("InvocationDoesNotExist", "no invocation of this command on that node")
+        bucket = command.bucket
+        return {
+            "CommandId": command.command_id,
+            "InstanceId": invocation.node_id,
+            "Comment": command.comment,
+            "DocumentName": command.document,
+            "PluginName": "runShellScript",
+            "ResponseCode": invocation.response_code,
+            "ExecutionStartDateTime": _iso(invocation.started),
+            "ExecutionEndDateTime": _iso(invocation.ended),
+            "Status": invocation.status,
+            "StatusDetails": invocation.status_details,
+            "StandardOutputContent": invocation.stdout[:OUTPUT_CONTENT_CHARS],
+            "StandardErrorContent": invocation.stderr[:OUTPUT_CONTENT_CHARS],
+            "StandardOutputUrl": self._url(bucket, command.output_key(invocation.node_id, "stdout")),
+            "StandardErrorUrl": self._url(bucket, command.output_key(invocation.node_id, "stderr")),
+        }
+
+    def describe_instance_information(self, body: dict[str, Any]) -> dict[str, Any]:
+        wanted: set[str] | None = None
+        for item in body.get("Filters", []) + body.get("InstanceInformationFilterList", []):
+            if item.get("Key") in ("InstanceIds", "instanceIds"):
+                wanted = set(item.get("Values") or item.get("valueSet") or [])
+        nodes = [n for n in self.devices if wanted is None or n in wanted]
+        return {
+            "InstanceInformationList": [
+                {
+                    "InstanceId": node_id,
+                    "PingStatus": "Online",
+                    "PlatformType": "Linux",
+                    "PlatformName": "longrun local fleet",
+                    "ResourceType": "ManagedInstance",
+                    "ComputerName": self.devices[node_id],
+                    "Name": self.devices[node_id],
+                }
+                for node_id in nodes
+            ]
+        }
+
+    def get_resources(self, body: dict[str, Any]) -> dict[str, Any]:
+        types = body.get("ResourceTypeFilters") or ["ssm:managed-instance"]
+        if "ssm:managed-instance" not in types:
+            return {"ResourceTagMappingList": [], "PaginationToken": ""}
+        wanted: set[str] | None = None
+        for tag_filter in body.get("TagFilters", []):
+            if tag_filter["Key"] != self.tag_key:
+                return {"ResourceTagMappingList": [], "PaginationToken": ""}
+            wanted = set(tag_filter.get("Values") or []) or None
+        mappings = [
+            {
+                "ResourceARN": f"arn:aws:ssm:{self.region}:123456789012:managed-instance/{node_id}",
+                "Tags": [{"Key": self.tag_key, "Value": device_id}],
+            }
+            for node_id, device_id in self.devices.items()
+            if wanted is None or device_id in wanted
+        ]
+        return {"ResourceTagMappingList": mappings, "PaginationToken": ""}
+
+    # --- running ---------------------------------------------------------------------------------
+
+    def _run_command(self, command: Command) -> None:
+        slots = threading.Semaphore(command.max_concurrency)
+        runners = []
+        for invocation in command.invocations.values():
+            slots.acquire()
+            if self._closing.is_set():
+                slots.release()
+                break
+            runner = threading.Thread(
+                target=self._run_invocation, args=(command, invocation, slots), daemon=True, name="fleet-device"
+            )
+            runner.start()
+            runners.append(runner)
+        for runner in runners:
+            runner.join()
+
+    def _run_invocation(self, command: Command, invocation: Invocation, slots: threading.Semaphore) -> None:
+        try:
+            self._execute(command, invocation)
+        except Exception as error:  # noqa: BLE001 - the agent reports any failure as the invocation's
+            log.exception("device %s failed to run the command", invocation.node_id)
+            invocation.stderr += f"\nlocal fleet: {error}"
+            self._end(invocation, "Failed", "Failed", -1)
+        finally:
+            slots.release()
+        self._store_output(command, invocation)
+        self._announce(self._event(command, invocation))
+
+    def _execute(self, command: Command, invocation: Invocation) -> None:
+        with command.lock:
+            if invocation.cancel_requested:
+                self._end(invocation, "Cancelled", "Cancelled", -1)
+                return
+            invocation.status = invocation.status_details = "InProgress"
+            invocation.started = time.time()
+        device_id = self.devices[invocation.node_id]
+        work = self._work_dir / invocation.node_id / command.command_id
+        work.mkdir(parents=True, exist_ok=True)
+        params = command.parameters
+        if command.document == "AWS-RunRemoteScript":
+            if not self._download(params, work, invocation):
+                return
+            command_line = " ".join(params.get("commandLine", [""]))
+        else:
+            command_line = "\n".join(params.get("commands", []))
+        timeout = int((params.get("executionTimeout") or ["3600"])[0])
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(work),
+            "DEVICE_ID": device_id,
+            "AWS_SSM_INSTANCE_ID": invocation.node_id,
+            "AWS_SSM_REGION_NAME": self.region,
+        }
+        stdout_path, stderr_path = work / "stdout", work / "stderr"
+        with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err, command.lock:
+            if invocation.cancel_requested:
+                self._end(invocation, "Cancelled", "Cancelled", -1)
+                return
+            invocation.process = subprocess.Popen(  # noqa: S603 - running the task's script is the point
+                ["/bin/sh", "-c", command_line], cwd=work, env=env, stdout=out, stderr=err, start_new_session=True
+            )
+        process = invocation.process
+        try:
+            code = process.wait(timeout=timeout)
+            timed_out = False
+        except subprocess.TimeoutExpired:
+            _kill(process)
+            code, timed_out = process.wait(), True
+        invocation.stdout = stdout_path.read_text(errors="replace")
+        invocation.stderr = stderr_path.read_text(errors="replace")
+        if timed_out:
+            self._end(invocation, "TimedOut", "ExecutionTimedOut", -1)
+        elif invocation.cancel_requested:
+            self._end(invocation, "Cancelled", "Cancelled", -1)
+        else:
+            self._end(invocation, "Success" if code == 0 else "Failed", "Success" if code == 0 else "Failed", code)
+
+    def _download(self, params: dict[str, list[str]], work: Path, invocation: Invocation) -> bool:
+        source = json.loads((params.get("sourceInfo") or ["{}"])[0])
+        url = urlparse(source.get("path", ""))
+        bucket, _, key = url.path.lstrip("/").partition("/")
+        if not url.netloc.startswith("s3."):  # virtual-hosted style: bucket.s3.region.amazonaws.com/key
+            bucket, key = url.netloc.split(".")[0], url.path.lstrip("/")
+        try:
+            self._s3.download_file(bucket, key, str(work / Path(key).name))
+        except Exception as error:  # noqa: BLE001 - any download failure fails the invocation, as in SSM
+            invocation.stderr = f"failed to download s3://{bucket}/{key}: {error}"
+            self._end(invocation, "Failed", "Failed", 1)
+            return False
+        return True
+
+    def _end(self, invocation: Invocation, status: str, details: str, code: int) -> None:
+        invocation.status, invocation.status_details, invocation.response_code = status, details, code
+        invocation.ended = time.time()
+        invocation.started = invocation.started or invocation.ended
+        invocation.process = None
+
+    def _store_output(self, command: Command, invocation: Invocation) -> None:
+        if not command.bucket:
+            return
+        for stream, text in (("stdout", invocation.stdout), ("stderr", invocation.stderr)):
+            if text:
+                key = command.output_key(invocation.node_id, stream)
+                self._s3.put_object(Bucket=command.bucket, Key=key, Body=text.encode())
+
+    def _event(self, command: Command, invocation: Invocation) -> dict[str, Any]:
+        return {
+            "version": "0",
+            "id": str(uuid.uuid4()),
+            "detail-type": "EC2 Command Invocation Status-change Notification",
+            "source": "aws.ssm",
+            "account": "123456789012",
+            "time": _iso(time.time()).split(".")[0] + "Z",
+            "region": self.region,
+            "resources": [f"arn:aws:ssm:{self.region}:123456789012:managed-instance/{invocation.node_id}"],
+            "detail": {
+                "command-id": command.command_id,
+                "document-name": command.document,
+                "instance-id": invocation.node_id,
+                "requested-date-time": _iso(command.requested),
+                "status": invocation.status,
+            },
+        }
+
+    def _url(self, bucket: str | None, key: str) -> str:
+        return f"https://s3.{self.region}.amazonaws.com/{bucket}/{key}" if bucket else ""
+
+    def _command(self, command_id: str) -> Command:
+        command = self._commands.get(command_id)
+        if command is None:
+            raise FleetError("InvalidCommandId", f"no command {command_id}")
+        return command
+
+    def running_processes(self) -> list[int]:
+        """Process ids of every script still running, for shutdown and for tests."""
+        return [
+            inv.process.pid
+            for command in self._commands.values()
+            for inv in command.invocations.values()
+            if inv.process is not None and inv.process.poll() is None
+        ]
+
+    def close(self) -> None:
+        """Kill every script still running and remove the devices' working directories."""
+        self._closing.set()
+        for command in list(self._commands.values()):
+            with command.lock:
+                for invocation in command.invocations.values():
+                    invocation.cancel_requested = True
+                    if invocation.process is not None:
+                        _kill(invocation.process)
+        if self._owns_work_dir:
+            shutil.rmtree(self._work_dir, ignore_errors=True)
+
+
+def _concurrency(value: str, nodes: int) -> int:
+    if value.endswith("%"):
+        return max(1, nodes * int(value[:-1]) // 100)
+    return max(1, int(value))
+
+
+def _kill(process: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

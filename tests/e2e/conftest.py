@@ -1,0 +1,119 @@
+"""End-to-end tests drive the service over HTTP exactly as a client would: the API in LONGRUN_API_URL when it is
+set (with the edge in AWS_ENDPOINT_URL), otherwise a local runtime started for the session on free ports."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import psutil
+import pytest
+
+from tests.conftest import ROOT
+
+RESOURCE = "/device-management/script-execution"
+DEVICES = ("web-1", "web-2", "web-3", "db-1", "3")
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: Any
+
+
+@dataclass
+class Service:
+    api: str
+    edge: str
+    process: psutil.Process | None
+
+    def request(self, method: str, path: str, body: Any = None, raw: bytes | None = None, **headers: str) -> Reply:
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        if data is not None:
+            headers.setdefault("Content-Type", "application/json")
+        request = urllib.request.Request(self.api + path, data=data, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - loopback
+                status, reply_headers, text = response.status, dict(response.headers), response.read()
+        except urllib.error.HTTPError as error:
+            status, reply_headers, text = error.code, dict(error.headers), error.read()
+        return Reply(status, reply_headers, json.loads(text) if text else None)
+
+    def submit(self, **fields: Any) -> dict[str, Any]:
+        reply = self.request("POST", RESOURCE, {"device-ids": ["web-1"], "script-url": "scripts/hello.sh", **fields})
+        assert reply.status == 202, reply.body
+        return dict(reply.body)
+
+    def wait(self, task_id: str, until: tuple[str, ...] = ("COMPLETE", "FAILED", "CANCELLED"), timeout: float = 60) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            reply = self.request("GET", f"{RESOURCE}/{task_id}")
+            assert reply.status == 200, reply.body
+            if reply.body["status"] in until:
+                return dict(reply.body)
+            assert time.monotonic() < deadline, f"task stayed {reply.body['status']}: {reply.body}"
+            time.sleep(0.2)
+
+    def scripts_running(self) -> list[psutil.Process]:
+        """The device scripts this runtime still has running."""
+        if self.process is None:
+            return []
+        return [p for p in self.process.children(recursive=True) if _is_alive(p)]
+
+
+def _is_alive(process: psutil.Process) -> bool:
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def service() -> Iterator[Service]:
+    if os.environ.get("LONGRUN_API_URL"):
+        yield Service(api=os.environ["LONGRUN_API_URL"].rstrip("/"), edge=os.environ.get("AWS_ENDPOINT_URL", ""), process=None)
+        return
+    port, edge_port = _free_port(), _free_port()
+    log = tempfile.NamedTemporaryFile(prefix="longrun-e2e-", suffix=".log", delete=False)  # noqa: SIM115
+    process = subprocess.Popen(
+        [sys.executable, "-m", "local_runtime", "--port", str(port), "--edge-port", str(edge_port),
+         "--devices", ",".join(DEVICES), "--log-level", "INFO"],
+        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 60
+    while b"READY" not in open(log.name, "rb").read():
+        assert process.poll() is None, open(log.name).read()
+        assert time.monotonic() < deadline, "the local runtime did not start in 60 s"
+        time.sleep(0.1)
+    service = Service(api=f"http://127.0.0.1:{port}", edge=f"http://127.0.0.1:{edge_port}", process=psutil.Process(process.pid))
+    try:
+        yield service
+    finally:
+        children = service.process.children(recursive=True) if service.process else []
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise
+        assert process.returncode == 0, open(log.name).read()[-5000:]
+        assert not [p for p in children if _is_alive(p)], "scripts outlived the runtime"
+        print(f"local runtime log: {log.name}")

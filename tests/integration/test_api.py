@@ -1,0 +1,179 @@
+"""The real API handler, given the events API Gateway sends (events/*.json), against AWS APIs."""
+
+from __future__ import annotations
+
+import copy
+import json
+from functools import cache
+from typing import Any
+
+import boto3
+import pytest
+
+from longrun.models import TaskStatus
+from tests.conftest import ROOT, function_module
+from tests.integration.conftest import Deployment
+
+RESOURCE = "/device-management/script-execution"
+
+
+@cache
+def _sample(name: str) -> dict[str, Any]:
+    return dict(json.loads((ROOT / "events" / name).read_text()))
+
+
+class Context:
+    function_name = "api"
+    memory_limit_in_mb = 256
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:api"
+    aws_request_id = "req"
+
+
+def call(
+    method: str,
+    path: str,
+    body: Any = None,
+    caller: str = "alice",
+    query: dict[str, str] | None = None,
+    raw: str | None = None,
+) -> tuple[int, dict[str, str], Any]:
+    event = copy.deepcopy(_sample("api-submit.json" if method == "POST" else "api-describe.json"))
+    resource = RESOURCE
+    params = None
+    rest = path.removeprefix(RESOURCE).strip("/")
+    if rest:
+        params = {"task_id": rest.split("/")[0]}
+        resource = f"{RESOURCE}/{{task_id}}" + ("/result" if rest.endswith("/result") else "")
+    event.update(
+        httpMethod=method,
+        path=path,
+        resource=resource,
+        pathParameters=params,
+        queryStringParameters=query,
+        multiValueQueryStringParameters={k: [v] for k, v in query.items()} if query else None,
+        body=raw if raw is not None else (json.dumps(body) if body is not None else None),
+    )
+    event["requestContext"]["identity"].update(caller=caller, userArn=f"arn:aws:iam::123456789012:user/{caller}")
+    response = function_module("api").handler(event, Context())
+    text = response.get("body") or ""
+    headers = {name: values[-1] for name, values in (response.get("multiValueHeaders") or {}).items()}
+    headers.update(response.get("headers") or {})
+    return response["statusCode"], headers, json.loads(text) if text else None
+
+
+def executions(deployed: Deployment) -> list[dict[str, Any]]:
+    return boto3.client("stepfunctions").list_executions(stateMachineArn=deployed.state_machine_arn)["executions"]
+
+
+def table_items(deployed: Deployment) -> list[dict[str, Any]]:
+    return boto3.resource("dynamodb").Table(deployed.table).scan()["Items"]
+
+
+def submit(**fields: Any) -> dict[str, Any]:
+    body = {"device-ids": ["web-1", "web-2", 3], "script-url": "scripts/hello.sh", **fields}
+    status, headers, task = call("POST", RESOURCE, body)
+    assert status == 202, task
+    assert headers["Location"] == f"{RESOURCE}/{task['id']}"
+    assert headers["Retry-After"] == "1"
+    return dict(task)
+
+
+def test_submit_records_the_task_and_starts_its_execution(deployed: Deployment) -> None:
+    task = submit(**{"timeout-seconds": 30, "max-concurrency": 2})
+    assert task["status"] == "SUBMITTED"
+    assert task["device-ids"] == ["web-1", "web-2", 3]
+    assert (task["timeout-seconds"], task["max-concurrency"], task["percentage"]) == (30, 2, 0)
+    assert task["createdAt"].endswith("Z")
+    started = executions(deployed)
+    assert [e["name"] for e in started] == [task["id"]]
+    status, _, read = call("GET", f"{RESOURCE}/{task['id']}")
+    assert status == 200 and read["id"] == task["id"] and read["deviceCounts"]["PENDING"] == 3
+
+
+@pytest.mark.parametrize(
+    ("raw", "status", "field"),
+    [
+        ("{not json", 400, None),
+        (json.dumps({"device-ids": [], "script-url": "scripts/a.sh"}), 422, "body.device-ids"),
+        (json.dumps({"device-ids": ["a", "a"], "script-url": "scripts/a.sh"}), 422, "body.device-ids"),
+        (json.dumps({"device-ids": [{"x": 1}], "script-url": "scripts/a.sh"}), 422, "body.device-ids.0"),
+        (json.dumps({"device-ids": ["a"]}), 422, "body.script-url"),
+        (json.dumps({"device-ids": ["a"], "script-url": "s3://someone-elses/scripts/a.sh"}), 422, "body.script-url"),
+        (json.dumps({"device-ids": ["a"], "script-url": "output/x.sh"}), 422, "body.script-url"),
+        (json.dumps({"device-ids": ["a"], "script-url": "scripts/a.sh", "timeout-seconds": "9"}), 422, None),
+        (json.dumps(["a"]), 422, None),
+    ],
+)
+def test_bad_input_is_a_problem_and_writes_nothing(
+    deployed: Deployment, raw: str, status: int, field: str | None
+) -> None:
+    code, headers, problem = call("POST", RESOURCE, raw=raw)
+    assert code == status
+    assert headers["Content-Type"] == "application/problem+json"
+    assert problem["status"] == status and problem["title"]
+    if field:
+        assert any(error["field"].startswith(field) for error in problem["errors"]), problem
+    assert table_items(deployed) == []
+    assert executions(deployed) == []
+
+
+def test_unknown_and_foreign_tasks_are_not_found(deployed: Deployment) -> None:
+    task = submit()
+    for path in (f"{RESOURCE}/{task['id']}", f"{RESOURCE}/{task['id']}/result"):
+        code, headers, problem = call("GET", path, caller="mallory")
+        assert (code, headers["Content-Type"], problem["status"]) == (404, "application/problem+json", 404)
+    code, _, _ = call("DELETE", f"{RESOURCE}/{task['id']}", caller="mallory")
+    assert code == 404
+    code, _, _ = call("GET", f"{RESOURCE}/00000000-0000-4000-8000-000000000000")
+    assert code == 404
+    code, _, problem = call("GET", f"{RESOURCE}/not-a-task-id")
+    assert code == 422 and problem["errors"][0]["field"] == "path.task_id"
+
+
+def test_result_is_a_conflict_until_the_task_finishes(deployed: Deployment) -> None:
+    task = submit()
+    code, _, problem = call("GET", f"{RESOURCE}/{task['id']}/result")
+    assert code == 409 and "SUBMITTED" in problem["detail"]
+
+
+def test_cancel_is_idempotent_and_stops_the_execution(deployed: Deployment) -> None:
+    task = submit()
+    first = call("DELETE", f"{RESOURCE}/{task['id']}")
+    again = call("DELETE", f"{RESOURCE}/{task['id']}")
+    assert first[0] == again[0] == 200  # nothing was running: cancelled at once
+    assert first[2]["status"] == again[2]["status"] == "CANCELLED"
+    assert first[2]["updatedAt"] == again[2]["updatedAt"]
+    assert "Retry-After" not in first[1]
+    assert first[2]["deviceCounts"]["NOT_STARTED"] == 3
+    assert executions(deployed)[0]["status"] in ("ABORTED", "FAILED")  # moto ends stopped Map runs as FAILED
+    code, _, result = call("GET", f"{RESOURCE}/{task['id']}/result")
+    assert code == 200 and {d["status"] for d in result["devices"]} == {"NOT_STARTED"}
+
+
+def test_a_finished_task_cannot_be_cancelled(deployed: Deployment) -> None:
+    task = submit()
+    deployed.store.change_status(task["id"], TaskStatus.FAILED, [TaskStatus.SUBMITTED], reason="test")
+    code, _, problem = call("DELETE", f"{RESOURCE}/{task['id']}")
+    assert code == 409 and problem["status"] == 409
+    assert deployed.store.get_task(task["id"]).status is TaskStatus.FAILED  # type: ignore[union-attr]
+
+
+def test_listing_pages_through_the_callers_tasks(deployed: Deployment) -> None:
+    ids = [submit()["id"] for _ in range(5)]
+    call("POST", RESOURCE, {"device-ids": ["x"], "script-url": "scripts/a.sh"}, caller="bob")
+    seen: list[str] = []
+    query: dict[str, str] = {"limit": "2"}
+    while True:
+        code, _, page = call("GET", RESOURCE, query=query)
+        assert code == 200 and len(page["items"]) <= 2
+        seen += [item["id"] for item in page["items"]]
+        if "next-token" not in page:
+            break
+        query = {"limit": "2", "next-token": page["next-token"]}
+    assert seen == list(reversed(ids))
+    code, _, page = call("GET", RESOURCE, query={"status": "CANCELLED"})
+    assert code == 200 and page["items"] == []
+    code, _, problem = call("GET", RESOURCE, query={"status": "DONE"})
+    assert code == 422 and problem["errors"][0]["field"] == "query.status"
+    code, _, problem = call("GET", RESOURCE, query={"next-token": "garbage"})
+    assert code == 400

@@ -1,0 +1,77 @@
+"""The state machine's steps against AWS APIs, and the state machine definition as Step Functions reads it."""
+
+from __future__ import annotations
+
+import boto3
+
+from longrun.models import Batch, DeviceStatus, ScriptExecutionRequest, TaskStatus
+from tests.integration.conftest import Deployment
+from tests.integration.test_store import outcome, task_id
+
+ARN = "arn:aws:states:us-east-1:123456789012:execution:m:x"
+
+
+def new_task(deployed: Deployment, devices: int = 120, script: str = "scripts/a.sh") -> str:
+    request = ScriptExecutionRequest.model_validate(
+        {"device-ids": [f"d{i}" for i in range(devices)], "script-url": script, "max-concurrency": 100}
+    )
+    deployed.store.create_task(task_id(1), "script-execution", "alice", request, ARN)
+    return task_id(1)
+
+
+def test_the_state_machine_is_the_asl_file_with_the_templates_substitutions(deployed: Deployment) -> None:
+    definition = boto3.client("stepfunctions").describe_state_machine(stateMachineArn=deployed.state_machine_arn)
+    assert "${" not in definition["definition"]
+    for function in ("StartRunFunction", "RunBatchFunction", "ExpireBatchFunction", "FinishRunFunction"):
+        assert deployed.stack.functions[function].arn in definition["definition"]
+
+
+def test_start_run_fails_a_task_whose_script_is_missing(deployed: Deployment) -> None:
+    tid = new_task(deployed)
+    plan = deployed.workflow.start_run(tid)
+    assert plan["batches"] == []
+    task = deployed.store.get_task(tid)
+    assert task is not None and task.status is TaskStatus.FAILED
+    assert task.status_reason == f"the script s3://{deployed.bucket}/scripts/a.sh does not exist"
+    assert task.counts.NOT_STARTED == 120
+
+
+def test_start_run_plans_batches_without_device_ids(deployed: Deployment) -> None:
+    boto3.client("s3").put_object(Bucket=deployed.bucket, Key="scripts/a.sh", Body=b"echo hi\n")
+    tid = new_task(deployed)
+    plan = deployed.workflow.start_run(tid)
+    assert plan == {"taskId": tid, "batches": [0, 1, 2], "batchesAtOnce": 2, "batchWaitSeconds": 600 + 120}
+    assert deployed.store.get_task(tid).status is TaskStatus.IN_PROGRESS  # type: ignore[union-attr]
+    assert deployed.workflow.start_run(tid)["batches"] == []  # a repeated start changes nothing
+
+
+def test_finish_run_completes_with_the_outcome_of_each_device(deployed: Deployment) -> None:
+    boto3.client("s3").put_object(Bucket=deployed.bucket, Key="scripts/a.sh", Body=b"echo hi\n")
+    tid = new_task(deployed, devices=3)
+    deployed.workflow.start_run(tid)
+    batch = Batch(task_id=tid, number=0, device_ids=["d0", "d1", "d2"], instances={"mi-0": "d0", "mi-1": "d1"}, task_token="t")
+    deployed.store.start_batch(batch, running={"d0": "mi-0", "d1": "mi-1"}, unknown={"d2": "no node"})
+    deployed.store.finish_device(tid, "d0", outcome("mi-0"))
+    deployed.store.finish_device(tid, "d1", outcome("mi-1", DeviceStatus.TIMED_OUT))
+    assert deployed.workflow.finish_run(tid) == "COMPLETE"
+    task = deployed.store.get_task(tid)
+    assert task is not None and task.outcome is not None
+    assert (task.outcome.succeeded, sorted(task.outcome.not_succeeded)) == (["d0"], ["d1", "d2"])
+
+
+def test_finish_run_fails_a_task_whose_devices_are_still_running(deployed: Deployment) -> None:
+    boto3.client("s3").put_object(Bucket=deployed.bucket, Key="scripts/a.sh", Body=b"echo hi\n")
+    tid = new_task(deployed, devices=2)
+    deployed.workflow.start_run(tid)
+    batch = Batch(task_id=tid, number=0, device_ids=["d0", "d1"], instances={"mi-0": "d0"}, task_token="t")
+    deployed.store.start_batch(batch, running={"d0": "mi-0"}, unknown={"d1": "no node"})
+    assert deployed.workflow.finish_run(tid) == "FAILED"
+    task = deployed.store.get_task(tid)
+    assert task is not None and task.status_reason == "the workflow ended with 1 devices still running"
+
+
+def test_finish_run_with_an_error_fails_the_task_with_the_reason(deployed: Deployment) -> None:
+    tid = new_task(deployed)
+    status = deployed.workflow.finish_run(tid, {"Error": "States.Runtime", "Cause": "boom"})
+    assert status == "FAILED"
+    assert deployed.store.get_task(tid).status_reason == "the workflow failed: States.Runtime: boom"  # type: ignore[union-attr]

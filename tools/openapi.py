@@ -1,0 +1,33 @@
+"""Print the API's OpenAPI document, generated from the API function's code (``make openapi``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from local_runtime.lambdas import load_module
+
+ROOT = Path(__file__).resolve().parent.parent
+TITLE = "longrun"
+VERSION = "1.0.0"
+DESCRIPTION = (
+    "Long-running tasks behind a REST API. A script-execution task runs a script on a fleet of devices through "
+    "SSM Run Command: POST answers 202 with a Location to poll, GET shows status and progress, /result the "
+    "per-device outcome, DELETE cancels. Errors are RFC 9457 problem details (application/problem+json). "
+    "The deployed API uses IAM authorization (SigV4)."
+)
+
+
+def document() -> dict[str, Any]:
+    api = load_module("longrun_api_for_openapi", ROOT / "functions" / "api", "app")
+    schema: str = api.app.get_openapi_json_schema(title=TITLE, version=VERSION, description=DESCRIPTION)
+    return dict(json.loads(schema))
+
+
+def main() -> None:
+    print(json.dumps(document(), indent=2, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()
