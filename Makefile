@@ -36,6 +36,7 @@ lint: $(VENV)/.installed
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
+	for handler in functions/*/app.py; do $(PY) -m mypy $$handler || exit 1; done
 
 ## validate: the template passes sam validate --lint and cfn-lint, and sam build succeeds
 validate: $(VENV)/.installed $(VENV_SAM)/.installed

@@ -39,7 +39,9 @@ class ApiGateway:
         self._default_caller = default_caller
         self._server: ThreadingHTTPServer | None = None
 
-    def event(self, method: str, target: str, headers: dict[str, list[str]], body: bytes) -> tuple[str, dict] | None:
+    def event(
+        self, method: str, target: str, headers: dict[str, list[str]], body: bytes
+    ) -> tuple[str, dict[str, Any]] | None:
         """The (function, proxy event) for a request, or None when no route of the API matches it."""
         url = urlsplit(target)
         for route in self._stack.routes:
@@ -88,10 +90,17 @@ class ApiGateway:
             }
         return None
 
-    def handle(self, method: str, target: str, headers: dict[str, list[str]], body: bytes) -> tuple[int, dict, bytes]:
+    def handle(
+        self, method: str, target: str, headers: dict[str, list[str]], body: bytes
+    ) -> tuple[int, dict[str, list[str]], bytes]:
         routed = self.event(method, target, headers, body)
         if routed is None:
-            problem = {"type": "about:blank", "title": "Missing Authentication Token", "status": 403, "instance": target}
+            problem = {
+                "type": "about:blank",
+                "title": "Missing Authentication Token",
+                "status": 403,
+                "instance": target,
+            }
             return 403, {"Content-Type": ["application/problem+json"]}, json.dumps(problem).encode()
         function, event = routed
         result = self._lambdas.invoke(self._stack.functions[function], event)
@@ -128,7 +137,7 @@ class ApiGateway:
                 self.end_headers()
                 self.wfile.write(data)
 
-            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _any
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _any  # noqa: N815 - the stdlib's names
 
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's signature
                 log.info("%s %s", self.address_string(), format % args)

@@ -26,7 +26,7 @@ class EventBus:
         """Deliver one event; answer how many rules matched it."""
         matched = 0
         for function, pattern in self._rules:
-            if pattern.matches_event(event):
+            if pattern.matches_event(event):  # type: ignore[arg-type]
                 matched += 1
                 self._lambdas.invoke_async(function, event)
         if not matched:

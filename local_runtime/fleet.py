@@ -10,6 +10,7 @@ sends ("EC2 Command Invocation Status-change Notification").
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -66,6 +67,10 @@ class Invocation:
     process: subprocess.Popen[bytes] | None = None
     cancel_requested: bool = False
 
+    def cancelled(self) -> bool:
+        """Whether CancelCommand (from another thread) asked this invocation to stop."""
+        return self.cancel_requested
+
 
 @dataclass
 class Command:
@@ -92,7 +97,7 @@ class Fleet:
         tag_key: str,
         region: str,
         s3_endpoint: str,
-        announce: Callable[[dict[str, Any]], None],
+        announce: Callable[[dict[str, Any]], object],
         work_dir: Path | None = None,
     ) -> None:
         self.devices = {node_id_for(d): d for d in device_ids}
@@ -256,7 +261,7 @@ class Fleet:
     def _run_invocation(self, command: Command, invocation: Invocation, slots: threading.Semaphore) -> None:
         try:
             self._execute(command, invocation)
-        except Exception as error:  # noqa: BLE001 - the agent reports any failure as the invocation's
+        except Exception as error:
             log.exception("device %s failed to run the command", invocation.node_id)
             invocation.stderr += f"\nlocal fleet: {error}"
             self._end(invocation, "Failed", "Failed", -1)
@@ -267,7 +272,7 @@ class Fleet:
 
     def _execute(self, command: Command, invocation: Invocation) -> None:
         with command.lock:
-            if invocation.cancel_requested:
+            if invocation.cancelled():
                 self._end(invocation, "Cancelled", "Cancelled", -1)
                 return
             invocation.status = invocation.status_details = "InProgress"
@@ -292,10 +297,10 @@ class Fleet:
         }
         stdout_path, stderr_path = work / "stdout", work / "stderr"
         with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err, command.lock:
-            if invocation.cancel_requested:
+            if invocation.cancelled():
                 self._end(invocation, "Cancelled", "Cancelled", -1)
                 return
-            invocation.process = subprocess.Popen(  # noqa: S603 - running the task's script is the point
+            invocation.process = subprocess.Popen(
                 ["/bin/sh", "-c", command_line], cwd=work, env=env, stdout=out, stderr=err, start_new_session=True
             )
         process = invocation.process
@@ -309,7 +314,7 @@ class Fleet:
         invocation.stderr = stderr_path.read_text(errors="replace")
         if timed_out:
             self._end(invocation, "TimedOut", "ExecutionTimedOut", -1)
-        elif invocation.cancel_requested:
+        elif invocation.cancelled():
             self._end(invocation, "Cancelled", "Cancelled", -1)
         else:
             self._end(invocation, "Success" if code == 0 else "Failed", "Success" if code == 0 else "Failed", code)
@@ -399,7 +404,5 @@ def _concurrency(value: str, nodes: int) -> int:
 
 
 def _kill(process: subprocess.Popen[bytes]) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass

@@ -12,10 +12,11 @@ import threading
 import time
 import traceback
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any
 
 from local_runtime.template import Function, LocalStack
 
@@ -74,7 +75,7 @@ class LambdaBridge:
         try:
             result = handler(json.loads(json.dumps(event)), context)
             return Invocation(payload=json.loads(json.dumps(result)), error=None)
-        except Exception as error:  # noqa: BLE001 - the function's error becomes the invocation's, as in Lambda
+        except Exception as error:
             log.exception("%s raised", function.logical_id)
             return Invocation(
                 payload={

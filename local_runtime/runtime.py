@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,7 +44,7 @@ class LocalRuntime:
     options: Options
     stack: template.LocalStack = field(init=False)
     fleet: Fleet = field(init=False)
-    _closers: list = field(default_factory=list)
+    _closers: list[Callable[[], None]] = field(default_factory=list)
 
     @property
     def api_url(self) -> str:
@@ -89,7 +90,7 @@ class LocalRuntime:
         self._closers.insert(0, api.close)
 
     def _configure_moto(self) -> None:
-        request = urllib.request.Request(
+        request = urllib.request.Request(  # noqa: S310 - our own loopback edge
             f"{self.edge_url}/moto-api/config",
             data=json.dumps({"stepfunctions": {"execute_state_machine": True}}).encode(),
             method="POST",
@@ -123,7 +124,7 @@ class LocalRuntime:
         for close in self._closers:
             try:
                 close()
-            except Exception:  # noqa: BLE001 - stop everything else even if one part fails to
+            except Exception:
                 log.exception("while stopping")
         self._closers.clear()
 

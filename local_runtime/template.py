@@ -93,7 +93,13 @@ class LocalStack:
         tables = []
         for logical_id, resource in self.of_type("AWS::DynamoDB::Table").items():
             props = self.resolve(resource["Properties"])
-            keep = ("AttributeDefinitions", "KeySchema", "GlobalSecondaryIndexes", "LocalSecondaryIndexes", "BillingMode")
+            keep = (
+                "AttributeDefinitions",
+                "KeySchema",
+                "GlobalSecondaryIndexes",
+                "LocalSecondaryIndexes",
+                "BillingMode",
+            )
             tables.append({"TableName": self.physical_id(logical_id)} | {k: props[k] for k in keep if k in props})
         return tables
 

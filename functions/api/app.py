@@ -48,7 +48,10 @@ PROBLEMS: dict[int, OpenAPIResponse] = {
 
 
 RETRY_AFTER: dict[str, Any] = {
-    "Retry-After": {"description": "Seconds to wait before polling again; absent once finished", "schema": {"type": "integer"}}
+    "Retry-After": {
+        "description": "Seconds to wait before polling again; absent once finished",
+        "schema": {"type": "integer"},
+    }
 }
 LOCATION: dict[str, Any] = {"Location": {"description": "The task to poll", "schema": {"type": "string"}}}
 
@@ -168,7 +171,7 @@ def _problem(status: int, title: str, detail: str | None, errors: list[FieldErro
     return Response(status_code=status, content_type=PROBLEM_JSON, body=problem.model_dump_json())
 
 
-@app.exception_handler(RequestValidationError)
+@app.exception_handler(RequestValidationError)  # type: ignore[untyped-decorator]
 def _invalid(error: RequestValidationError) -> Response[Any]:
     errors = [
         FieldError(field=".".join(str(part) for part in item["loc"]), message=item["msg"]) for item in error.errors()
@@ -178,17 +181,17 @@ def _invalid(error: RequestValidationError) -> Response[Any]:
     return _problem(422, "Invalid request", "the request does not match the API's schema", errors)
 
 
-@app.exception_handler(UnicodeDecodeError)
+@app.exception_handler(UnicodeDecodeError)  # type: ignore[untyped-decorator]
 def _not_text(_: UnicodeDecodeError) -> Response[Any]:
     return _problem(400, "Malformed request", "the body is not UTF-8 encoded JSON")
 
 
-@app.exception_handler(TaskError)
+@app.exception_handler(TaskError)  # type: ignore[untyped-decorator]
 def _task_error(error: TaskError) -> Response[Any]:
     return _problem(error.status, error.title, error.detail, error.errors)
 
 
-@app.exception_handler(_Unauthenticated)
+@app.exception_handler(_Unauthenticated)  # type: ignore[untyped-decorator]
 def _unauthenticated(_: _Unauthenticated) -> Response[Any]:
     return _problem(401, "No caller identity", "the request carries no authorizer principal or IAM caller")
 

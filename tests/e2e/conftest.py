@@ -15,6 +15,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -45,7 +46,7 @@ class Service:
             headers.setdefault("Content-Type", "application/json")
         request = urllib.request.Request(self.api + path, data=data, method=method, headers=headers)
         try:
-            with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - loopback
+            with urllib.request.urlopen(request, timeout=30) as response:
                 status, reply_headers, text = response.status, dict(response.headers), response.read()
         except urllib.error.HTTPError as error:
             status, reply_headers, text = error.code, dict(error.headers), error.read()
@@ -56,7 +57,9 @@ class Service:
         assert reply.status == 202, reply.body
         return dict(reply.body)
 
-    def wait(self, task_id: str, until: tuple[str, ...] = ("COMPLETE", "FAILED", "CANCELLED"), timeout: float = 60) -> dict[str, Any]:
+    def wait(
+        self, task_id: str, until: tuple[str, ...] = ("COMPLETE", "FAILED", "CANCELLED"), timeout: float = 60
+    ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while True:
             reply = self.request("GET", f"{RESOURCE}/{task_id}")
@@ -89,21 +92,39 @@ def _free_port() -> int:
 @pytest.fixture(scope="session")
 def service() -> Iterator[Service]:
     if os.environ.get("LONGRUN_API_URL"):
-        yield Service(api=os.environ["LONGRUN_API_URL"].rstrip("/"), edge=os.environ.get("AWS_ENDPOINT_URL", ""), process=None)
+        yield Service(
+            api=os.environ["LONGRUN_API_URL"].rstrip("/"), edge=os.environ.get("AWS_ENDPOINT_URL", ""), process=None
+        )
         return
     port, edge_port = _free_port(), _free_port()
-    log = tempfile.NamedTemporaryFile(prefix="longrun-e2e-", suffix=".log", delete=False)  # noqa: SIM115
-    process = subprocess.Popen(
-        [sys.executable, "-m", "local_runtime", "--port", str(port), "--edge-port", str(edge_port),
-         "--devices", ",".join(DEVICES), "--log-level", "INFO"],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-    )
+    log = Path(tempfile.mkdtemp(prefix="longrun-e2e-")) / "local-runtime.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "local_runtime",
+                "--port",
+                str(port),
+                "--edge-port",
+                str(edge_port),
+                "--devices",
+                ",".join(DEVICES),
+                "--log-level",
+                "INFO",
+            ],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     deadline = time.monotonic() + 60
-    while b"READY" not in open(log.name, "rb").read():
-        assert process.poll() is None, open(log.name).read()
+    while b"READY" not in log.read_bytes():
+        assert process.poll() is None, log.read_text()
         assert time.monotonic() < deadline, "the local runtime did not start in 60 s"
         time.sleep(0.1)
-    service = Service(api=f"http://127.0.0.1:{port}", edge=f"http://127.0.0.1:{edge_port}", process=psutil.Process(process.pid))
+    service = Service(
+        api=f"http://127.0.0.1:{port}", edge=f"http://127.0.0.1:{edge_port}", process=psutil.Process(process.pid)
+    )
     try:
         yield service
     finally:
@@ -114,6 +135,6 @@ def service() -> Iterator[Service]:
         except subprocess.TimeoutExpired:
             process.kill()
             raise
-        assert process.returncode == 0, open(log.name).read()[-5000:]
+        assert process.returncode == 0, log.read_text()[-5000:]
         assert not [p for p in children if _is_alive(p)], "scripts outlived the runtime"
-        print(f"local runtime log: {log.name}")
+        print(f"local runtime log: {log}")

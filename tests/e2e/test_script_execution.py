@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from datetime import datetime
+from itertools import pairwise
 
 import boto3
 import pytest
@@ -40,7 +41,11 @@ def test_a_task_where_one_script_fails_completes_with_real_output(service: Servi
         bucket, _, key = devices["web-1"]["stdout"]["location"].removeprefix("s3://").partition("/")
         assert result["sys-log-location"].startswith(f"s3://{bucket}/")
         s3 = boto3.client(
-            "s3", endpoint_url=service.edge, region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test"
+            "s3",
+            endpoint_url=service.edge,
+            region_name="us-east-1",
+            aws_access_key_id="test",
+            aws_secret_access_key="test",
         )
         assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == b"patched web-1\n"
 
@@ -59,8 +64,9 @@ def test_the_answer_to_a_post_is_immediate_and_pollable(service: Service) -> Non
 
 
 def test_cancel_in_the_middle_stops_the_scripts_and_is_idempotent(service: Service) -> None:
-    task = service.submit(**{"device-ids": ["web-1", "web-2", "web-3"], "script-url": "scripts/slow.sh",
-                             "max-concurrency": 2})
+    task = service.submit(
+        **{"device-ids": ["web-1", "web-2", "web-3"], "script-url": "scripts/slow.sh", "max-concurrency": 2}
+    )
     running = service.wait(task["id"], until=("IN_PROGRESS",))
     deadline = time.monotonic() + 10
     while service.process and len(service.scripts_running()) < 2:
@@ -98,12 +104,13 @@ def test_max_concurrency_runs_devices_one_at_a_time(service: Service) -> None:
     service.wait(task["id"])
     devices = service.request("GET", f"{RESOURCE}/{task['id']}/result").body["devices"]
     spans = sorted((datetime.fromisoformat(d["startedAt"]), datetime.fromisoformat(d["endedAt"])) for d in devices)
-    assert all(earlier[1] <= later[0] for earlier, later in zip(spans, spans[1:], strict=False))
+    assert all(earlier[1] <= later[0] for earlier, later in pairwise(spans))
 
 
 def test_timeout_and_unknown_devices_end_as_failed_devices(service: Service) -> None:
-    task = service.submit(**{"device-ids": ["web-1", "no-such-device"], "script-url": "scripts/slow.sh",
-                             "timeout-seconds": 1})
+    task = service.submit(
+        **{"device-ids": ["web-1", "no-such-device"], "script-url": "scripts/slow.sh", "timeout-seconds": 1}
+    )
     done = service.wait(task["id"], timeout=30)
     assert done["status"] == "COMPLETE"
     assert done["deviceCounts"]["TIMED_OUT"] == 1 and done["deviceCounts"]["FAILED"] == 1
@@ -160,8 +167,10 @@ def test_result_is_a_conflict_while_running(service: Service) -> None:
 
 
 def test_listing_pages_through_the_callers_tasks_newest_first(service: Service) -> None:
-    caller = {"Authorization": "AWS4-HMAC-SHA256 Credential=pager/20261127/us-east-1/execute-api/aws4_request, "
-              "SignedHeaders=host, Signature=0"}
+    caller = {
+        "Authorization": "AWS4-HMAC-SHA256 Credential=pager/20261127/us-east-1/execute-api/aws4_request, "
+        "SignedHeaders=host, Signature=0"
+    }
     ids = []
     for _ in range(3):
         reply = service.request("POST", RESOURCE, {"device-ids": ["web-1"], "script-url": "scripts/hello.sh"}, **caller)

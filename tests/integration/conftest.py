@@ -78,9 +78,9 @@ def deployed(aws: None, monkeypatch: pytest.MonkeyPatch) -> Deployment:
         s3.create_bucket(Bucket=bucket)
     sfn = boto3.client("stepfunctions")
     arns = [
-        sfn.create_state_machine(name=name, definition=definition, roleArn=f"arn:aws:iam::{template.ACCOUNT_ID}:role/r")[
-            "stateMachineArn"
-        ]
+        sfn.create_state_machine(
+            name=name, definition=definition, roleArn=f"arn:aws:iam::{template.ACCOUNT_ID}:role/r"
+        )["stateMachineArn"]
         for name, definition in stack.state_machines()
     ]
     env = {**stack.functions["RunBatchFunction"].environment, **stack.functions["ApiFunction"].environment}

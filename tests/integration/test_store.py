@@ -143,7 +143,9 @@ def test_the_done_set_of_a_batch_ignores_repeats(deployed: Deployment) -> None:
     store = deployed.store
     new_task(store, task_id(1))
     store.change_status(task_id(1), TaskStatus.IN_PROGRESS, [TaskStatus.SUBMITTED])
-    batch = Batch(task_id=task_id(1), number=3, device_ids=["d0", "d1"], instances={"mi-0": "d0", "mi-1": "d1"}, task_token="t")
+    batch = Batch(
+        task_id=task_id(1), number=3, device_ids=["d0", "d1"], instances={"mi-0": "d0", "mi-1": "d1"}, task_token="t"
+    )
     store.start_batch(batch, running={"d0": "mi-0", "d1": "mi-1"}, unknown={})
     assert not store.mark_batch_done(task_id(1), 3, ["mi-0"]).complete
     assert not store.mark_batch_done(task_id(1), 3, ["mi-0"]).complete

@@ -49,7 +49,9 @@ def test_finish_run_completes_with_the_outcome_of_each_device(deployed: Deployme
     boto3.client("s3").put_object(Bucket=deployed.bucket, Key="scripts/a.sh", Body=b"echo hi\n")
     tid = new_task(deployed, devices=3)
     deployed.workflow.start_run(tid)
-    batch = Batch(task_id=tid, number=0, device_ids=["d0", "d1", "d2"], instances={"mi-0": "d0", "mi-1": "d1"}, task_token="t")
+    batch = Batch(
+        task_id=tid, number=0, device_ids=["d0", "d1", "d2"], instances={"mi-0": "d0", "mi-1": "d1"}, task_token="t"
+    )
     deployed.store.start_batch(batch, running={"d0": "mi-0", "d1": "mi-1"}, unknown={"d2": "no node"})
     deployed.store.finish_device(tid, "d0", outcome("mi-0"))
     deployed.store.finish_device(tid, "d1", outcome("mi-1", DeviceStatus.TIMED_OUT))

@@ -34,7 +34,11 @@ def task(status: TaskStatus, **counts: int) -> Task:
         ),
         (TaskStatus.CANCELLING, {"RUNNING": 2, "SUCCESS": 1}, "Cancelling: stopping 2 running scripts"),
         (TaskStatus.COMPLETE, {"SUCCESS": 2, "FAILED": 1}, "Finished: 2 of 3 devices succeeded"),
-        (TaskStatus.CANCELLED, {"SUCCESS": 1, "CANCELLED": 1, "NOT_STARTED": 2}, "Cancelled: 2 devices ran, 2 never started"),
+        (
+            TaskStatus.CANCELLED,
+            {"SUCCESS": 1, "CANCELLED": 1, "NOT_STARTED": 2},
+            "Cancelled: 2 devices ran, 2 never started",
+        ),
         (TaskStatus.FAILED, {"NOT_STARTED": 1}, "Failed: boom"),
     ],
 )

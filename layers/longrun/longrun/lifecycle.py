@@ -63,4 +63,3 @@ def publish(task: Task) -> None:
             "device_counts": task.counts.model_dump(),
         },
     )
-

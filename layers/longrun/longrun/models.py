@@ -9,9 +9,18 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, StrictInt, StrictStr, field_validator, model_serializer
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    StrictInt,
+    StrictStr,
+    field_validator,
+    model_serializer,
+)
 
 MAX_DEVICES_PER_TASK = 10_000
 MAX_DEVICE_TIMEOUT_SECONDS = 172_800  # SSM's executionTimeout ceiling (48 h)

@@ -64,11 +64,11 @@ def resolve_devices(device_ids: Sequence[str | int], tag_key: str) -> Resolution
     unknown: dict[str | int, str] = {}
     if direct:
         registered = _registered_nodes(direct)
-        for device_id in direct:
-            if device_id in registered:
-                nodes[device_id] = str(device_id)
+        for node_id in direct:
+            if node_id in registered:
+                nodes[node_id] = node_id
             else:
-                unknown[device_id] = f"{device_id} is not an SSM managed node of this account and region"
+                unknown[node_id] = f"{node_id} is not an SSM managed node of this account and region"
     by_tag = _nodes_by_tag([device_key(d) for d in tagged], tag_key)
     for device_id in tagged:
         found = by_tag.get(device_key(device_id), [])

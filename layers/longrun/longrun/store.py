@@ -19,7 +19,7 @@ import json
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 import boto3
 from botocore.exceptions import ClientError
@@ -315,9 +315,9 @@ class TaskStore:
         )
 
     def get_batch(self, task_id: str, number: int) -> Batch | None:
-        item = self._table.get_item(
-            Key={"PK": _task_pk(task_id), "SK": _batch_sk(number)}, ConsistentRead=True
-        ).get("Item")
+        item = self._table.get_item(Key={"PK": _task_pk(task_id), "SK": _batch_sk(number)}, ConsistentRead=True).get(
+            "Item"
+        )
         return self._batch_from_item(item) if item else None
 
     def batches(self, task_id: str) -> Iterator[Batch]:
@@ -419,7 +419,7 @@ class TaskStore:
 
     def _transact(self, actions: list[dict[str, Any]]) -> None:
         try:
-            self._client.transact_write_items(TransactItems=actions)
+            self._client.transact_write_items(TransactItems=cast(Any, actions))
         except ClientError as error:
             if _is_condition_failure(error):
                 raise ConditionFailed(str(error)) from error
