@@ -23,7 +23,9 @@ metrics = Metrics()
 def handler(event: EventBridgeEvent, context: LambdaContext) -> dict[str, Any]:
     detail = event.detail
     logger.append_keys(command_id=detail["command-id"], node_id=detail["instance-id"], ssm_status=detail["status"])
-    recorded = workflow().record_outcome(detail["command-id"], detail["instance-id"])
-    if recorded:
+    task_id = workflow().record_outcome(detail["command-id"], detail["instance-id"])
+    if task_id:
+        logger.set_correlation_id(task_id)
+        logger.info("device outcome recorded")
         metrics.add_metric(name="DeviceOutcomes", unit=MetricUnit.Count, value=1)
-    return {"recorded": recorded}
+    return {"taskId": task_id, "recorded": task_id is not None}

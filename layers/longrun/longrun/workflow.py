@@ -133,21 +133,21 @@ class Workflow:
         executions.resume(task_token, {"batch": number, "skipped": why})
         return {"batch": number, "skipped": why}
 
-    def record_outcome(self, command_id: str, node_id: str) -> bool:
+    def record_outcome(self, command_id: str, node_id: str) -> str | None:
         """SSM reported that a node finished a command: record the device's outcome once, hand the batch's token
-        back when it was the batch's last device, and end a cancelling task once nothing runs. Answers whether the
-        report was about one of longrun's devices."""
+        back when it was the batch's last device, and end a cancelling task once nothing runs. Answers the task the
+        report was about, or None when it was not about one of longrun's devices."""
         outcome = run_command.outcome(command_id, node_id)
         origin = run_command.parse_comment(outcome.comment)
         if origin is None:
-            return False
+            return None
         task_id, number = origin
         batch = self._store.get_batch(task_id, number)
         if batch is None or node_id not in batch.instances:
             logger.warning("report for a node that is not in its batch", extra={"task_id": task_id, "node": node_id})
-            return False
+            return None
         self._finish_nodes(batch, [outcome])
-        return True
+        return task_id
 
     def expire_batch(self, task_id: str, number: int) -> None:
         """The batch's wait ran out: every node SSM has not reported is recorded TIMED_OUT and its command stopped."""
