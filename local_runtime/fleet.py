@@ -109,6 +109,8 @@ class Fleet:
         self._work_dir = work_dir or Path(tempfile.mkdtemp(prefix="longrun-fleet-"))
         self._owns_work_dir = work_dir is None
         self._closing = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._threads_lock = threading.Lock()
 
     # --- the SSM and tagging actions -----------------------------------------------------------
 
@@ -146,7 +148,7 @@ class Fleet:
             invocations={n: Invocation(node_id=n) for n in node_ids},
         )
         self._commands[command.command_id] = command
-        threading.Thread(target=self._run_command, args=(command,), daemon=True, name="fleet-command").start()
+        self._start(threading.Thread(target=self._run_command, args=(command,), daemon=True, name="fleet-command"))
         return {
             "Command": {
                 "CommandId": command.command_id,
@@ -253,12 +255,21 @@ class Fleet:
             runner = threading.Thread(
                 target=self._run_invocation, args=(command, invocation, slots), daemon=True, name="fleet-device"
             )
-            runner.start()
+            self._start(runner)
             runners.append(runner)
         for runner in runners:
             runner.join()
 
+    def _start(self, thread: threading.Thread) -> None:
+        with self._threads_lock:
+            self._threads = [t for t in self._threads if t.is_alive()]
+            self._threads.append(thread)
+        thread.start()
+
     def _run_invocation(self, command: Command, invocation: Invocation, slots: threading.Semaphore) -> None:
+        if self._closing.is_set():
+            slots.release()
+            return
         try:
             self._execute(command, invocation)
         except Exception as error:
@@ -267,6 +278,8 @@ class Fleet:
             self._end(invocation, "Failed", "Failed", -1)
         finally:
             slots.release()
+        if self._closing.is_set():
+            return  # the runtime is stopping: nobody is left to tell
         self._store_output(command, invocation)
         self._announce(self._event(command, invocation))
 
@@ -393,6 +406,10 @@ class Fleet:
                     invocation.cancel_requested = True
                     if invocation.process is not None:
                         _kill(invocation.process)
+        with self._threads_lock:
+            threads = list(self._threads)
+        for thread in threads:
+            thread.join(timeout=5)
         if self._owns_work_dir:
             shutil.rmtree(self._work_dir, ignore_errors=True)
 

@@ -83,6 +83,46 @@ def _is_alive(process: psutil.Process) -> bool:
         return False
 
 
+@dataclass
+class LocalRuntimeProcess:
+    """``python -m local_runtime`` on free ports, as ``make run`` starts it."""
+
+    process: subprocess.Popen[bytes]
+    service: Service
+    log: Path
+
+    @classmethod
+    def start(cls) -> LocalRuntimeProcess:
+        port, edge_port = _free_port(), _free_port()
+        log = Path(tempfile.mkdtemp(prefix="longrun-e2e-")) / "local-runtime.log"
+        command = [sys.executable, "-m", "local_runtime", "--port", str(port), "--edge-port", str(edge_port)]
+        command += ["--devices", ",".join(DEVICES), "--log-level", "INFO"]
+        with log.open("wb") as out:
+            process = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while b"READY" not in log.read_bytes():
+            assert process.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "the local runtime did not start in 60 s"
+            time.sleep(0.1)
+        api, edge = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{edge_port}"
+        return cls(process, Service(api=api, edge=edge, process=psutil.Process(process.pid)), log)
+
+    def stop(self) -> list[psutil.Process]:
+        """SIGTERM, as Ctrl-C or a service manager would; answer the scripts that outlived the runtime."""
+        children = self.service.process.children(recursive=True) if self.service.process else []
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            raise
+        print(f"local runtime log: {self.log}")
+        assert self.process.returncode == 0, self.log.read_text()[-5000:]
+        survivors = [p for p in children if _is_alive(p)]
+        assert not survivors, "scripts outlived the runtime"
+        return survivors
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -96,45 +136,8 @@ def service() -> Iterator[Service]:
             api=os.environ["LONGRUN_API_URL"].rstrip("/"), edge=os.environ.get("AWS_ENDPOINT_URL", ""), process=None
         )
         return
-    port, edge_port = _free_port(), _free_port()
-    log = Path(tempfile.mkdtemp(prefix="longrun-e2e-")) / "local-runtime.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "local_runtime",
-                "--port",
-                str(port),
-                "--edge-port",
-                str(edge_port),
-                "--devices",
-                ",".join(DEVICES),
-                "--log-level",
-                "INFO",
-            ],
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + 60
-    while b"READY" not in log.read_bytes():
-        assert process.poll() is None, log.read_text()
-        assert time.monotonic() < deadline, "the local runtime did not start in 60 s"
-        time.sleep(0.1)
-    service = Service(
-        api=f"http://127.0.0.1:{port}", edge=f"http://127.0.0.1:{edge_port}", process=psutil.Process(process.pid)
-    )
+    runtime = LocalRuntimeProcess.start()
     try:
-        yield service
+        yield runtime.service
     finally:
-        children = service.process.children(recursive=True) if service.process else []
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            raise
-        assert process.returncode == 0, log.read_text()[-5000:]
-        assert not [p for p in children if _is_alive(p)], "scripts outlived the runtime"
-        print(f"local runtime log: {log}")
+        runtime.stop()

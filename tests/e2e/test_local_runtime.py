@@ -1,0 +1,27 @@
+"""The local runtime as `make run` uses it: it stops everything it started."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.e2e.conftest import RESOURCE, LocalRuntimeProcess
+
+pytestmark = pytest.mark.e2e
+
+
+def test_sigterm_stops_the_runtime_and_every_running_script() -> None:
+    runtime = LocalRuntimeProcess.start()
+    try:
+        task = runtime.service.submit(**{"device-ids": ["web-1", "web-2"], "script-url": "scripts/slow.sh"})
+        deadline = time.monotonic() + 15
+        while len(runtime.service.scripts_running()) < 2:
+            assert time.monotonic() < deadline, "the scripts did not start"
+            time.sleep(0.1)
+        assert runtime.service.request("GET", f"{RESOURCE}/{task['id']}").body["status"] == "IN_PROGRESS"
+    finally:
+        runtime.stop()  # asserts a clean exit and that no script survived
+    text = runtime.log.read_text()
+    assert "Traceback" not in text, text[-3000:]
+    assert "longrun local runtime stopped" in text
