@@ -23,6 +23,8 @@ FLEET_TARGETS = {
     "AmazonSSM.CancelCommand": "CancelCommand",
     "AmazonSSM.GetCommandInvocation": "GetCommandInvocation",
     "AmazonSSM.DescribeInstanceInformation": "DescribeInstanceInformation",
+    "AmazonSSM.ListCommands": "ListCommands",
+    "AmazonSSM.ListCommandInvocations": "ListCommandInvocations",
     "ResourceGroupsTaggingAPI_20170126.GetResources": "GetResources",
 }
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]

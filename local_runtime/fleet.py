@@ -82,8 +82,26 @@ class Command:
     max_concurrency: int
     bucket: str | None
     prefix: str
+    max_errors: int
+    start_within: float
+    """TimeoutSeconds: an invocation that has not started this long after the request never does"""
     invocations: dict[str, Invocation] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    announced: bool = False
+
+    @property
+    def errors(self) -> int:
+        return sum(i.status == "Failed" or i.status_details == "ExecutionTimedOut" for i in self.invocations.values())
+
+    @property
+    def status(self) -> str:
+        statuses = {i.status for i in self.invocations.values()}
+        if not statuses <= set(FINAL):
+            return "InProgress"
+        for status in ("Cancelled", "TimedOut", "Failed"):
+            if status in statuses:
+                return status
+        return "Success"
 
     def output_key(self, node_id: str, stream: str) -> str:
         prefix = f"{self.prefix}/" if self.prefix else ""
@@ -120,6 +138,8 @@ class Fleet:
             "CancelCommand": self.cancel_command,
             "GetCommandInvocation": self.get_command_invocation,
             "DescribeInstanceInformation": self.describe_instance_information,
+            "ListCommands": self.list_commands,
+            "ListCommandInvocations": self.list_command_invocations,
             "GetResources": self.get_resources,
         }
         return actions[action](body)
@@ -142,9 +162,11 @@ class Fleet:
             comment=body.get("Comment", ""),
             parameters=body.get("Parameters", {}),
             requested=time.time(),
-            max_concurrency=_concurrency(concurrency, len(node_ids)),
+            max_concurrency=_share(concurrency, len(node_ids), minimum=1),
             bucket=body.get("OutputS3BucketName"),
             prefix=body.get("OutputS3KeyPrefix", ""),
+            max_errors=_share(str(body.get("MaxErrors", "0")), len(node_ids), minimum=0),
+            start_within=float(body.get("TimeoutSeconds", 3600)),
             invocations={n: Invocation(node_id=n) for n in node_ids},
         )
         self._commands[command.command_id] = command
@@ -200,6 +222,38 @@ class Fleet:
             "StandardErrorContent": invocation.stderr[:OUTPUT_CONTENT_CHARS],
             "StandardOutputUrl": self._url(bucket, command.output_key(invocation.node_id, "stdout")),
             "StandardErrorUrl": self._url(bucket, command.output_key(invocation.node_id, "stderr")),
+        }
+
+    def list_commands(self, body: dict[str, Any]) -> dict[str, Any]:
+        command = self._command(body["CommandId"])
+        return {
+            "Commands": [
+                {
+                    "CommandId": command.command_id,
+                    "DocumentName": command.document,
+                    "Comment": command.comment,
+                    "Status": command.status,
+                    "RequestedDateTime": command.requested,
+                    "TargetCount": len(command.invocations),
+                    "ErrorCount": command.errors,
+                }
+            ]
+        }
+
+    def list_command_invocations(self, body: dict[str, Any]) -> dict[str, Any]:
+        command = self._command(body["CommandId"])
+        return {
+            "CommandInvocations": [
+                {
+                    "CommandId": command.command_id,
+                    "InstanceId": invocation.node_id,
+                    "Comment": command.comment,
+                    "DocumentName": command.document,
+                    "Status": invocation.status,
+                    "StatusDetails": invocation.status_details,
+                }
+                for invocation in command.invocations.values()
+            ]
         }
 
     def describe_instance_information(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -281,12 +335,23 @@ class Fleet:
         if self._closing.is_set():
             return  # the runtime is stopping: nobody is left to tell
         self._store_output(command, invocation)
-        self._announce(self._event(command, invocation))
+        self._announce(self._invocation_event(command, invocation))
+        with command.lock:
+            last = command.status != "InProgress" and not command.announced
+            command.announced = command.announced or last
+        if last:
+            self._announce(self._command_event(command))
 
     def _execute(self, command: Command, invocation: Invocation) -> None:
         with command.lock:
             if invocation.cancelled():
                 self._end(invocation, "Cancelled", "Cancelled", -1)
+                return
+            if time.time() - command.requested > command.start_within:
+                self._end(invocation, "TimedOut", "DeliveryTimedOut", -1)
+                return
+            if command.errors > command.max_errors:
+                self._end(invocation, "Cancelled", "Cancelled", -1)  # SSM sends the command to no further node
                 return
             invocation.status = invocation.status_details = "InProgress"
             invocation.started = time.time()
@@ -349,7 +414,6 @@ class Fleet:
     def _end(self, invocation: Invocation, status: str, details: str, code: int) -> None:
         invocation.status, invocation.status_details, invocation.response_code = status, details, code
         invocation.ended = time.time()
-        invocation.started = invocation.started or invocation.ended
         invocation.process = None
 
     def _store_output(self, command: Command, invocation: Invocation) -> None:
@@ -360,23 +424,44 @@ class Fleet:
                 key = command.output_key(invocation.node_id, stream)
                 self._s3.put_object(Bucket=command.bucket, Key=key, Body=text.encode())
 
-    def _event(self, command: Command, invocation: Invocation) -> dict[str, Any]:
-        return {
-            "version": "0",
-            "id": str(uuid.uuid4()),
-            "detail-type": "EC2 Command Invocation Status-change Notification",
-            "source": "aws.ssm",
-            "account": "123456789012",
-            "time": _iso(time.time()).split(".")[0] + "Z",
-            "region": self.region,
-            "resources": [f"arn:aws:ssm:{self.region}:123456789012:managed-instance/{invocation.node_id}"],
-            "detail": {
+    def _invocation_event(self, command: Command, invocation: Invocation) -> dict[str, Any]:
+        return self._envelope(
+            "EC2 Command Invocation Status-change Notification",
+            [f"arn:aws:ssm:{self.region}:123456789012:managed-instance/{invocation.node_id}"],
+            {
                 "command-id": command.command_id,
                 "document-name": command.document,
                 "instance-id": invocation.node_id,
                 "requested-date-time": _iso(command.requested),
                 "status": invocation.status,
             },
+        )
+
+    def _command_event(self, command: Command) -> dict[str, Any]:
+        return self._envelope(
+            "EC2 Command Status-change Notification",
+            [f"arn:aws:ssm:{self.region}:123456789012:managed-instance/{node}" for node in command.invocations],
+            {
+                "command-id": command.command_id,
+                "document-name": command.document,
+                "expire-after": _iso(command.requested + command.start_within),
+                "parameters": command.parameters,
+                "requested-date-time": _iso(command.requested),
+                "status": command.status,
+            },
+        )
+
+    def _envelope(self, detail_type: str, resources: list[str], detail: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "version": "0",
+            "id": str(uuid.uuid4()),
+            "detail-type": detail_type,
+            "source": "aws.ssm",
+            "account": "123456789012",
+            "time": _iso(time.time()).split(".")[0] + "Z",
+            "region": self.region,
+            "resources": resources,
+            "detail": detail,
         }
 
     def _url(self, bucket: str | None, key: str) -> str:
@@ -414,10 +499,11 @@ class Fleet:
             shutil.rmtree(self._work_dir, ignore_errors=True)
 
 
-def _concurrency(value: str, nodes: int) -> int:
+def _share(value: str, nodes: int, minimum: int) -> int:
+    """MaxConcurrency and MaxErrors: a number, or a percentage of the command's nodes."""
     if value.endswith("%"):
-        return max(1, nodes * int(value[:-1]) // 100)
-    return max(1, int(value))
+        return max(minimum, nodes * int(value[:-1]) // 100)
+    return max(minimum, int(value))
 
 
 def _kill(process: subprocess.Popen[bytes]) -> None:

@@ -10,13 +10,13 @@ import functools
 import threading
 from typing import Any
 
+from moto.dynamodb.comparisons import get_filter_expression
 from moto.dynamodb.exceptions import (
     MultipleTransactionsException,
     TooManyTransactionsException,
     TransactionCanceledException,
 )
 from moto.dynamodb.models import DynamoDBBackend
-from moto.dynamodb.comparisons import get_filter_expression
 
 _LOCK = threading.RLock()
 _OPERATIONS = (

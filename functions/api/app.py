@@ -24,7 +24,7 @@ from longrun.models import (
     TaskStatus,
 )
 from longrun.services import script_executions
-from longrun.tasks import RESOURCE, RESULT_PAGE_MAX, retry_after
+from longrun.tasks import RESOURCE, RESULT_PAGE_MAX
 
 PROBLEM_JSON = "application/problem+json"
 TaskId = Annotated[str, Path(description="The task's id", pattern=r"^[0-9a-f-]{36}$")]
@@ -84,7 +84,7 @@ def _json(model: Any, status: int, headers: dict[str, str] | None = None) -> Res
 
 
 def _with_retry_after(view: ScriptExecution, status: int) -> Response[ScriptExecution]:
-    wait = retry_after(view.status)
+    wait = view.retry_after
     return _json(view, status, {"Retry-After": str(wait)} if wait is not None else {})
 
 

@@ -1,4 +1,5 @@
-"""SSM's command-invocation status-change events, through EventBridge: record each device's outcome."""
+"""SSM's status-change events, through EventBridge: each device's outcome as its run ends, and each command's end
+(which hands the batch back to the workflow)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from longrun.services import workflow
 
+COMMAND_ENDED = "EC2 Command Status-change Notification"
+
 logger = Logger()
 tracer = Tracer()
 metrics = Metrics()
@@ -22,10 +25,16 @@ metrics = Metrics()
 @event_source(data_class=EventBridgeEvent)
 def handler(event: EventBridgeEvent, context: LambdaContext) -> dict[str, Any]:
     detail = event.detail
-    logger.append_keys(command_id=detail["command-id"], node_id=detail["instance-id"], ssm_status=detail["status"])
-    task_id = workflow().record_outcome(detail["command-id"], detail["instance-id"])
+    logger.append_keys(command_id=detail["command-id"], ssm_status=detail["status"])
+    if event.detail_type == COMMAND_ENDED:
+        task_id = workflow().record_command(detail["command-id"])
+        metric = "BatchesEnded"
+    else:
+        logger.append_keys(node_id=detail["instance-id"])
+        task_id = workflow().record_outcome(detail["command-id"], detail["instance-id"])
+        metric = "DeviceOutcomes"
     if task_id:
         logger.set_correlation_id(task_id)
-        logger.info("device outcome recorded")
-        metrics.add_metric(name="DeviceOutcomes", unit=MetricUnit.Count, value=1)
+        logger.info("recorded", extra={"event": event.detail_type})
+        metrics.add_metric(name=metric, unit=MetricUnit.Count, value=1)
     return {"taskId": task_id, "recorded": task_id is not None}

@@ -58,7 +58,10 @@ class Service:
         return dict(reply.body)
 
     def wait(
-        self, task_id: str, until: tuple[str, ...] = ("COMPLETE", "FAILED", "CANCELLED"), timeout: float = 60
+        self,
+        task_id: str,
+        until: tuple[str, ...] = ("COMPLETE", "FAILED", "CANCELLED", "TIMED_OUT"),
+        timeout: float = 60,
     ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while True:

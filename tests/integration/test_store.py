@@ -80,26 +80,55 @@ def test_status_changes_are_conditional(deployed: Deployment) -> None:
     assert (finished.counts.PENDING, finished.counts.NOT_STARTED) == (0, 3)  # never-started devices are counted
 
 
+def test_a_task_is_read_with_its_devices_in_one_query(deployed: Deployment) -> None:
+    store = deployed.store
+    new_task(store, task_id(1), devices=2_345)
+    found = store.get_task_with_devices(task_id(1))
+    assert found is not None
+    task, devices = found
+    assert task.device_count == 2_345 and devices.ids == [f"d{i}" for i in range(2_345)]
+    assert devices.outcomes is None
+    assert store.device_ids(task_id(1), 1_950, 2_000) == [f"d{i}" for i in range(1_950, 2_000)]
+
+
+def running_batch(store: TaskStore, tid: str, devices: int, number: int = 0) -> Batch:
+    """A batch of the task's first devices, all handed to nodes mi-<index>."""
+    ids = store.device_ids(tid, number * 50, number * 50 + devices)
+    batch = Batch(
+        task_id=tid,
+        number=number,
+        start=number * 50,
+        device_ids=ids,
+        nodes={f"mi-{number * 50 + i}": number * 50 + i for i in range(devices)},
+        task_token="t",
+    )
+    store.start_batch(batch, failed={})
+    return batch
+
+
 def test_a_batch_starts_only_while_the_task_is_in_progress(deployed: Deployment) -> None:
     store = deployed.store
     new_task(store, task_id(1))
-    batch = Batch(task_id=task_id(1), number=0, device_ids=["d0", "d1", "d2"], instances={"mi-1": "d0"}, task_token="t")
+    batch = Batch(
+        task_id=task_id(1), number=0, start=0, device_ids=["d0", "d1", "d2"], nodes={"mi-1": 0}, task_token="t"
+    )
     with pytest.raises(ConditionFailed):
-        store.start_batch(batch, running={"d0": "mi-1"}, unknown={"d1": "no node"})
+        store.start_batch(batch, failed={1: "no node"})
     assert store.get_batch(task_id(1), 0) is None
     store.change_status(task_id(1), TaskStatus.IN_PROGRESS, [TaskStatus.SUBMITTED])
-    store.start_batch(batch, running={"d0": "mi-1"}, unknown={"d1": "no node"})
+    store.start_batch(batch, failed={1: "no node"})
     task = store.get_task(task_id(1))
     assert task is not None
-    assert task.counts.model_dump() == {**task.counts.model_dump(), "PENDING": 1, "RUNNING": 1, "FAILED": 1}
+    assert (task.counts.PENDING, task.counts.RUNNING, task.counts.FAILED) == (1, 1, 1)
+    assert store.device_runs(task_id(1), 0, 3)[1].reason == "no node"
     with pytest.raises(ConditionFailed):  # the same batch again changes nothing
-        store.start_batch(batch, running={"d0": "mi-1"}, unknown={"d1": "no node"})
+        store.start_batch(batch, failed={1: "no node"})
 
 
 def outcome(node: str, status: DeviceStatus = DeviceStatus.SUCCESS) -> CommandOutcome:
     now = datetime.now(UTC)
     return CommandOutcome(
-        command_id="c", instance_id=node, comment="", status=status, exit_code=0, started_at=now, ended_at=now
+        command_id="c", node_id=node, comment="", status=status, exit_code=0, started_at=now, ended_at=now
     )
 
 
@@ -108,23 +137,15 @@ def test_outcomes_count_once_and_add_up_under_concurrency(deployed: Deployment) 
     devices = 40
     new_task(store, task_id(1), devices=devices)
     store.change_status(task_id(1), TaskStatus.IN_PROGRESS, [TaskStatus.SUBMITTED])
-    running = {f"d{i}": f"mi-{i}" for i in range(devices)}
-    batch = Batch(
-        task_id=task_id(1),
-        number=0,
-        device_ids=list(running),
-        instances={node: device for device, node in running.items()},
-        task_token="t",
-    )
-    store.start_batch(batch, running=dict(running), unknown={})
+    batch = running_batch(store, task_id(1), devices)
     results: list[bool] = []
 
-    def report(device: str) -> None:
-        status = DeviceStatus.FAILED if device.endswith("7") else DeviceStatus.SUCCESS
-        results.append(store.finish_device(task_id(1), device, outcome(running[device], status)))
+    def report(node: str) -> None:
+        status = DeviceStatus.FAILED if node.endswith("7") else DeviceStatus.SUCCESS
+        results.append(store.finish_device(batch, batch.nodes[node], outcome(node, status)))
 
     # every device is reported twice, from eight threads at once
-    threads = [threading.Thread(target=report, args=(d,)) for d in list(running) * 2]
+    threads = [threading.Thread(target=report, args=(node,)) for node in list(batch.nodes) * 2]
     for chunk in range(0, len(threads), 8):
         for thread in threads[chunk : chunk + 8]:
             thread.start()
@@ -135,18 +156,30 @@ def test_outcomes_count_once_and_add_up_under_concurrency(deployed: Deployment) 
     assert task is not None
     assert task.counts.total == devices
     assert (task.counts.RUNNING, task.counts.SUCCESS, task.counts.FAILED) == (0, 36, 4)
-    runs = list(store.all_device_runs(task_id(1)))
-    assert sum(r.status is DeviceStatus.SUCCESS for r in runs) == task.counts.SUCCESS
+    runs = store.device_runs(task_id(1), 0, devices)
+    assert sum(r.status is DeviceStatus.SUCCESS for r in runs.values()) == task.counts.SUCCESS
+    assert runs[7].device_id == "d7" and runs[7].node_id == "mi-7" and runs[7].status is DeviceStatus.FAILED
 
 
-def test_the_done_set_of_a_batch_ignores_repeats(deployed: Deployment) -> None:
+def test_finishing_fixes_every_devices_outcome_beside_the_task(deployed: Deployment) -> None:
     store = deployed.store
-    new_task(store, task_id(1))
+    new_task(store, task_id(1), devices=4)
     store.change_status(task_id(1), TaskStatus.IN_PROGRESS, [TaskStatus.SUBMITTED])
-    batch = Batch(
-        task_id=task_id(1), number=3, device_ids=["d0", "d1"], instances={"mi-0": "d0", "mi-1": "d1"}, task_token="t"
-    )
-    store.start_batch(batch, running={"d0": "mi-0", "d1": "mi-1"}, unknown={})
-    assert not store.mark_batch_done(task_id(1), 3, ["mi-0"]).complete
-    assert not store.mark_batch_done(task_id(1), 3, ["mi-0"]).complete
-    assert store.mark_batch_done(task_id(1), 3, ["mi-1"]).complete
+    batch = running_batch(store, task_id(1), 2)
+    store.finish_device(batch, 0, outcome("mi-0"))
+    store.finish_device(batch, 1, outcome("mi-1", DeviceStatus.TIMED_OUT))
+    store.change_status(task_id(1), TaskStatus.COMPLETE, [TaskStatus.IN_PROGRESS], require_idle=True, outcomes="STNN")
+    found = store.get_task_with_devices(task_id(1))
+    assert found is not None
+    task, devices = found
+    assert devices.outcomes == "STNN"
+    assert (task.counts.SUCCESS, task.counts.TIMED_OUT, task.counts.NOT_STARTED, task.counts.PENDING) == (1, 1, 2, 0)
+
+
+def test_a_task_with_a_running_device_does_not_finish_idle(deployed: Deployment) -> None:
+    store = deployed.store
+    new_task(store, task_id(1), devices=2)
+    store.change_status(task_id(1), TaskStatus.IN_PROGRESS, [TaskStatus.SUBMITTED])
+    running_batch(store, task_id(1), 1)
+    with pytest.raises(ConditionFailed):
+        store.change_status(task_id(1), TaskStatus.COMPLETE, [TaskStatus.IN_PROGRESS], require_idle=True)

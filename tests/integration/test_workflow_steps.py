@@ -6,7 +6,7 @@ import boto3
 
 from longrun.models import Batch, DeviceStatus, ScriptExecutionRequest, TaskStatus
 from tests.integration.conftest import Deployment
-from tests.integration.test_store import outcome, task_id
+from tests.integration.test_store import outcome, running_batch, task_id
 
 ARN = "arn:aws:states:us-east-1:123456789012:execution:m:x"
 
@@ -50,23 +50,23 @@ def test_finish_run_completes_with_the_outcome_of_each_device(deployed: Deployme
     tid = new_task(deployed, devices=3)
     deployed.workflow.start_run(tid)
     batch = Batch(
-        task_id=tid, number=0, device_ids=["d0", "d1", "d2"], instances={"mi-0": "d0", "mi-1": "d1"}, task_token="t"
+        task_id=tid, number=0, start=0, device_ids=["d0", "d1", "d2"], nodes={"mi-0": 0, "mi-1": 1}, task_token="t"
     )
-    deployed.store.start_batch(batch, running={"d0": "mi-0", "d1": "mi-1"}, unknown={"d2": "no node"})
-    deployed.store.finish_device(tid, "d0", outcome("mi-0"))
-    deployed.store.finish_device(tid, "d1", outcome("mi-1", DeviceStatus.TIMED_OUT))
+    deployed.store.start_batch(batch, failed={2: "no node"})
+    deployed.store.finish_device(batch, 0, outcome("mi-0"))
+    deployed.store.finish_device(batch, 1, outcome("mi-1", DeviceStatus.TIMED_OUT))
     assert deployed.workflow.finish_run(tid) == "COMPLETE"
-    task = deployed.store.get_task(tid)
-    assert task is not None and task.outcome is not None
-    assert (task.outcome.succeeded, sorted(task.outcome.not_succeeded)) == (["d0"], ["d1", "d2"])
+    found = deployed.store.get_task_with_devices(tid)
+    assert found is not None
+    assert found[1].outcomes == "STF"
+    assert found[0].status_reason is None
 
 
 def test_finish_run_fails_a_task_whose_devices_are_still_running(deployed: Deployment) -> None:
     boto3.client("s3").put_object(Bucket=deployed.bucket, Key="scripts/a.sh", Body=b"echo hi\n")
     tid = new_task(deployed, devices=2)
     deployed.workflow.start_run(tid)
-    batch = Batch(task_id=tid, number=0, device_ids=["d0", "d1"], instances={"mi-0": "d0"}, task_token="t")
-    deployed.store.start_batch(batch, running={"d0": "mi-0"}, unknown={"d1": "no node"})
+    running_batch(deployed.store, tid, 1)
     assert deployed.workflow.finish_run(tid) == "FAILED"
     task = deployed.store.get_task(tid)
     assert task is not None and task.status_reason == "the workflow ended with 1 devices still running"

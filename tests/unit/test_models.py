@@ -19,6 +19,24 @@ def test_device_ids_may_be_strings_or_integers_and_keep_their_type() -> None:
 def test_defaults() -> None:
     parsed = request()
     assert (parsed.timeout_seconds, parsed.max_concurrency) == (600, 50)
+    assert (parsed.max_errors, parsed.deadline_seconds) == (None, None)
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({"max-concurrency": "10%"}, ("10%", None)),
+        ({"max-concurrency": "100%", "max-errors": 0}, ("100%", 0)),
+        ({"max-concurrency": 3, "max-errors": "0%"}, (3, "0%")),
+    ],
+)
+def test_limits_are_numbers_or_percentages(fields: dict[str, object], expected: tuple[object, object]) -> None:
+    parsed = request(**fields)
+    assert (parsed.max_concurrency, parsed.max_errors) == expected
+
+
+def test_every_status_has_its_own_letter() -> None:
+    assert {DeviceStatus.from_letter(s.letter) for s in DeviceStatus} == set(DeviceStatus)
 
 
 @pytest.mark.parametrize(
@@ -41,6 +59,14 @@ def test_defaults() -> None:
         ({"timeout-seconds": "30"}, "timeout-seconds"),
         ({"timeout-seconds": 172_801}, "timeout-seconds"),
         ({"max-concurrency": 0}, "max-concurrency"),
+        ({"max-concurrency": "0%"}, "max-concurrency"),
+        ({"max-concurrency": "101%"}, "max-concurrency"),
+        ({"max-concurrency": "ten"}, "max-concurrency"),
+        ({"max-errors": -1}, "max-errors"),
+        ({"max-errors": "5"}, "max-errors"),
+        ({"deadline-seconds": 0}, "deadline-seconds"),
+        ({"deadline-seconds": "60"}, "deadline-seconds"),
+        ({"device-ids": ["x" * 65]}, "device-ids"),
         ({"surprise": 1}, "surprise"),
     ],
 )
@@ -61,5 +87,6 @@ def test_counts_total_and_unfinished() -> None:
 
 
 def test_which_statuses_are_finished() -> None:
-    assert {s for s in TaskStatus if s.finished} == {TaskStatus.COMPLETE, TaskStatus.FAILED, TaskStatus.CANCELLED}
+    finished = {TaskStatus.COMPLETE, TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.TIMED_OUT}
+    assert {s for s in TaskStatus if s.finished} == finished
     assert {s for s in DeviceStatus if not s.finished} == {DeviceStatus.PENDING, DeviceStatus.RUNNING}

@@ -33,7 +33,8 @@ def test_output_urls_become_s3_urls(url: str, expected: str | None) -> None:
 def test_reasons() -> None:
     assert run_command._reason(DeviceStatus.SUCCESS, "Success", 0) is None
     assert run_command._reason(DeviceStatus.FAILED, "Failed", 3) == "the script exited with code 3"
-    assert "timeout-seconds" in (run_command._reason(DeviceStatus.TIMED_OUT, "ExecutionTimedOut", None) or "")
+    assert "time limit" in (run_command._reason(DeviceStatus.TIMED_OUT, "ExecutionTimedOut", None) or "")
+    assert "never started" in (run_command._reason(DeviceStatus.NOT_STARTED, "DeliveryTimedOut", None) or "")
     assert run_command._reason(DeviceStatus.FAILED, "Undeliverable", None) == "SSM reported Undeliverable"
 
 

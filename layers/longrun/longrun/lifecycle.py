@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from aws_lambda_powertools import Logger
 
-from longrun.models import DeviceStatus, Task, TaskOutcome, TaskStatus
-from longrun.store import TaskStore
+from longrun.models import DeviceStatus, Task, TaskStatus
+from longrun.store import ConditionFailed, TaskStore
 
 logger = Logger(child=True)
 
@@ -18,6 +18,7 @@ TRANSITIONS: dict[TaskStatus, tuple[TaskStatus, ...]] = {
     TaskStatus.FAILED: (TaskStatus.SUBMITTED, TaskStatus.IN_PROGRESS),
     TaskStatus.CANCELLING: (TaskStatus.SUBMITTED, TaskStatus.IN_PROGRESS),
     TaskStatus.CANCELLED: (TaskStatus.CANCELLING,),
+    TaskStatus.TIMED_OUT: (TaskStatus.IN_PROGRESS,),
 }
 
 
@@ -29,22 +30,21 @@ def change_status(store: TaskStore, task_id: str, to: TaskStatus, reason: str | 
 
 
 def finish(store: TaskStore, task_id: str, to: TaskStatus, reason: str | None = None) -> Task:
-    """End a task as COMPLETE, FAILED or CANCELLED, fixing which of its devices succeeded. COMPLETE and CANCELLED
-    require that no device is still running; FAILED (the workflow itself broke) does not."""
-    succeeded: list[str | int] = []
-    not_succeeded: list[str | int] = []
+    """End a task as COMPLETE, FAILED, CANCELLED or TIMED_OUT, fixing each device's outcome beside it. All but FAILED
+    (the workflow itself broke) require that no device is still running."""
+    task = store.get_task(task_id, consistent=True)
+    if task is None:
+        raise ConditionFailed(f"task {task_id} is missing")
+    letters = [DeviceStatus.NOT_STARTED.letter] * task.device_count
     for run in store.all_device_runs(task_id):
-        if run.status is DeviceStatus.SUCCESS:
-            succeeded.append(run.device_id)
-        elif run.status.finished:
-            not_succeeded.append(run.device_id)
+        letters[run.index] = run.status.letter
     task = store.change_status(
         task_id,
         to,
         TRANSITIONS[to],
         reason=reason,
         require_idle=to is not TaskStatus.FAILED,
-        outcome=TaskOutcome(succeeded=succeeded, not_succeeded=not_succeeded),
+        outcomes="".join(letters),
     )
     publish(task)
     return task

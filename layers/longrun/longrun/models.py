@@ -7,7 +7,7 @@ Field names follow the published contract: request fields and the result summary
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated
 
@@ -23,8 +23,13 @@ from pydantic import (
 )
 
 MAX_DEVICES_PER_TASK = 10_000
+MAX_BATCH_SIZE = 50
+"""Devices per SSM command: SendCommand takes at most 50 node ids."""
 MAX_DEVICE_TIMEOUT_SECONDS = 172_800  # SSM's executionTimeout ceiling (48 h)
-DEVICE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,127}$")
+MAX_TASK_DEADLINE_SECONDS = 30 * 24 * 3600
+DEVICE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,63}$")
+PERCENTAGE = r"^(100|[1-9]?[0-9])%$"
+NONZERO_PERCENTAGE = r"^(100|[1-9][0-9]?)%$"
 
 
 class TaskStatus(StrEnum):
@@ -34,10 +39,12 @@ class TaskStatus(StrEnum):
     FAILED = "FAILED"
     CANCELLING = "CANCELLING"
     CANCELLED = "CANCELLED"
+    TIMED_OUT = "TIMED_OUT"
+    """The task's deadline-seconds passed before every device had finished."""
 
     @property
     def finished(self) -> bool:
-        return self in (TaskStatus.COMPLETE, TaskStatus.FAILED, TaskStatus.CANCELLED)
+        return self in (TaskStatus.COMPLETE, TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.TIMED_OUT)
 
 
 class DeviceStatus(StrEnum):
@@ -55,6 +62,27 @@ class DeviceStatus(StrEnum):
     def finished(self) -> bool:
         return self not in (DeviceStatus.PENDING, DeviceStatus.RUNNING)
 
+    @property
+    def letter(self) -> str:
+        """One letter per status, to keep a finished task's outcome of every device in a few KB."""
+        return _LETTERS[self]
+
+    @classmethod
+    def from_letter(cls, letter: str) -> DeviceStatus:
+        return _STATUS_OF_LETTER[letter]
+
+
+_LETTERS = {
+    DeviceStatus.PENDING: "P",
+    DeviceStatus.RUNNING: "R",
+    DeviceStatus.SUCCESS: "S",
+    DeviceStatus.FAILED: "F",
+    DeviceStatus.TIMED_OUT: "T",
+    DeviceStatus.CANCELLED: "C",
+    DeviceStatus.NOT_STARTED: "N",
+}
+_STATUS_OF_LETTER = {letter: status for status, letter in _LETTERS.items()}
+
 
 # ---------------------------------------------------------------------------------------------
 # Requests
@@ -64,6 +92,10 @@ DeviceId = Annotated[
     StrictStr | Annotated[StrictInt, Field(ge=0)],
     Field(description="An SSM managed node id, or the value of the node's device-id tag"),
 ]
+
+
+ConcurrencyLimit = Annotated[StrictInt, Field(ge=1)] | Annotated[StrictStr, Field(pattern=NONZERO_PERCENTAGE)]
+ErrorLimit = Annotated[StrictInt, Field(ge=0)] | Annotated[StrictStr, Field(pattern=PERCENTAGE)]
 
 
 class ScriptExecutionRequest(BaseModel):
@@ -87,12 +119,26 @@ class ScriptExecutionRequest(BaseModel):
         le=MAX_DEVICE_TIMEOUT_SECONDS,
         description="How long one device's script may run before it is stopped and reported TIMED_OUT",
     )
-    max_concurrency: StrictInt = Field(
-        default=50,
-        alias="max-concurrency",
+    max_concurrency: Annotated[StrictInt, Field(ge=1)] | Annotated[StrictStr, Field(pattern=NONZERO_PERCENTAGE)] = (
+        Field(
+            default=50,
+            alias="max-concurrency",
+            description="How many devices may run the script at once: a number, or a percentage of the devices",
+        )
+    )
+    max_errors: ErrorLimit | None = Field(
+        default=None,
+        alias="max-errors",
+        description="Once more devices than this have failed or timed out (a number, or a percentage of the devices),"
+        " no new device starts; the rest end NOT_STARTED. No limit when absent.",
+    )
+    deadline_seconds: StrictInt | None = Field(
+        default=None,
+        alias="deadline-seconds",
         ge=1,
-        le=MAX_DEVICES_PER_TASK,
-        description="How many devices may run the script at the same time",
+        le=MAX_TASK_DEADLINE_SECONDS,
+        description="The whole task's time limit: at the deadline running scripts are stopped (TIMED_OUT) and"
+        " devices not started end NOT_STARTED; the task ends TIMED_OUT",
     )
 
     @field_validator("device_ids")
@@ -103,7 +149,7 @@ class ScriptExecutionRequest(BaseModel):
             key = device_key(device_id)
             if isinstance(device_id, str) and not DEVICE_ID_PATTERN.match(device_id):
                 raise ValueError(
-                    f"device id at position {position} ({device_id!r}) must be 1-128 characters of letters, digits"
+                    f"device id at position {position} ({device_id!r}) must be 1-64 characters of letters, digits"
                     " and ._:@/+=- and start with a letter or digit"
                 )
             if key in seen:
@@ -151,45 +197,68 @@ class DeviceCounts(BaseModel):
         return self.PENDING + self.RUNNING
 
 
-class TaskOutcome(BaseModel):
-    """Which devices succeeded and which ran without success, fixed when the task finishes."""
+class TaskSettings(BaseModel):
+    """How a task runs: its request without the device list."""
 
-    succeeded: list[str | int]
-    not_succeeded: list[str | int]
+    script_url: str
+    timeout_seconds: int
+    max_concurrency: int | str
+    max_errors: int | str | None = None
+    deadline_seconds: int | None = None
 
 
 class Task(BaseModel):
-    """A task record as the data-access module stores it."""
+    """A task record as the data-access module stores it; its device list is kept beside it (TaskDevices)."""
 
     id: str
     kind: str
     owner: str
     status: TaskStatus
     status_reason: str | None = None
-    request: ScriptExecutionRequest
+    settings: TaskSettings
+    device_count: int
     counts: DeviceCounts
     execution_arn: str | None = None
     created_at: datetime
     updated_at: datetime
+    started_at: datetime | None = None
     completed_at: datetime | None = None
-    outcome: TaskOutcome | None = None
+
+    @property
+    def deadline_at(self) -> datetime | None:
+        if self.settings.deadline_seconds is None:
+            return None
+        return self.created_at + timedelta(seconds=self.settings.deadline_seconds)
+
+
+class TaskDevices(BaseModel):
+    """A task's devices in request order and, once it has finished, each one's status."""
+
+    ids: list[str | int]
+    outcomes: str | None = Field(default=None, description="One DeviceStatus letter per device, in request order")
+
+    def status_of(self, index: int) -> DeviceStatus | None:
+        return DeviceStatus.from_letter(self.outcomes[index]) if self.outcomes else None
 
 
 class DeviceRun(BaseModel):
-    """One device's run of the script, as the data-access module stores it."""
+    """One device's run of the script, as the data-access module stores it (about 1 KB or less)."""
 
+    index: int = Field(description="The device's position in the request")
     device_id: str | int
     status: DeviceStatus
     reason: str | None = None
-    instance_id: str | None = None
+    node_id: str | None = None
     command_id: str | None = None
     exit_code: int | None = None
     started_at: datetime | None = None
     ended_at: datetime | None = None
     stdout_url: str | None = None
-    stderr_url: str | None = None
-    stdout_head: str | None = None
-    stderr_head: str | None = None
+
+    @property
+    def stderr_url(self) -> str | None:
+        """SSM puts a plugin's stderr beside its stdout."""
+        return self.stdout_url.removesuffix("stdout") + "stderr" if self.stdout_url else None
 
 
 class Batch(BaseModel):
@@ -197,22 +266,27 @@ class Batch(BaseModel):
 
     task_id: str
     number: int
-    device_ids: list[str | int]
-    instances: dict[str, str] = Field(default_factory=dict, description="instance id -> device key")
+    start: int = Field(description="The position of the batch's first device in the task")
+    device_ids: list[str | int] = Field(description="The batch's devices, in request order")
+    nodes: dict[str, int] = Field(default_factory=dict, description="managed node id -> device index in the task")
     task_token: str
     command_id: str | None = None
-    done: set[str] = Field(default_factory=set, description="instance ids whose outcome is recorded")
+    cut_by_deadline: bool = Field(default=False, description="Its scripts' time limit was cut to the deadline")
 
     @property
-    def complete(self) -> bool:
-        return self.done >= set(self.instances)
+    def index_range(self) -> tuple[int, int]:
+        """The positions start..end-1 of the batch's devices in the task."""
+        return self.start, self.start + len(self.device_ids)
+
+    def device_at(self, index: int) -> str | int:
+        return self.device_ids[index - self.start]
 
 
 class CommandOutcome(BaseModel):
     """What SSM reports about one node's run of a command."""
 
     command_id: str
-    instance_id: str
+    node_id: str
     comment: str
     status: DeviceStatus
     reason: str | None = None
@@ -220,9 +294,6 @@ class CommandOutcome(BaseModel):
     started_at: datetime | None = None
     ended_at: datetime | None = None
     stdout_url: str | None = None
-    stderr_url: str | None = None
-    stdout_head: str | None = None
-    stderr_head: str | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -250,6 +321,19 @@ class ResultSummary(ApiModel):
     href: str = Field(description="The detailed per-device result")
 
 
+class ScriptExecutionSummary(ApiModel):
+    """A task in a listing: what it is and where it stands; its href has the progress."""
+
+    id: str
+    script_url: str = Field(alias="script-url")
+    device_count: int = Field(alias="deviceCount")
+    status: TaskStatus
+    status_reason: str | None = Field(default=None, alias="statusReason")
+    created_at: datetime = Field(alias="createdAt")
+    completed_at: datetime | None = Field(default=None, alias="completedAt")
+    href: str
+
+
 class ScriptExecution(ApiModel):
     """A script-execution task as a client sees it."""
 
@@ -257,21 +341,31 @@ class ScriptExecution(ApiModel):
     device_ids: list[str | int] = Field(alias="device-ids")
     script_url: str = Field(alias="script-url")
     timeout_seconds: int = Field(alias="timeout-seconds")
-    max_concurrency: int = Field(alias="max-concurrency")
+    max_concurrency: int | str = Field(alias="max-concurrency")
+    max_errors: int | str | None = Field(default=None, alias="max-errors")
+    deadline_seconds: int | None = Field(default=None, alias="deadline-seconds")
     status: TaskStatus
     status_reason: str | None = Field(default=None, alias="statusReason")
-    percentage: int = Field(ge=0, le=100, description="Devices finished / devices in the task")
+    percentage: int = Field(ge=0, le=100, description="Devices finished / devices in the task; never goes back")
     current_step: str = Field(alias="currentStep")
-    device_counts: dict[str, int] = Field(alias="deviceCounts", description="Devices per status")
+    device_counts: dict[str, int] = Field(alias="deviceCounts", description="Devices per status; they add up")
     created_at: datetime = Field(alias="createdAt")
     updated_at: datetime = Field(alias="updatedAt")
+    started_at: datetime | None = Field(default=None, alias="startedAt")
+    estimated_completion_at: datetime | None = Field(
+        default=None,
+        alias="estimatedCompletionAt",
+        description="When the task should finish at the pace of its devices so far; once a few have finished",
+    )
     completed_at: datetime | None = Field(default=None, alias="completedAt")
     result: ResultSummary | None = None
     href: str
+    retry_after: int | None = Field(default=None, exclude=True)
+    """Seconds to wait before polling again (the Retry-After header); None once finished."""
 
 
 class ScriptExecutionPage(ApiModel):
-    items: list[ScriptExecution]
+    items: list[ScriptExecutionSummary]
     next_token: str | None = Field(default=None, alias="next-token")
 
 

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 DOCUMENT = "AWS-RunRemoteScript"
 MAX_NODES_PER_COMMAND = 50  # SSM's limit on InstanceIds in one SendCommand
-OUTPUT_HEAD_CHARS = 4096
+DELIVERY_TIMEOUT_RANGE = (30, 2_592_000)  # SSM's bounds on SendCommand's TimeoutSeconds
 NODE_ID = re.compile(r"^(i|mi)-[0-9a-f]{8,17}$")
 COMMENT = re.compile(r"^longrun (?P<task>[0-9a-f-]{36}) batch (?P<batch>\d+)$")
 TAG_VALUES_PER_LOOKUP = 20  # the tagging API's limit on values in one tag filter
@@ -34,7 +34,7 @@ _SSM_STATUS = {
     "TimedOut": DeviceStatus.TIMED_OUT,
     "Cancelled": DeviceStatus.CANCELLED,
 }
-FINAL_SSM_STATUSES = (*_SSM_STATUS, "Undeliverable", "Terminated", "DeliveryTimedOut")
+FINAL_SSM_STATUSES = (*_SSM_STATUS, "Undeliverable", "Terminated", "DeliveryTimedOut", "ExecutionTimedOut")
 
 
 @cache
@@ -124,11 +124,15 @@ def send_script(
     bucket: str,
     key: str,
     timeout_seconds: int,
+    start_within_seconds: int,
     max_concurrency: int,
+    max_errors: int | None,
     output_prefix: str,
     comment: str,
 ) -> str:
-    """Run the script at s3://bucket/key on up to 50 nodes with one command; answer the command id."""
+    """Run the script at s3://bucket/key on up to 50 nodes with one command; answer the command id. A node that has
+    not started the script within ``start_within_seconds`` never does; once more than ``max_errors`` nodes have
+    failed or timed out, SSM starts no further node."""
     if not 0 < len(node_ids) <= MAX_NODES_PER_COMMAND:
         raise ValueError(f"a command takes 1 to {MAX_NODES_PER_COMMAND} nodes, not {len(node_ids)}")
     script = basename(key)
@@ -143,8 +147,9 @@ def send_script(
             "commandLine": [f"chmod +x ./{script} && ./{script}"],
             "executionTimeout": [str(timeout_seconds)],
         },
+        TimeoutSeconds=min(max(start_within_seconds, DELIVERY_TIMEOUT_RANGE[0]), DELIVERY_TIMEOUT_RANGE[1]),
         MaxConcurrency=str(max_concurrency),
-        MaxErrors="100%",
+        MaxErrors="100%" if max_errors is None else str(max_errors),
         OutputS3BucketName=bucket,
         OutputS3KeyPrefix=output_prefix,
     )
@@ -167,23 +172,36 @@ def outcome(command_id: str, node_id: str) -> CommandOutcome:
     """One node's finished run of a command: status, exit code, times, and where its output is."""
     invocation: dict[str, Any] = dict(_ssm().get_command_invocation(CommandId=command_id, InstanceId=node_id))
     ssm_status = invocation["Status"]
+    started = invocation.get("ExecutionStartDateTime") or None
     status = _SSM_STATUS.get(ssm_status, DeviceStatus.FAILED)
+    if started is None and status in (DeviceStatus.CANCELLED, DeviceStatus.TIMED_OUT):
+        status = DeviceStatus.NOT_STARTED  # cancelled or out of time before it began: it never ran
     exit_code = invocation.get("ResponseCode")
     exit_code = None if exit_code is None or exit_code < 0 else exit_code
     return CommandOutcome(
         command_id=command_id,
-        instance_id=node_id,
+        node_id=node_id,
         comment=invocation.get("Comment", ""),
         status=status,
         reason=_reason(status, invocation.get("StatusDetails", ssm_status), exit_code),
         exit_code=exit_code,
-        started_at=invocation.get("ExecutionStartDateTime") or None,
+        started_at=started,
         ended_at=invocation.get("ExecutionEndDateTime") or None,
-        stdout_url=_s3_url(invocation.get("StandardOutputUrl")),
-        stderr_url=_s3_url(invocation.get("StandardErrorUrl")),
-        stdout_head=invocation.get("StandardOutputContent", "")[:OUTPUT_HEAD_CHARS],
-        stderr_head=invocation.get("StandardErrorContent", "")[:OUTPUT_HEAD_CHARS],
+        stdout_url=_s3_url(invocation.get("StandardOutputUrl")) if started else None,
     )
+
+
+def command_comment(command_id: str) -> str:
+    commands = _ssm().list_commands(CommandId=command_id)["Commands"]
+    return commands[0].get("Comment", "") if commands else ""
+
+
+def finished_nodes(command_id: str) -> set[str]:
+    """The nodes whose run of the command has ended, however it ended."""
+    finished: set[str] = set()
+    for page in _ssm().get_paginator("list_command_invocations").paginate(CommandId=command_id):
+        finished.update(i["InstanceId"] for i in page["CommandInvocations"] if i["Status"] in FINAL_SSM_STATUSES)
+    return finished
 
 
 def _reason(status: DeviceStatus, details: str, exit_code: int | None) -> str | None:
@@ -192,8 +210,9 @@ def _reason(status: DeviceStatus, details: str, exit_code: int | None) -> str | 
     if status is DeviceStatus.FAILED and exit_code is not None:
         return f"the script exited with code {exit_code}"
     return {
-        DeviceStatus.TIMED_OUT: "the script ran past timeout-seconds and was stopped",
+        DeviceStatus.TIMED_OUT: "the script ran past its time limit and was stopped",
         DeviceStatus.CANCELLED: "the task was cancelled while the script ran",
+        DeviceStatus.NOT_STARTED: f"the script never started on the device (SSM: {details})",
     }.get(status, f"SSM reported {details}")
 
 

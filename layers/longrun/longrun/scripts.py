@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from typing import TYPE_CHECKING
 
@@ -15,6 +16,8 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 SCRIPTS_PREFIX = "scripts/"
+HEAD_BYTES = 4096
+"""How much of each device's stdout and stderr the result shows."""
 
 
 @cache
@@ -51,3 +54,23 @@ def script_exists(bucket: str, key: str) -> bool:
 
 def output_prefix(base: str, task_id: str) -> str:
     return f"{base}/{task_id}"
+
+
+def read_heads(urls: list[str]) -> dict[str, tuple[str, bool]]:
+    """The first HEAD_BYTES of each s3:// object, and whether there is more; an object that is not there (SSM
+    stores nothing for an empty stream) is left out. Read in parallel."""
+
+    def head(url: str) -> tuple[str, tuple[str, bool] | None]:
+        bucket, _, key = url.removeprefix("s3://").partition("/")
+        try:
+            body = _s3().get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{HEAD_BYTES}")["Body"].read()
+        except ClientError as error:
+            if error.response["Error"]["Code"] in ("NoSuchKey", "404", "InvalidRange"):
+                return url, None
+            raise
+        return url, (body[:HEAD_BYTES].decode("utf-8", errors="replace"), len(body) > HEAD_BYTES)
+
+    if not urls:
+        return {}
+    with ThreadPoolExecutor(max_workers=min(16, len(urls))) as pool:
+        return {url: found for url, found in pool.map(head, urls) if found is not None}

@@ -2,13 +2,17 @@
 
 One table holds every record of a task under the task's partition::
 
-    PK=TASK#<id>  SK=TASK              the task: status, request, per-status device counts
-    PK=TASK#<id>  SK=DEVICE#<device>   one device's run (written when the device starts or fails to)
-    PK=TASK#<id>  SK=BATCH#<nnnnn>     one SSM command's devices and the workflow token waiting for them
+    PK=TASK#<id>  SK=TASK                 the task: status, settings, per-status device counts (under 1 KB)
+    PK=TASK#<id>  SK=TASK#IDS#<nnnn>      the device ids in request order, 1,000 a record
+    PK=TASK#<id>  SK=TASK#OUTCOMES        once finished: one status letter per device, in request order
+    PK=TASK#<id>  SK=BATCH#<nnnnn>        one SSM command's devices and the workflow token waiting for them
+    PK=TASK#<id>  SK=DEVICE#<nnnnn>       one device's outcome, by its position in the request
 
-Two owner indexes list a caller's tasks newest first: ``ByOwner`` (all) and ``ByOwnerStatus`` (one status).
-Per-status counts live on the task record and move in the same transaction as the device record they count,
-so they always add up to the device total and never count a device twice.
+The task record stays small, because every device's outcome updates its counts: a write costs a capacity unit
+per KB. The records that start with TASK are read together by one query. Two owner indexes list a caller's
+tasks newest first, ``ByOwner`` (all) and ``ByOwnerStatus`` (one status); they carry only what a listing shows,
+so a device's outcome never writes to them. Per-status counts move in the same transaction as the device record
+they count, so they always add up to the device total and never count a device twice.
 """
 
 from __future__ import annotations
@@ -32,12 +36,13 @@ from longrun.models import (
     DeviceStatus,
     ScriptExecutionRequest,
     Task,
-    TaskOutcome,
+    TaskDevices,
+    TaskSettings,
     TaskStatus,
-    device_key,
 )
 
 TASK_SK = "TASK"
+IDS_PER_RECORD = 1_000
 OWNER_INDEX = "ByOwner"
 OWNER_STATUS_INDEX = "ByOwnerStatus"
 
@@ -58,8 +63,12 @@ def _task_pk(task_id: str) -> str:
     return f"TASK#{task_id}"
 
 
-def _device_sk(device_id: str | int) -> str:
-    return f"DEVICE#{device_key(device_id)}"
+def _ids_sk(chunk: int) -> str:
+    return f"TASK#IDS#{chunk:04d}"
+
+
+def _device_sk(index: int) -> str:
+    return f"DEVICE#{index:05d}"
 
 
 def _batch_sk(number: int) -> str:
@@ -126,30 +135,60 @@ class TaskStore:
     def create_task(
         self, task_id: str, kind: str, owner: str, request: ScriptExecutionRequest, execution_arn: str
     ) -> Task:
-        now = utc_now()
-        counts = DeviceCounts(PENDING=len(request.device_ids))
+        """The task and its device list, in one transaction (one request, whatever the fleet size)."""
+        now = _iso(utc_now())
+        pk = _task_pk(task_id)
+        settings = TaskSettings.model_validate(request.model_dump(exclude={"device_ids"}))
         item = {
-            "PK": _task_pk(task_id),
+            "PK": pk,
             "SK": TASK_SK,
             "kind": kind,
             "owner": owner,
             "status": TaskStatus.SUBMITTED.value,
-            "request": request.model_dump(by_alias=True),
-            "counts": counts.model_dump(),
+            "settings": settings.model_dump(exclude_none=True),
+            "deviceCount": len(request.device_ids),
+            "counts": DeviceCounts(PENDING=len(request.device_ids)).model_dump(),
             "executionArn": execution_arn,
-            "createdAt": _iso(now),
-            "updatedAt": _iso(now),
+            "createdAt": now,
+            "updatedAt": now,
             "GSI1PK": _owner_pk(owner),
-            "GSI1SK": f"{_iso(now)}#{task_id}",
+            "GSI1SK": f"{now}#{task_id}",
             "GSI2PK": _owner_status_pk(owner, TaskStatus.SUBMITTED),
-            "GSI2SK": f"{_iso(now)}#{task_id}",
+            "GSI2SK": f"{now}#{task_id}",
         }
-        self._table.put_item(Item=item, ConditionExpression="attribute_not_exists(PK)")
+        actions: list[dict[str, Any]] = [
+            {"Put": {"TableName": self._table_name, "Item": item, "ConditionExpression": "attribute_not_exists(PK)"}}
+        ]
+        for chunk, start in enumerate(range(0, len(request.device_ids), IDS_PER_RECORD)):
+            record = {"PK": pk, "SK": _ids_sk(chunk), "ids": request.device_ids[start : start + IDS_PER_RECORD]}
+            actions.append({"Put": {"TableName": self._table_name, "Item": record}})
+        self._transact(actions)
         return self._task_from_item(item)
 
     def get_task(self, task_id: str, consistent: bool = False) -> Task | None:
         item = self._table.get_item(Key={"PK": _task_pk(task_id), "SK": TASK_SK}, ConsistentRead=consistent).get("Item")
         return self._task_from_item(item) if item else None
+
+    def get_task_with_devices(self, task_id: str) -> tuple[Task, TaskDevices] | None:
+        """The task, its device ids and (once finished) their outcomes: one query."""
+        items = list(self._query_prefix(task_id, TASK_SK))
+        task = next((item for item in items if item["SK"] == TASK_SK), None)
+        if task is None:
+            return None
+        ids = [i for item in items if item["SK"].startswith("TASK#IDS#") for i in _plain(item["ids"])]
+        outcomes = next((item["letters"] for item in items if item["SK"] == "TASK#OUTCOMES"), None)
+        return self._task_from_item(task), TaskDevices(ids=ids, outcomes=outcomes)
+
+    def device_ids(self, task_id: str, start: int, end: int) -> list[str | int]:
+        """The ids of the devices at positions start..end-1."""
+        first, last = start // IDS_PER_RECORD, (end - 1) // IDS_PER_RECORD
+        page = self._table.query(
+            KeyConditionExpression="PK = :pk AND SK BETWEEN :first AND :last",
+            ExpressionAttributeValues={":pk": _task_pk(task_id), ":first": _ids_sk(first), ":last": _ids_sk(last)},
+        )
+        ids = [i for item in page["Items"] for i in _plain(item["ids"])]
+        offset = first * IDS_PER_RECORD
+        return ids[start - offset : end - offset]
 
     def list_tasks(
         self, owner: str, status: TaskStatus | None, limit: int, next_token: str | None
@@ -178,11 +217,12 @@ class TaskStore:
         allowed_from: Iterable[TaskStatus],
         reason: str | None = None,
         require_idle: bool = False,
-        outcome: TaskOutcome | None = None,
+        outcomes: str | None = None,
     ) -> Task:
-        """Move a task to ``to`` if it is in one of ``allowed_from``; on a finishing status, turn every device
-        that never started into NOT_STARTED. ``require_idle`` also requires that no device is running."""
-        now = _iso(utc_now())
+        """Move a task to ``to`` if it is in one of ``allowed_from``. On a finishing status, every device that never
+        started becomes NOT_STARTED and ``outcomes`` (a letter per device) is kept beside the task, in the same
+        transaction. ``require_idle`` also requires that no device is running."""
+        now = utc_now()
         current = self.get_task(task_id, consistent=True)
         if current is None or current.status not in set(allowed_from):
             raise ConditionFailed(f"task {task_id} is {current.status if current else 'missing'}")
@@ -190,7 +230,7 @@ class TaskStore:
         values: dict[str, Any] = {
             ":to": to.value,
             ":from": current.status.value,
-            ":now": now,
+            ":now": _iso(now),
             ":gsi2": _owner_status_pk(current.owner, to),
         }
         sets = ["#s = :to", "updatedAt = :now", "GSI2PK = :gsi2"]
@@ -198,39 +238,45 @@ class TaskStore:
         if reason is not None:
             sets.append("statusReason = :reason")
             values[":reason"] = reason
+        if to is TaskStatus.IN_PROGRESS:
+            sets.append("startedAt = :now")
         if to.finished or require_idle:
             names["#c"] = "counts"
+            values[":zero"] = 0
         if to.finished:
             sets += ["completedAt = :now", "#c.NOT_STARTED = #c.NOT_STARTED + #c.PENDING", "#c.PENDING = :zero"]
-            values[":zero"] = 0
-        if outcome is not None:
-            sets.append("outcome = :outcome")
-            values[":outcome"] = outcome.model_dump()
         if require_idle:
             condition += " AND #c.RUNNING = :zero"
-            values[":zero"] = 0
-        try:
-            attributes = self._table.update_item(
-                Key={"PK": _task_pk(task_id), "SK": TASK_SK},
-                UpdateExpression="SET " + ", ".join(sets),
-                ConditionExpression=condition,
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=values,
-                ReturnValues="ALL_NEW",
-            )["Attributes"]
-        except ClientError as error:
-            if _is_condition_failure(error):
-                raise ConditionFailed(f"task {task_id} changed while moving to {to}") from error
-            raise
-        return self._task_from_item(attributes)
+        update: dict[str, Any] = {
+            "TableName": self._table_name,
+            "Key": {"PK": _task_pk(task_id), "SK": TASK_SK},
+            "UpdateExpression": "SET " + ", ".join(sets),
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+        }
+        if outcomes is None:
+            try:
+                self._client.update_item(**update)
+            except ClientError as error:
+                if _is_condition_failure(error):
+                    raise ConditionFailed(f"task {task_id} changed while moving to {to}") from error
+                raise
+        else:
+            outcome_item = {"PK": _task_pk(task_id), "SK": "TASK#OUTCOMES", "letters": outcomes}
+            self._transact([{"Update": update}, {"Put": {"TableName": self._table_name, "Item": outcome_item}}])
+        changed = self.get_task(task_id, consistent=True)
+        assert changed is not None
+        return changed
 
     # --- batches and devices -------------------------------------------------------------------
 
-    def start_batch(self, batch: Batch, running: dict[str | int, str], unknown: dict[str | int, str]) -> None:
-        """Record a batch as started, in one transaction that requires the task to be IN_PROGRESS: the devices in
-        ``running`` (device id -> instance id) become RUNNING, those in ``unknown`` (device id -> reason) FAILED."""
+    def start_batch(self, batch: Batch, failed: dict[int, str]) -> None:
+        """Record a batch as started, in one transaction that requires the task to be IN_PROGRESS: its devices with
+        a node become RUNNING, and those in ``failed`` (device index -> reason) FAILED at once."""
         now = _iso(utc_now())
         pk = _task_pk(batch.task_id)
+        running = len(batch.nodes)
         actions: list[dict[str, Any]] = [
             {
                 "Put": {
@@ -238,8 +284,9 @@ class TaskStore:
                     "Item": {
                         "PK": pk,
                         "SK": _batch_sk(batch.number),
+                        "start": batch.start,
                         "deviceIds": batch.device_ids,
-                        "instances": batch.instances,
+                        "nodes": batch.nodes,
                         "taskToken": batch.task_token,
                     },
                     "ConditionExpression": "attribute_not_exists(PK)",
@@ -254,40 +301,22 @@ class TaskStore:
                     "ConditionExpression": "#s = :in_progress AND #c.PENDING >= :n",
                     "ExpressionAttributeNames": {"#c": "counts", "#s": "status"},
                     "ExpressionAttributeValues": {
-                        ":n": len(running) + len(unknown),
-                        ":r": len(running),
-                        ":u": len(unknown),
+                        ":n": running + len(failed),
+                        ":r": running,
+                        ":u": len(failed),
                         ":now": now,
                         ":in_progress": TaskStatus.IN_PROGRESS.value,
                     },
                 }
             },
         ]
-        for device_id, instance_id in running.items():
-            actions.append(self._put_device(pk, device_id, DeviceStatus.RUNNING, now, instanceId=instance_id))
-        for device_id, reason in unknown.items():
-            actions.append(self._put_device(pk, device_id, DeviceStatus.FAILED, now, reason=reason, endedAt=now))
+        for index, reason in failed.items():
+            run = DeviceRun(index=index, device_id=batch.device_at(index), status=DeviceStatus.FAILED, reason=reason)
+            item = self._device_item(pk, run) | {"endedAt": now}
+            actions.append({"Put": {"TableName": self._table_name, "Item": item}})
         self._transact(actions)
 
-    def _put_device(
-        self, pk: str, device_id: str | int, status: DeviceStatus, now: str | None, **fields: Any
-    ) -> dict[str, Any]:
-        return {
-            "Put": {
-                "TableName": self._table_name,
-                "Item": {
-                    "PK": pk,
-                    "SK": _device_sk(device_id),
-                    "deviceId": device_id,
-                    "status": status.value,
-                    "startedAt": now,
-                    **fields,
-                },
-                "ConditionExpression": "attribute_not_exists(PK)",
-            }
-        }
-
-    def set_batch_command(self, task_id: str, number: int, command_id: str) -> None:
+    def set_batch_command(self, task_id: str, number: int, command_id: str, cut_by_deadline: bool) -> None:
         """Record the SSM command of a batch, only while the task is IN_PROGRESS (a cancel may have come in while
         the command was being sent; then the caller cancels the command itself)."""
         pk = _task_pk(task_id)
@@ -306,9 +335,9 @@ class TaskStore:
                     "Update": {
                         "TableName": self._table_name,
                         "Key": {"PK": pk, "SK": _batch_sk(number)},
-                        "UpdateExpression": "SET commandId = :cmd",
+                        "UpdateExpression": "SET commandId = :cmd, cutByDeadline = :cut",
                         "ConditionExpression": "attribute_exists(PK)",
-                        "ExpressionAttributeValues": {":cmd": command_id},
+                        "ExpressionAttributeValues": {":cmd": command_id, ":cut": cut_by_deadline},
                     }
                 },
             ]
@@ -324,38 +353,30 @@ class TaskStore:
         for item in self._query_prefix(task_id, "BATCH#"):
             yield self._batch_from_item(item)
 
-    def finish_device(self, task_id: str, device_id: str | int, outcome: CommandOutcome) -> bool:
+    def finish_device(self, batch: Batch, index: int, outcome: CommandOutcome) -> bool:
         """Record a running device's outcome and move the task's counts with it, once: a second report of the same
         device changes nothing and answers False."""
-        pk = _task_pk(task_id)
-        fields = {
-            "status": outcome.status.value,
-            "reason": outcome.reason,
-            "exitCode": outcome.exit_code,
-            "endedAt": _iso(outcome.ended_at or utc_now()),
-            "commandId": outcome.command_id,
-            "stdoutUrl": outcome.stdout_url,
-            "stderrUrl": outcome.stderr_url,
-            "stdoutHead": outcome.stdout_head,
-            "stderrHead": outcome.stderr_head,
-        }
-        if outcome.started_at:
-            fields["startedAt"] = _iso(outcome.started_at)
-        present = {name: value for name, value in fields.items() if value is not None}
-        names = {f"#f{i}": name for i, name in enumerate(present)}
-        values: dict[str, Any] = {f":f{i}": value for i, value in enumerate(present.values())}
-        values[":running"] = DeviceStatus.RUNNING.value
+        pk = _task_pk(batch.task_id)
+        run = DeviceRun(
+            index=index,
+            device_id=batch.device_at(index),
+            status=outcome.status,
+            reason=outcome.reason,
+            node_id=outcome.node_id,
+            command_id=outcome.command_id,
+            exit_code=outcome.exit_code,
+            started_at=outcome.started_at,
+            ended_at=outcome.ended_at or utc_now(),
+            stdout_url=outcome.stdout_url,
+        )
         try:
             self._transact(
                 [
                     {
-                        "Update": {
+                        "Put": {
                             "TableName": self._table_name,
-                            "Key": {"PK": pk, "SK": _device_sk(device_id)},
-                            "UpdateExpression": "SET " + ", ".join(f"#f{i} = :f{i}" for i in range(len(present))),
-                            "ConditionExpression": "#f0 = :running",
-                            "ExpressionAttributeNames": names,
-                            "ExpressionAttributeValues": values,
+                            "Item": self._device_item(pk, run),
+                            "ConditionExpression": "attribute_not_exists(PK)",
                         }
                     },
                     {
@@ -364,6 +385,7 @@ class TaskStore:
                             "Key": {"PK": pk, "SK": TASK_SK},
                             "UpdateExpression": "SET #c.RUNNING = #c.RUNNING - :one, #c.#to = #c.#to + :one, "
                             "updatedAt = :now",
+                            "ConditionExpression": "#c.RUNNING >= :one",
                             "ExpressionAttributeNames": {"#c": "counts", "#to": outcome.status.value},
                             "ExpressionAttributeValues": {":one": 1, ":now": _iso(utc_now())},
                         }
@@ -374,29 +396,26 @@ class TaskStore:
             return False
         return True
 
-    def mark_batch_done(self, task_id: str, number: int, instance_ids: Iterable[str]) -> Batch:
-        """Add instances to the batch's done set (a set, so a repeated report is harmless); answer the batch."""
-        attributes = self._table.update_item(
-            Key={"PK": _task_pk(task_id), "SK": _batch_sk(number)},
-            UpdateExpression="ADD done :ids",
-            ConditionExpression="attribute_exists(PK)",
-            ExpressionAttributeValues={":ids": set(instance_ids)},
-            ReturnValues="ALL_NEW",
-        )["Attributes"]
-        return self._batch_from_item(attributes)
-
-    def device_runs_of(self, task_id: str, device_ids: Iterable[str | int]) -> dict[str, DeviceRun]:
-        """The runs of the given devices (at most 100), by device key; a device that never started has none."""
-        keys = [{"PK": _task_pk(task_id), "SK": _device_sk(device_id)} for device_id in device_ids]
-        runs: dict[str, DeviceRun] = {}
-        request: dict[str, Any] = {self._table_name: {"Keys": keys, "ConsistentRead": True}}
-        while keys and request:
-            response = self._client.batch_get_item(RequestItems=request)
-            for item in response["Responses"].get(self._table_name, []):
+    def device_runs(self, task_id: str, start: int, end: int) -> dict[int, DeviceRun]:
+        """The recorded runs of the devices at positions start..end-1, by position."""
+        runs: dict[int, DeviceRun] = {}
+        query: dict[str, Any] = {
+            "KeyConditionExpression": "PK = :pk AND SK BETWEEN :first AND :last",
+            "ExpressionAttributeValues": {
+                ":pk": _task_pk(task_id),
+                ":first": _device_sk(start),
+                ":last": _device_sk(end - 1),
+            },
+            "ConsistentRead": True,
+        }
+        while True:
+            page = self._table.query(**query)
+            for item in page["Items"]:
                 run = self._device_from_item(item)
-                runs[device_key(run.device_id)] = run
-            request = response.get("UnprocessedKeys") or {}
-        return runs
+                runs[run.index] = run
+            if "LastEvaluatedKey" not in page:
+                return runs
+            query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def all_device_runs(self, task_id: str) -> Iterator[DeviceRun]:
         for item in self._query_prefix(task_id, "DEVICE#"):
@@ -426,6 +445,23 @@ class TaskStore:
             raise
 
     @staticmethod
+    def _device_item(pk: str, run: DeviceRun) -> dict[str, Any]:
+        fields = {
+            "PK": pk,
+            "SK": _device_sk(run.index),
+            "deviceId": run.device_id,
+            "status": run.status.value,
+            "reason": run.reason,
+            "nodeId": run.node_id,
+            "commandId": run.command_id,
+            "exitCode": run.exit_code,
+            "startedAt": _iso(run.started_at),
+            "endedAt": _iso(run.ended_at),
+            "stdoutUrl": run.stdout_url,
+        }
+        return {name: value for name, value in fields.items() if value is not None}
+
+    @staticmethod
     def _task_from_item(item: dict[str, Any]) -> Task:
         item = _plain(item)
         return Task(
@@ -434,13 +470,14 @@ class TaskStore:
             owner=item["owner"],
             status=item["status"],
             status_reason=item.get("statusReason"),
-            request=ScriptExecutionRequest.model_validate(item["request"]),
-            counts=DeviceCounts.model_validate(item["counts"]),
+            settings=TaskSettings.model_validate(item["settings"]),
+            device_count=item["deviceCount"],
+            counts=DeviceCounts.model_validate(item.get("counts", {})),
             execution_arn=item.get("executionArn"),
             created_at=item["createdAt"],
-            updated_at=item["updatedAt"],
+            updated_at=item.get("updatedAt", item["createdAt"]),
+            started_at=item.get("startedAt"),
             completed_at=item.get("completedAt"),
-            outcome=TaskOutcome.model_validate(item["outcome"]) if "outcome" in item else None,
         )
 
     @staticmethod
@@ -449,27 +486,26 @@ class TaskStore:
         return Batch(
             task_id=item["PK"].removeprefix("TASK#"),
             number=int(item["SK"].removeprefix("BATCH#")),
+            start=item["start"],
             device_ids=item["deviceIds"],
-            instances=item.get("instances", {}),
+            nodes=item.get("nodes", {}),
             task_token=item["taskToken"],
             command_id=item.get("commandId"),
-            done=set(item.get("done", set())),
+            cut_by_deadline=item.get("cutByDeadline", False),
         )
 
     @staticmethod
     def _device_from_item(item: dict[str, Any]) -> DeviceRun:
         item = _plain(item)
         return DeviceRun(
+            index=int(item["SK"].removeprefix("DEVICE#")),
             device_id=item["deviceId"],
             status=item["status"],
             reason=item.get("reason"),
-            instance_id=item.get("instanceId"),
+            node_id=item.get("nodeId"),
             command_id=item.get("commandId"),
             exit_code=item.get("exitCode"),
             started_at=item.get("startedAt"),
             ended_at=item.get("endedAt"),
             stdout_url=item.get("stdoutUrl"),
-            stderr_url=item.get("stderrUrl"),
-            stdout_head=item.get("stdoutHead"),
-            stderr_head=item.get("stderrHead"),
         )

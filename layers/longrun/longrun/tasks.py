@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import uuid
+from datetime import datetime, timedelta
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -19,15 +21,19 @@ from longrun.models import (
     ScriptExecutionPage,
     ScriptExecutionRequest,
     ScriptExecutionResult,
+    ScriptExecutionSummary,
     Task,
+    TaskDevices,
     TaskStatus,
-    device_key,
 )
-from longrun.store import ConditionFailed, InvalidPageToken, TaskStore
+from longrun.store import ConditionFailed, InvalidPageToken, TaskStore, utc_now
 
 KIND = "script-execution"
 RESOURCE = "/device-management/script-execution"
 RESULT_PAGE_MAX = 100
+ESTIMATE_AFTER_DEVICES = 3
+"""How many devices must have finished before the task's pace is taken as its estimate."""
+MAX_RETRY_AFTER_SECONDS = 60
 
 
 def href(task_id: str) -> str:
@@ -40,7 +46,7 @@ class ScriptExecutions:
         self._config = config
 
     def submit(self, owner: str, request: ScriptExecutionRequest) -> ScriptExecution:
-        """Record the task and start its workflow; two AWS calls whatever the fleet size."""
+        """Record the task and start its workflow: two AWS requests whatever the fleet size."""
         scripts.script_key(request.script_url, self._config.scripts_bucket)
         if not self._config.state_machine_arn:
             raise OrchestrationUnavailable("this function is not configured with STATE_MACHINE_ARN")
@@ -53,40 +59,43 @@ class ScriptExecutions:
         except (ClientError, BotoCoreError) as error:
             lifecycle.finish(self._store, task_id, TaskStatus.FAILED, reason=f"workflow did not start: {error}")
             raise OrchestrationUnavailable(f"the workflow could not be started: {error}") from error
-        return self._view(task)
+        return self._view(task, TaskDevices(ids=request.device_ids))
 
     def describe(self, owner: str, task_id: str) -> ScriptExecution:
-        return self._view(self._owned(owner, task_id))
+        """One read, whatever the fleet size."""
+        return self._view(*self._owned(owner, task_id))
 
     def list(self, owner: str, status: TaskStatus | None, limit: int, next_token: str | None) -> ScriptExecutionPage:
         try:
             tasks, token = self._store.list_tasks(owner, status, limit, next_token)
         except InvalidPageToken as error:
             raise BadRequest(str(error)) from error
-        return ScriptExecutionPage(items=[self._view(task) for task in tasks], next_token=token)
+        return ScriptExecutionPage(items=[_summary(task) for task in tasks if task.kind == KIND], next_token=token)
 
     def result(self, owner: str, task_id: str, limit: int, next_token: str | None) -> ScriptExecutionResult:
-        """Each device's outcome, in the order the request listed the devices."""
-        task = self._owned(owner, task_id)
+        """Each device's outcome, in the order the request listed the devices, with the head of its output."""
+        task, devices = self._owned(owner, task_id)
         if not task.status.finished:
             raise TaskConflict(f"task {task_id} is {task.status.value}; its result is ready once it has finished")
-        start = _offset(next_token, len(task.request.device_ids))
-        devices = task.request.device_ids[start : start + limit]
-        runs = self._store.device_runs_of(task_id, devices)
-        end = start + len(devices)
+        start = _offset(next_token, task.device_count)
+        end = min(start + limit, task.device_count)
+        runs = self._store.device_runs(task_id, start, end)
+        heads = scripts.read_heads(
+            [url for run in runs.values() for url in (run.stdout_url, run.stderr_url) if url is not None]
+        )
         return ScriptExecutionResult(
             id=task_id,
             status=task.status,
-            devices=[_device_result(device, runs.get(device_key(device))) for device in devices],
-            next_token=str(end) if end < len(task.request.device_ids) else None,
+            devices=[_device_result(devices.ids[i], runs.get(i), heads) for i in range(start, end)],
+            next_token=str(end) if end < task.device_count else None,
         )
 
     def cancel(self, owner: str, task_id: str) -> ScriptExecution:
         """Stop the task: no new device starts, running scripts are cancelled, the execution is stopped. Asking
         again answers the same state; a task that already finished is a conflict and stays as it is."""
-        task = self._owned(owner, task_id)
+        task, devices = self._owned(owner, task_id)
         if task.status in (TaskStatus.CANCELLING, TaskStatus.CANCELLED):
-            return self._view(task)
+            return self._view(task, devices)
         if task.status.finished:
             raise TaskConflict(f"task {task_id} already finished as {task.status.value}")
         try:
@@ -96,55 +105,93 @@ class ScriptExecutions:
         if task.execution_arn:
             executions.stop(task.execution_arn, cause=f"cancelled by {owner}")
         for batch in self._store.batches(task_id):
-            if batch.command_id and not batch.complete:
+            if batch.command_id:
                 run_command.cancel(batch.command_id)
-        return self._view(settle_cancel(self._store, task_id) or task)
+        if settle_cancel(self._store, task_id):
+            task, devices = self._owned(owner, task_id)
+        return self._view(task, devices)
 
-    def _owned(self, owner: str, task_id: str) -> Task:
-        task = self._store.get_task(task_id)
-        if task is None or task.owner != owner or task.kind != KIND:
+    def _owned(self, owner: str, task_id: str) -> tuple[Task, TaskDevices]:
+        found = self._store.get_task_with_devices(task_id)
+        if found is None or found[0].owner != owner or found[0].kind != KIND:
             raise TaskNotFound(f"no script-execution task {task_id}")
-        return task
+        return found
 
-    def _view(self, task: Task) -> ScriptExecution:
+    def _view(self, task: Task, devices: TaskDevices) -> ScriptExecution:
         counts = task.counts
-        total = counts.total
-        finished = total - counts.unfinished
         result = None
-        if task.status.finished and task.outcome is not None:
+        if task.status.finished and devices.outcomes:
             prefix = f"s3://{self._config.scripts_bucket}/{scripts.output_prefix(self._config.output_prefix, task.id)}/"
+            statuses = [devices.status_of(i) for i in range(len(devices.ids))]
+            ran_without_success = {DeviceStatus.FAILED, DeviceStatus.TIMED_OUT, DeviceStatus.CANCELLED}
             result = ResultSummary(
                 id=task.id,
-                success_on_devices=task.outcome.succeeded,
-                failed_on_devices=task.outcome.not_succeeded,
+                success_on_devices=[d for d, s in zip(devices.ids, statuses, strict=True) if s is DeviceStatus.SUCCESS],
+                failed_on_devices=[d for d, s in zip(devices.ids, statuses, strict=True) if s in ran_without_success],
                 sys_log_location=prefix,
                 err_log_location=prefix,
                 href=f"{href(task.id)}/result",
             )
+        settings = task.settings
         return ScriptExecution(
             id=task.id,
-            device_ids=task.request.device_ids,
-            script_url=task.request.script_url,
-            timeout_seconds=task.request.timeout_seconds,
-            max_concurrency=task.request.max_concurrency,
+            device_ids=devices.ids,
+            script_url=settings.script_url,
+            timeout_seconds=settings.timeout_seconds,
+            max_concurrency=settings.max_concurrency,
+            max_errors=settings.max_errors,
+            deadline_seconds=settings.deadline_seconds,
             status=task.status,
             status_reason=task.status_reason,
-            percentage=(finished * 100) // total if total else 100,
+            percentage=percentage(task),
             current_step=current_step(task),
             device_counts=counts.model_dump(),
             created_at=task.created_at,
             updated_at=task.updated_at,
+            started_at=task.started_at,
+            estimated_completion_at=estimated_completion(task, utc_now()),
             completed_at=task.completed_at,
             result=result,
             href=href(task.id),
+            retry_after=retry_after(task, utc_now()),
         )
 
 
-def retry_after(status: TaskStatus) -> int | None:
-    """Seconds a client should wait before it polls an unfinished task again; None once it has finished."""
-    if status.finished:
+def percentage(task: Task) -> int:
+    total = task.counts.total
+    return ((total - task.counts.unfinished) * 100) // total if total else 100
+
+
+def _pace(task: Task, now: datetime) -> float | None:
+    """Devices finished per second since the run started, once a few have finished."""
+    finished = task.counts.total - task.counts.unfinished
+    if task.status is not TaskStatus.IN_PROGRESS or task.started_at is None:
         return None
-    return 1 if status is TaskStatus.SUBMITTED else 2
+    elapsed = (now - task.started_at).total_seconds()
+    if finished < min(ESTIMATE_AFTER_DEVICES, task.counts.total) or elapsed <= 0:
+        return None
+    return finished / elapsed
+
+
+def estimated_completion(task: Task, now: datetime) -> datetime | None:
+    """When the task should finish if its devices keep the pace they have had so far."""
+    pace = _pace(task, now)
+    if pace is None:
+        return None
+    return now + timedelta(seconds=task.counts.unfinished / pace)
+
+
+def retry_after(task: Task, now: datetime) -> int | None:
+    """Seconds a client should wait before it polls again; None once the task has finished. Short while nothing
+    is known, then the time the next device is expected to take (longer for slow tasks), never more than the time
+    left to the estimated end."""
+    if task.status.finished:
+        return None
+    pace = _pace(task, now)
+    if pace is None:
+        return 1 if task.status in (TaskStatus.SUBMITTED, TaskStatus.CANCELLING) else 2
+    left = task.counts.unfinished / pace
+    return max(1, min(math.ceil(1 / pace), math.ceil(left), MAX_RETRY_AFTER_SECONDS))
 
 
 def current_step(task: Task) -> str:
@@ -162,6 +209,8 @@ def current_step(task: Task) -> str:
             return f"Finished: {counts.SUCCESS} of {counts.total} devices succeeded"
         case TaskStatus.CANCELLED:
             return f"Cancelled: {finished - counts.NOT_STARTED} devices ran, {counts.NOT_STARTED} never started"
+        case TaskStatus.TIMED_OUT:
+            return f"Timed out: {counts.SUCCESS} of {counts.total} devices succeeded before the deadline"
         case _:
             return f"Failed: {task.status_reason}"
 
@@ -177,6 +226,19 @@ def settle_cancel(store: TaskStore, task_id: str) -> Task | None:
         return None
 
 
+def _summary(task: Task) -> ScriptExecutionSummary:
+    return ScriptExecutionSummary(
+        id=task.id,
+        script_url=task.settings.script_url,
+        device_count=task.device_count,
+        status=task.status,
+        status_reason=task.status_reason,
+        created_at=task.created_at,
+        completed_at=task.completed_at,
+        href=href(task.id),
+    )
+
+
 def _offset(next_token: str | None, total: int) -> int:
     if next_token is None:
         return 0
@@ -185,25 +247,24 @@ def _offset(next_token: str | None, total: int) -> int:
     return int(next_token)
 
 
-def _device_result(device_id: str | int, run: DeviceRun | None) -> DeviceResult:
+def _device_result(device_id: str | int, run: DeviceRun | None, heads: dict[str, tuple[str, bool]]) -> DeviceResult:
     if run is None:
         return DeviceResult(device_id=device_id, status=DeviceStatus.NOT_STARTED, reason="the device never started")
-    status = run.status
     return DeviceResult(
         device_id=device_id,
-        status=status,
+        status=run.status,
         reason=run.reason,
         exit_code=run.exit_code,
         started_at=run.started_at,
         ended_at=run.ended_at,
-        stdout=_stream(run.stdout_url, run.stdout_head) if run.command_id and status.finished else None,
-        stderr=_stream(run.stderr_url, run.stderr_head) if run.command_id and status.finished else None,
+        stdout=_stream(run.stdout_url, heads),
+        stderr=_stream(run.stderr_url, heads),
     )
 
 
-def _stream(location: str | None, head: str | None) -> OutputStream:
+def _stream(url: str | None, heads: dict[str, tuple[str, bool]]) -> OutputStream | None:
     """A device's output stream; SSM stores nothing for an empty stream, so it has no location."""
-    head = head or ""
-    return OutputStream(
-        location=location if head else None, head=head, truncated=len(head) >= run_command.OUTPUT_HEAD_CHARS
-    )
+    if url is None:
+        return None
+    head, truncated = heads.get(url, ("", False))
+    return OutputStream(location=url if url in heads else None, head=head, truncated=truncated)

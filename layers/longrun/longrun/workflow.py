@@ -1,41 +1,87 @@
-"""The steps of the script-execution state machine (statemachine/script_execution.asl.json), one function each.
+"""The steps of the script-execution state machine (statemachine/script_execution.asl.json), one function each,
+and the handling of SSM's status-change events.
 
 The machine starts the run, fans out over batches of up to 50 devices (one SSM command each) and waits on each
-batch with a task token; SSM's status-change events report each device, and the batch's token is handed back once
-its last device is recorded. No step polls.
+batch with a task token. SSM's events report each device as it ends (progress), and the whole command once every
+device of it has ended; then the batch's token is handed back. Nothing polls.
+
+Rate control: a batch holds at most ``max-concurrency`` devices and every device of a batch starts at once, so
+at most ``max-concurrency`` run at a time (batches at once x batch size) and none waits in a queue; no batch
+starts once more than ``max-errors`` devices have failed or timed out, nor once ``deadline-seconds`` has passed;
+and each script's time limit is cut to the time left before the deadline, so every script ends by then.
 """
 
 from __future__ import annotations
 
 import math
+from datetime import datetime
 from typing import Any
 
 from aws_lambda_powertools import Logger
 
 from longrun import executions, lifecycle, run_command, scripts
 from longrun.config import Settings
-from longrun.models import Batch, CommandOutcome, DeviceStatus, TaskStatus, device_key
-from longrun.store import ConditionFailed, TaskStore
+from longrun.models import MAX_BATCH_SIZE, Batch, CommandOutcome, DeviceStatus, Task, TaskSettings, TaskStatus
+from longrun.store import ConditionFailed, TaskStore, utc_now
 from longrun.tasks import settle_cancel
 
 logger = Logger(child=True)
 
-BATCH_SIZE = run_command.MAX_NODES_PER_COMMAND
 REPORT_GRACE_SECONDS = 120
 """How long past a batch's longest possible run the workflow waits for SSM's last report before it gives up."""
 
 
+def resolve_limit(value: int | str, total: int) -> int:
+    """A limit given as a number or as a percentage of ``total`` devices."""
+    if isinstance(value, str):
+        return total * int(value.rstrip("%")) // 100
+    return value
+
+
+def concurrency_limit(settings: TaskSettings, total: int) -> int:
+    return max(1, min(resolve_limit(settings.max_concurrency, total), total))
+
+
+def error_limit(settings: TaskSettings, total: int) -> int | None:
+    return None if settings.max_errors is None else resolve_limit(settings.max_errors, total)
+
+
 def batch_plan(device_count: int, max_concurrency: int, timeout_seconds: int) -> dict[str, int]:
-    """How to fan out: how many batches run at once, how many nodes each command runs at once, and how long to wait
-    for one batch. Together they never run more than ``max_concurrency`` devices at a time."""
-    per_command = min(max_concurrency, BATCH_SIZE)
-    rounds = math.ceil(min(device_count, BATCH_SIZE) / per_command)
+    """How to fan out: how many devices a batch (one SSM command, all its devices at once) holds, how many batches
+    run at once, and how long to wait for one batch. Never more than ``max_concurrency`` devices at a time."""
+    size = min(max_concurrency, MAX_BATCH_SIZE)
     return {
-        "batchCount": math.ceil(device_count / BATCH_SIZE),
-        "batchesAtOnce": max(1, max_concurrency // BATCH_SIZE),
-        "nodesAtOnce": per_command,
-        "batchWaitSeconds": rounds * timeout_seconds + REPORT_GRACE_SECONDS,
+        "batchSize": size,
+        "batchCount": math.ceil(device_count / size),
+        "batchesAtOnce": max(1, max_concurrency // size),
+        "batchWaitSeconds": timeout_seconds + REPORT_GRACE_SECONDS,
     }
+
+
+def batch_range(number: int, size: int, device_count: int) -> tuple[int, int]:
+    """The positions start..end-1 of a batch's devices in the task."""
+    return number * size, min((number + 1) * size, device_count)
+
+
+def _plan(task: Task) -> dict[str, int]:
+    limit = concurrency_limit(task.settings, task.device_count)
+    return batch_plan(task.device_count, limit, task.settings.timeout_seconds)
+
+
+def _seconds_left(task: Task, now: datetime) -> int | None:
+    deadline = task.deadline_at
+    return None if deadline is None else math.floor((deadline - now).total_seconds())
+
+
+def _with_deadline(batch: Batch, outcome: CommandOutcome) -> CommandOutcome:
+    """A script stopped at a time limit that the task's deadline had cut was stopped by the deadline."""
+    if batch.cut_by_deadline and outcome.status is DeviceStatus.TIMED_OUT:
+        return outcome.model_copy(update={"reason": "stopped at the task's deadline-seconds"})
+    return outcome
+
+
+def _errors(task: Task) -> int:
+    return task.counts.FAILED + task.counts.TIMED_OUT
 
 
 class Workflow:
@@ -45,22 +91,18 @@ class Workflow:
 
     def start_run(self, task_id: str) -> dict[str, Any]:
         """First step: check the script is there, mark the task IN_PROGRESS, and plan the batches."""
+        nothing = {"taskId": task_id, "batches": [], "batchesAtOnce": 1, "batchWaitSeconds": 1}
         task = self._store.get_task(task_id, consistent=True)
         if task is None or task.status is not TaskStatus.SUBMITTED:
             logger.info("task is no longer waiting to start", extra={"status": task and task.status})
-            return {"taskId": task_id, "batches": [], "batchesAtOnce": 1, "batchWaitSeconds": 1}
-        key = scripts.script_key(task.request.script_url, self._config.scripts_bucket)
+            return nothing
+        key = scripts.script_key(task.settings.script_url, self._config.scripts_bucket)
         if not scripts.script_exists(self._config.scripts_bucket, key):
-            lifecycle.finish(
-                self._store,
-                task_id,
-                TaskStatus.FAILED,
-                reason=f"the script s3://{self._config.scripts_bucket}/{key} does not exist",
-            )
-            return {"taskId": task_id, "batches": [], "batchesAtOnce": 1, "batchWaitSeconds": 1}
+            reason = f"the script s3://{self._config.scripts_bucket}/{key} does not exist"
+            lifecycle.finish(self._store, task_id, TaskStatus.FAILED, reason=reason)
+            return nothing
         lifecycle.change_status(self._store, task_id, TaskStatus.IN_PROGRESS)
-        request = task.request
-        plan = batch_plan(len(request.device_ids), request.max_concurrency, request.timeout_seconds)
+        plan = _plan(task)
         return {
             "taskId": task_id,
             "batches": list(range(plan["batchCount"])),
@@ -70,62 +112,80 @@ class Workflow:
 
     def run_batch(self, task_id: str, number: int, task_token: str) -> dict[str, Any]:
         """Start one batch: find each device's node, record the batch, send one SSM command for its nodes. The
-        workflow waits on ``task_token`` until SSM has reported every node (see ``record_outcome``)."""
+        workflow waits on ``task_token`` until SSM reports the command ended (see ``record_command``)."""
         task = self._store.get_task(task_id, consistent=True)
-        if task is None or task.status is not TaskStatus.IN_PROGRESS:
-            return self._skip(task_token, task_id, number, "task is no longer in progress")
+        why_not = self._why_not_start(task)
+        if why_not or task is None:
+            return self._skip(task_token, task_id, number, why_not or "task is missing")
         batch = self._store.get_batch(task_id, number)
         if batch is None:
-            devices = task.request.device_ids[number * BATCH_SIZE : (number + 1) * BATCH_SIZE]
-            batch = self._record_batch(task_id, number, devices, task_token)
+            batch = self._record_batch(task, number, task_token)
             if batch is None:
                 return self._skip(task_token, task_id, number, "task is no longer in progress")
-        if not batch.instances:
-            executions.resume(task_token, {"batch": number, "devices": len(batch.device_ids), "sent": 0})
+        if not batch.nodes:
+            executions.resume(task_token, {"batch": number, "sent": 0})
             return {"batch": number, "commandId": None}
         if batch.command_id is None:
-            request = task.request
-            plan = batch_plan(len(request.device_ids), request.max_concurrency, request.timeout_seconds)
-            command_id = run_command.send_script(
-                node_ids=sorted(batch.instances),
-                bucket=self._config.scripts_bucket,
-                key=scripts.script_key(request.script_url, self._config.scripts_bucket),
-                timeout_seconds=request.timeout_seconds,
-                max_concurrency=plan["nodesAtOnce"],
-                output_prefix=scripts.output_prefix(self._config.output_prefix, task_id),
-                comment=run_command.batch_comment(task_id, number),
-            )
-            try:
-                self._store.set_batch_command(task_id, number, command_id)
-            except ConditionFailed:
-                run_command.cancel(command_id)  # a cancel came in while the command was being sent
-                logger.info("cancelled a command sent while the task was being cancelled")
-            batch.command_id = command_id
+            batch.command_id = self._send(task, batch)
         return {"batch": number, "commandId": batch.command_id}
 
-    def _record_batch(self, task_id: str, number: int, devices: list[str | int], task_token: str) -> Batch | None:
+    def _why_not_start(self, task: Task | None) -> str | None:
+        if task is None or task.status is not TaskStatus.IN_PROGRESS:
+            return "task is no longer in progress"
+        left = _seconds_left(task, utc_now())
+        if left is not None and left <= 0:
+            return "the task's deadline has passed"
+        limit = error_limit(task.settings, task.device_count)
+        if limit is not None and _errors(task) > limit:
+            return f"more than max-errors ({limit}) devices failed"
+        return None
+
+    def _record_batch(self, task: Task, number: int, task_token: str) -> Batch | None:
+        start, end = batch_range(number, _plan(task)["batchSize"], task.device_count)
+        devices = self._store.device_ids(task.id, start, end)
         resolution = run_command.resolve_devices(devices, self._config.device_id_tag_key)
-        running: dict[str | int, str] = {}
-        unknown = dict(resolution.unknown)
-        claimed: dict[str, str | int] = {}
-        for device_id, node_id in resolution.nodes.items():
-            if node_id in claimed:
-                unknown[device_id] = f"names the same managed node {node_id} as device {claimed[node_id]}"
+        nodes: dict[str, int] = {}
+        failed: dict[int, str] = {}
+        for index, device_id in enumerate(devices, start):
+            node = resolution.nodes.get(device_id)
+            if node is None:
+                failed[index] = resolution.unknown[device_id]
+            elif node in nodes:
+                failed[index] = f"names the same managed node {node} as device {devices[nodes[node] - start]}"
             else:
-                claimed[node_id] = device_id
-                running[device_id] = node_id
+                nodes[node] = index
         batch = Batch(
-            task_id=task_id,
-            number=number,
-            device_ids=devices,
-            instances={node: device_key(device) for device, node in running.items()},
-            task_token=task_token,
+            task_id=task.id, number=number, start=start, device_ids=devices, nodes=nodes, task_token=task_token
         )
         try:
-            self._store.start_batch(batch, running=running, unknown=unknown)
+            self._store.start_batch(batch, failed)
         except ConditionFailed:
-            return self._store.get_batch(task_id, number)  # a retry of this step, or the task left IN_PROGRESS
+            return self._store.get_batch(task.id, number)  # a retry of this step, or the task left IN_PROGRESS
         return batch
+
+    def _send(self, task: Task, batch: Batch) -> str:
+        plan = _plan(task)
+        settings = task.settings
+        left = _seconds_left(task, utc_now())
+        limit = error_limit(settings, task.device_count)
+        time_limit = settings.timeout_seconds if left is None else max(1, min(settings.timeout_seconds, left))
+        command_id = run_command.send_script(
+            node_ids=list(batch.nodes),  # request order
+            bucket=self._config.scripts_bucket,
+            key=scripts.script_key(settings.script_url, self._config.scripts_bucket),
+            timeout_seconds=time_limit,
+            start_within_seconds=left if left is not None else plan["batchWaitSeconds"],
+            max_concurrency=plan["batchSize"],
+            max_errors=None if limit is None else max(0, limit - _errors(task)),
+            output_prefix=scripts.output_prefix(self._config.output_prefix, task.id),
+            comment=run_command.batch_comment(task.id, batch.number),
+        )
+        try:
+            self._store.set_batch_command(task.id, batch.number, command_id, time_limit < settings.timeout_seconds)
+        except ConditionFailed:
+            run_command.cancel(command_id)  # a cancel came in while the command was being sent
+            logger.info("cancelled a command sent while the task was being cancelled")
+        return command_id
 
     @staticmethod
     def _skip(task_token: str, task_id: str, number: int, why: str) -> dict[str, Any]:
@@ -133,73 +193,108 @@ class Workflow:
         executions.resume(task_token, {"batch": number, "skipped": why})
         return {"batch": number, "skipped": why}
 
+    # --- SSM's events ----------------------------------------------------------------------------
+
+    def _batch_of(self, comment: str) -> Batch | None:
+        origin = run_command.parse_comment(comment)
+        return self._store.get_batch(*origin) if origin else None
+
     def record_outcome(self, command_id: str, node_id: str) -> str | None:
-        """SSM reported that a node finished a command: record the device's outcome once, hand the batch's token
-        back when it was the batch's last device, and end a cancelling task once nothing runs. Answers the task the
-        report was about, or None when it was not about one of longrun's devices."""
+        """SSM reported that a node's run of a command ended: record the device's outcome once, and end a
+        cancelling task once nothing runs. Answers the task, or None when the report is not about longrun."""
         outcome = run_command.outcome(command_id, node_id)
-        origin = run_command.parse_comment(outcome.comment)
-        if origin is None:
+        batch = self._batch_of(outcome.comment)
+        if batch is None or node_id not in batch.nodes:
             return None
-        task_id, number = origin
-        batch = self._store.get_batch(task_id, number)
-        if batch is None or node_id not in batch.instances:
-            logger.warning("report for a node that is not in its batch", extra={"task_id": task_id, "node": node_id})
+        self._store.finish_device(batch, batch.nodes[node_id], _with_deadline(batch, outcome))
+        settle_cancel(self._store, batch.task_id)
+        return batch.task_id
+
+    def record_command(self, command_id: str) -> str | None:
+        """SSM reported that a whole command ended: record every device of its batch whose own report has not been
+        recorded yet (reports can arrive in any order, or not at all for nodes SSM never sent the command to), then
+        hand the batch's token back. Answers the task, or None when the command is not longrun's."""
+        batch = self._batch_of(run_command.command_comment(command_id))
+        if batch is None:
             return None
-        self._finish_nodes(batch, [outcome])
-        return task_id
+        recorded = self._store.device_runs(batch.task_id, *batch.index_range)
+        ended = run_command.finished_nodes(command_id)
+        for node_id, index in batch.nodes.items():
+            if index in recorded:
+                continue
+            if node_id in ended:
+                outcome = _with_deadline(batch, run_command.outcome(command_id, node_id))
+            else:
+                outcome = CommandOutcome(
+                    command_id=command_id,
+                    node_id=node_id,
+                    comment="",
+                    status=DeviceStatus.NOT_STARTED,
+                    reason="SSM did not send the script to the device (max-errors reached or the command ended)",
+                )
+            self._store.finish_device(batch, index, outcome)
+        executions.resume(batch.task_token, {"batch": batch.number, "devices": len(batch.device_ids)})
+        settle_cancel(self._store, batch.task_id)
+        return batch.task_id
 
     def expire_batch(self, task_id: str, number: int) -> None:
-        """The batch's wait ran out: every node SSM has not reported is recorded TIMED_OUT and its command stopped."""
+        """The batch's wait ran out: every device SSM has not reported is recorded TIMED_OUT and its run stopped."""
         batch = self._store.get_batch(task_id, number)
         if batch is None:
             return
-        silent = sorted(set(batch.instances) - batch.done)
+        recorded = self._store.device_runs(task_id, *batch.index_range)
+        silent = {node: index for node, index in batch.nodes.items() if index not in recorded}
         if batch.command_id and silent:
-            run_command.cancel(batch.command_id, silent)
-        outcomes = [
-            CommandOutcome(
+            run_command.cancel(batch.command_id, sorted(silent))
+        for node_id, index in silent.items():
+            outcome = CommandOutcome(
                 command_id=batch.command_id or "",
-                instance_id=node_id,
+                node_id=node_id,
                 comment="",
                 status=DeviceStatus.TIMED_OUT,
-                reason="SSM did not report the script's end in time; the command was cancelled",
+                reason="SSM did not report the script's end in time; its run was cancelled",
             )
-            for node_id in silent
-        ]
-        self._finish_nodes(batch, outcomes, resume=False)
-
-    def _finish_nodes(self, batch: Batch, outcomes: list[CommandOutcome], resume: bool = True) -> None:
-        devices = {device_key(device): device for device in batch.device_ids}
-        for outcome in outcomes:
-            self._store.finish_device(batch.task_id, devices[batch.instances[outcome.instance_id]], outcome)
-        if outcomes:
-            batch = self._store.mark_batch_done(batch.task_id, batch.number, [o.instance_id for o in outcomes])
-        if resume and batch.complete:
-            executions.resume(batch.task_token, {"batch": batch.number, "devices": len(batch.device_ids)})
-        settle_cancel(self._store, batch.task_id)
+            self._store.finish_device(batch, index, outcome)
+        settle_cancel(self._store, task_id)
 
     def finish_run(self, task_id: str, error: dict[str, Any] | None = None) -> str:
-        """Last step: the task is COMPLETE once every batch is done, or FAILED with the workflow's error (or because
-        devices were still running when the workflow ended). A task being cancelled is left to end as CANCELLED."""
+        """Last step: the task is COMPLETE once every batch is done (with the reason when max-errors stopped it),
+        TIMED_OUT when its deadline cut devices short, or FAILED with the workflow's error (or because devices were
+        still running when the workflow ended). A task being cancelled is left to end as CANCELLED."""
         while True:
             task = self._store.get_task(task_id, consistent=True)
             if task is None:
                 return "MISSING"
             if task.status not in (TaskStatus.SUBMITTED, TaskStatus.IN_PROGRESS):
                 return task.status.value
-            if error is not None:
-                reason = f"the workflow failed: {error.get('Error', 'error')}: {error.get('Cause', '')}".rstrip(": ")
-            elif task.status is TaskStatus.SUBMITTED or task.counts.RUNNING:
-                reason = f"the workflow ended with {task.counts.RUNNING} devices still running"
-            else:
-                reason = None
+            to, reason = self._ending(task, error)
             try:
-                if reason is None:
-                    return lifecycle.finish(self._store, task_id, TaskStatus.COMPLETE).status.value
-                for batch in self._store.batches(task_id):
-                    if batch.command_id and not batch.complete:
-                        run_command.cancel(batch.command_id)
-                return lifecycle.finish(self._store, task_id, TaskStatus.FAILED, reason=reason).status.value
+                if to is TaskStatus.FAILED:
+                    for batch in self._store.batches(task_id):
+                        if batch.command_id:
+                            run_command.cancel(batch.command_id)
+                return lifecycle.finish(self._store, task_id, to, reason=reason).status.value
             except ConditionFailed:
                 continue  # a device or a cancel moved the task meanwhile: decide again from its new state
+
+    @staticmethod
+    def _ending(task: Task, error: dict[str, Any] | None) -> tuple[TaskStatus, str | None]:
+        counts = task.counts
+        if error is not None:
+            return TaskStatus.FAILED, f"the workflow failed: {error.get('Error', 'error')}: {error.get('Cause', '')}"
+        if task.status is TaskStatus.SUBMITTED or counts.RUNNING:
+            return TaskStatus.FAILED, f"the workflow ended with {counts.RUNNING} devices still running"
+        left = _seconds_left(task, utc_now())
+        cut = counts.PENDING + counts.NOT_STARTED + counts.TIMED_OUT
+        if left is not None and left <= 0 and cut:
+            return TaskStatus.TIMED_OUT, (
+                f"deadline-seconds ({task.settings.deadline_seconds}) passed: {counts.TIMED_OUT} devices timed out,"
+                f" {counts.PENDING + counts.NOT_STARTED} never started"
+            )
+        limit = error_limit(task.settings, task.device_count)
+        if limit is not None and _errors(task) > limit:
+            return TaskStatus.COMPLETE, (
+                f"max-errors ({limit}) exceeded: {_errors(task)} devices failed or timed out,"
+                f" {counts.PENDING + counts.NOT_STARTED} were not started"
+            )
+        return TaskStatus.COMPLETE, None
