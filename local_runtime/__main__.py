@@ -27,13 +27,25 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--caller", default="local-developer", help="who unsigned requests come from")
     parser.add_argument("--log-level", default=os.environ.get("LOCAL_LOG_LEVEL", "WARNING"))
+    parser.add_argument(
+        "--drop-device-events",
+        action="store_true",
+        help="fault injection: the fleet announces only whole commands' ends, never a single device's",
+    )
     args = parser.parse_args(argv)
     level = args.log_level.upper()
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("werkzeug").setLevel(level)  # moto's request log
     devices = tuple(d.strip() for d in args.devices.split(",") if d.strip())
     runtime = LocalRuntime(
-        Options(host=args.host, port=args.port, edge_port=args.edge_port, devices=devices, caller=args.caller)
+        Options(
+            host=args.host,
+            port=args.port,
+            edge_port=args.edge_port,
+            devices=devices,
+            caller=args.caller,
+            drop_device_events=args.drop_device_events,
+        )
     )
     stopping = threading.Event()
 

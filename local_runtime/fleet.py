@@ -117,6 +117,7 @@ class Fleet:
         s3_endpoint: str,
         announce: Callable[[dict[str, Any]], object],
         work_dir: Path | None = None,
+        drop_device_events: bool = False,
     ) -> None:
         self.devices = {node_id_for(d): d for d in device_ids}
         self.tag_key = tag_key
@@ -129,6 +130,8 @@ class Fleet:
         self._closing = threading.Event()
         self._threads: list[threading.Thread] = []
         self._threads_lock = threading.Lock()
+        self._drop_device_events = drop_device_events
+        """Fault injection: announce only whole commands' ends, as if every device's own event were lost."""
 
     # --- the SSM and tagging actions -----------------------------------------------------------
 
@@ -335,7 +338,8 @@ class Fleet:
         if self._closing.is_set():
             return  # the runtime is stopping: nobody is left to tell
         self._store_output(command, invocation)
-        self._announce(self._invocation_event(command, invocation))
+        if not self._drop_device_events:
+            self._announce(self._invocation_event(command, invocation))
         with command.lock:
             last = command.status != "InProgress" and not command.announced
             command.announced = command.announced or last

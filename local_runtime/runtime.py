@@ -37,6 +37,7 @@ class Options:
     region: str = "us-east-1"
     stack_name: str = "longrun-local"
     scripts: Path = EXAMPLE_SCRIPTS
+    drop_device_events: bool = False
 
 
 @dataclass
@@ -79,6 +80,7 @@ class LocalRuntime:
             region=opts.region,
             s3_endpoint=self.edge_url,
             announce=bus.put,
+            drop_device_events=opts.drop_device_events,
         )
         edge = Edge(lambdas, self.fleet)
         edge.serve(opts.host, opts.edge_port)

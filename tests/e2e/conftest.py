@@ -95,11 +95,11 @@ class LocalRuntimeProcess:
     log: Path
 
     @classmethod
-    def start(cls) -> LocalRuntimeProcess:
+    def start(cls, *options: str) -> LocalRuntimeProcess:
         port, edge_port = _free_port(), _free_port()
         log = Path(tempfile.mkdtemp(prefix="longrun-e2e-")) / "local-runtime.log"
         command = [sys.executable, "-m", "local_runtime", "--port", str(port), "--edge-port", str(edge_port)]
-        command += ["--devices", ",".join(DEVICES), "--log-level", "INFO"]
+        command += ["--devices", ",".join(DEVICES), "--log-level", "INFO", *options]
         with log.open("wb") as out:
             process = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60

@@ -25,3 +25,17 @@ def test_sigterm_stops_the_runtime_and_every_running_script() -> None:
     text = runtime.log.read_text()
     assert "Traceback" not in text, text[-3000:]
     assert "longrun local runtime stopped" in text
+
+
+def test_a_commands_end_records_devices_whose_own_events_were_lost() -> None:
+    runtime = LocalRuntimeProcess.start("--drop-device-events")
+    try:
+        service = runtime.service
+        task = service.submit(**{"device-ids": ["web-1", "db-1", "nope", 3], "script-url": "scripts/fail-on-db.sh"})
+        done = service.wait(task["id"])
+        assert done["status"] == "COMPLETE"
+        assert done["deviceCounts"] == {**done["deviceCounts"], "SUCCESS": 2, "FAILED": 2, "RUNNING": 0}
+        devices = {d["device-id"]: d for d in service.request("GET", f"{RESOURCE}/{task['id']}/result").body["devices"]}
+        assert devices["db-1"]["exitCode"] == 3 and devices["web-1"]["stdout"]["head"] == "patched web-1\n"
+    finally:
+        runtime.stop()
