@@ -66,4 +66,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    # Everything this process started is stopped; do not wait on threads still inside moto or a handler's retries.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -14,10 +14,13 @@ from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoReque
 from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wrappers import Request, Response
 
-from local_runtime.fleet import Fleet, FleetError
+from local_runtime import meter
+from local_runtime.fleet import FLEET_ACCESS_KEY, Fleet, FleetError
 from local_runtime.lambdas import LambdaBridge
 
 INVOKE_PATH = re.compile(r"^/2015-03-31/functions/(?P<function>[^/]+)/invocations$")
+CREDENTIAL = re.compile(r"Credential=(?P<key>[^/]+)/[^/]+/[^/]+/(?P<service>[^/]+)/")
+METER_PATH = "/_local/meter"
 FLEET_TARGETS = {
     "AmazonSSM.SendCommand": "SendCommand",
     "AmazonSSM.CancelCommand": "CancelCommand",
@@ -39,7 +42,12 @@ class Edge:
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         request = Request(environ)
+        if request.path.startswith(METER_PATH):
+            if request.method == "POST":
+                meter.reset()
+            return Response(json.dumps(meter.snapshot()), 200, content_type="application/json")(environ, start_response)
         target = request.headers.get("X-Amz-Target", "")
+        _count(request, target)
         invoke = INVOKE_PATH.match(request.path) if request.method == "POST" else None
         if invoke:
             response = self._invoke(unquote(invoke["function"]), request)
@@ -79,3 +87,23 @@ class Edge:
     def close(self) -> None:
         if self._server:
             self._server.shutdown()
+
+
+def _count(request: Request, target: str) -> None:
+    """One API call, by who made it (a device's agent, or the service) and what it was."""
+    signed = CREDENTIAL.search(request.headers.get("Authorization", ""))
+    if signed is None:
+        return
+    service = signed["service"]
+    if target:
+        operation = target.rsplit(".", 1)[-1]
+    elif INVOKE_PATH.match(request.path):
+        operation = "Invoke"
+    elif service == "s3":
+        operation = {"GET": "GetObject", "PUT": "PutObject", "HEAD": "HeadObject", "DELETE": "DeleteObject"}.get(
+            request.method, request.method
+        )
+    else:
+        operation = request.args.get("Action", request.method)
+    who = "device" if signed["key"] == FLEET_ACCESS_KEY else "service"
+    meter.count_call(f"{who}:{service}", operation)

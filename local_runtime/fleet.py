@@ -34,6 +34,8 @@ import boto3
 log = logging.getLogger("local_runtime.fleet")
 OUTPUT_CONTENT_CHARS = 24_000  # what GetCommandInvocation returns of each stream, as in SSM
 PLUGIN_PATH = "awsrunShellScript/runShellScript"
+FLEET_ACCESS_KEY = "LOCALFLEETAGENT"
+"""The devices' agents sign with this key, so the meter tells their S3 requests from the service's."""
 FINAL = ("Success", "Failed", "TimedOut", "Cancelled")
 
 
@@ -124,7 +126,13 @@ class Fleet:
         self.region = region
         self._announce = announce
         self._commands: dict[str, Command] = {}
-        self._s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name=region)
+        self._s3 = boto3.client(
+            "s3",
+            endpoint_url=s3_endpoint,
+            region_name=region,
+            aws_access_key_id=FLEET_ACCESS_KEY,
+            aws_secret_access_key="local",  # noqa: S106 - moto accepts any secret
+        )
         self._work_dir = work_dir or Path(tempfile.mkdtemp(prefix="longrun-fleet-"))
         self._owns_work_dir = work_dir is None
         self._closing = threading.Event()

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
+from local_runtime import meter
 from local_runtime.template import Function, LocalStack
 
 log = logging.getLogger("local_runtime.lambda")
@@ -72,10 +73,11 @@ class LambdaBridge:
             aws_request_id=str(uuid.uuid4()),
             deadline=time.monotonic() + function.timeout,
         )
+        started = time.perf_counter()
         try:
             result = handler(json.loads(json.dumps(event)), context)
             return Invocation(payload=json.loads(json.dumps(result)), error=None)
-        except Exception as error:
+        except Exception as error:  # the function's error becomes the invocation's, as in Lambda
             log.exception("%s raised", function.logical_id)
             return Invocation(
                 payload={
@@ -85,6 +87,8 @@ class LambdaBridge:
                 },
                 error="Unhandled",
             )
+        finally:
+            meter.count_invocation(function.logical_id, (time.perf_counter() - started) * 1000)
 
     def invoke_async(self, function: Function, event: Any) -> None:
         """An Event invocation: queued, run later, retried twice if the handler raises."""

@@ -18,7 +18,7 @@ from moto.dynamodb.exceptions import (
 )
 from moto.dynamodb.models import DynamoDBBackend
 
-_LOCK = threading.RLock()
+LOCK = threading.RLock()
 _OPERATIONS = (
     "get_item",
     "put_item",
@@ -91,7 +91,7 @@ def make_dynamodb_atomic() -> None:
 
         @functools.wraps(original)
         def serialised(self: DynamoDBBackend, *args: Any, _original: Any = original, **kwargs: Any) -> Any:
-            with _LOCK:
+            with LOCK:
                 return _original(self, *args, **kwargs)
 
         serialised._serialised = True  # type: ignore[attr-defined]

@@ -13,13 +13,12 @@ from pathlib import Path
 
 import boto3
 
-from local_runtime import template
+from local_runtime import meter, template
 from local_runtime.api_gateway import ApiGateway
 from local_runtime.edge import Edge
 from local_runtime.events import EventBus
 from local_runtime.fleet import Fleet
 from local_runtime.lambdas import LambdaBridge
-from local_runtime.moto_atomicity import make_dynamodb_atomic
 
 log = logging.getLogger("local_runtime")
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,7 +69,7 @@ class LocalRuntime:
                 "POWERTOOLS_METRICS_DISABLED": "true",
             }
         )
-        make_dynamodb_atomic()
+        meter.install()  # makes moto's DynamoDB atomic, then counts what every call costs
         self.stack = template.load(ROOT, opts.stack_name, opts.region)
         lambdas = LambdaBridge(self.stack)
         bus = EventBus(self.stack, lambdas)

@@ -5,11 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -21,7 +16,7 @@ from typing import Any
 import psutil
 import pytest
 
-from tests.conftest import ROOT
+from local_runtime.launcher import RuntimeProcess
 
 RESOURCE = "/device-management/script-execution"
 DEVICES = ("web-1", "web-2", "web-3", "db-1", "3")
@@ -90,46 +85,26 @@ def _is_alive(process: psutil.Process) -> bool:
 class LocalRuntimeProcess:
     """``python -m local_runtime`` on free ports, as ``make run`` starts it."""
 
-    process: subprocess.Popen[bytes]
+    runtime: RuntimeProcess
     service: Service
-    log: Path
+
+    @property
+    def log(self) -> Path:
+        return self.runtime.log
 
     @classmethod
     def start(cls, *options: str) -> LocalRuntimeProcess:
-        port, edge_port = _free_port(), _free_port()
-        log = Path(tempfile.mkdtemp(prefix="longrun-e2e-")) / "local-runtime.log"
-        command = [sys.executable, "-m", "local_runtime", "--port", str(port), "--edge-port", str(edge_port)]
-        command += ["--devices", ",".join(DEVICES), "--log-level", "INFO", *options]
-        with log.open("wb") as out:
-            process = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while b"READY" not in log.read_bytes():
-            assert process.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, "the local runtime did not start in 60 s"
-            time.sleep(0.1)
-        api, edge = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{edge_port}"
-        return cls(process, Service(api=api, edge=edge, process=psutil.Process(process.pid)), log)
+        runtime = RuntimeProcess.start("--devices", ",".join(DEVICES), "--log-level", "INFO", *options)
+        process = psutil.Process(runtime.process.pid)
+        return cls(runtime, Service(api=runtime.api, edge=runtime.edge, process=process))
 
-    def stop(self) -> list[psutil.Process]:
-        """SIGTERM, as Ctrl-C or a service manager would; answer the scripts that outlived the runtime."""
+    def stop(self) -> None:
+        """SIGTERM; the runtime must exit cleanly and leave no script running."""
         children = self.service.process.children(recursive=True) if self.service.process else []
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            raise
+        code = self.runtime.stop()
         print(f"local runtime log: {self.log}")
-        assert self.process.returncode == 0, self.log.read_text()[-5000:]
-        survivors = [p for p in children if _is_alive(p)]
-        assert not survivors, "scripts outlived the runtime"
-        return survivors
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        assert code == 0, self.log.read_text()[-5000:]
+        assert not [p for p in children if _is_alive(p)], "scripts outlived the runtime"
 
 
 @pytest.fixture(scope="session")

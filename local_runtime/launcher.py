@@ -1,0 +1,55 @@
+"""Start ``python -m local_runtime`` as its own process on free ports and wait until it serves (for the
+end-to-end tests and the benchmarks)."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class RuntimeProcess:
+    process: subprocess.Popen[bytes]
+    api: str
+    edge: str
+    log: Path
+
+    @classmethod
+    def start(cls, *options: str, timeout: float = 60) -> RuntimeProcess:
+        port, edge_port = free_port(), free_port()
+        log = Path(tempfile.mkdtemp(prefix="longrun-local-")) / "local-runtime.log"
+        command = [sys.executable, "-m", "local_runtime", "--port", str(port), "--edge-port", str(edge_port), *options]
+        with log.open("wb") as out:
+            process = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while b"READY" not in log.read_bytes():
+            if process.poll() is not None:
+                raise RuntimeError(f"the local runtime exited:\n{log.read_text()}")
+            if time.monotonic() > deadline:
+                process.kill()
+                raise RuntimeError(f"the local runtime did not start in {timeout} s")
+            time.sleep(0.1)
+        return cls(process, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{edge_port}", log)
+
+    def stop(self, timeout: float = 30) -> int:
+        """SIGTERM, as Ctrl-C or a service manager would; answer the exit code."""
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            raise
