@@ -25,6 +25,12 @@ def main(argv: list[str] | None = None) -> int:
         default=os.environ.get("LONGRUN_DEVICES", ",".join(DEFAULT_DEVICES)),
         help="comma-separated device ids of the simulated fleet ($LONGRUN_DEVICES)",
     )
+    parser.add_argument(
+        "--fleet-size",
+        type=int,
+        default=int(os.environ.get("LONGRUN_FLEET_SIZE", "0")),
+        help="also simulate devices device-1 .. device-N ($LONGRUN_FLEET_SIZE)",
+    )
     parser.add_argument("--caller", default="local-developer", help="who unsigned requests come from")
     parser.add_argument("--log-level", default=os.environ.get("LOCAL_LOG_LEVEL", "WARNING"))
     parser.add_argument(
@@ -37,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("werkzeug").setLevel(level)  # moto's request log
     devices = tuple(d.strip() for d in args.devices.split(",") if d.strip())
+    devices += tuple(f"device-{n}" for n in range(1, args.fleet_size + 1))
     runtime = LocalRuntime(
         Options(
             host=args.host,

@@ -23,6 +23,8 @@ from local_runtime.template import Function, LocalStack
 
 log = logging.getLogger("local_runtime.lambda")
 ASYNC_RETRIES = 2  # Lambda retries a failed asynchronous invocation twice
+ASYNC_WORKERS = 8
+"""Event invocations at once: this one process has a GIL and two cores, not Lambda's fleet of workers."""
 
 
 @dataclass
@@ -53,7 +55,7 @@ class LambdaBridge:
         self._by_name = {f.name: f for f in stack.functions.values()} | {f.arn: f for f in stack.functions.values()}
         self._handlers: dict[str, Callable[..., Any]] = {}
         self._load_lock = threading.Lock()
-        self._async = ThreadPoolExecutor(max_workers=16, thread_name_prefix="lambda-async")
+        self._async = ThreadPoolExecutor(max_workers=ASYNC_WORKERS, thread_name_prefix="lambda-async")
         for layer in stack.of_type("AWS::Serverless::LayerVersion").values():
             path = str(stack.root / layer["Properties"]["ContentUri"])
             if path not in sys.path:

@@ -130,7 +130,8 @@ class LocalRuntime:
         self._closers.clear()
 
     def banner(self) -> str:
-        devices = ", ".join(self.options.devices)
+        listed = self.options.devices
+        devices = ", ".join(listed) if len(listed) <= 12 else f"{', '.join(listed[:10])}, ... ({len(listed)} devices)"
         example = json.dumps({"device-ids": ["web-1", "web-2", "db-1"], "script-url": "scripts/fail-on-db.sh"})
         scripts = ", ".join(f"scripts/{p.name}" for p in sorted(self.options.scripts.glob("*")))
         return f"""

@@ -14,6 +14,7 @@ and each script's time limit is cut to the time left before the deadline, so eve
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from datetime import datetime
 from typing import Any
 
@@ -27,6 +28,7 @@ from longrun.tasks import settle_cancel
 
 logger = Logger(child=True)
 
+SENT_BATCHES_KEPT = 1_000
 REPORT_GRACE_SECONDS = 120
 """How long past a batch's longest possible run the workflow waits for SSM's last report before it gives up."""
 
@@ -88,6 +90,7 @@ class Workflow:
     def __init__(self, store: TaskStore, config: Settings) -> None:
         self._store = store
         self._config = config
+        self._sent_batches: OrderedDict[tuple[str, int], Batch] = OrderedDict()
 
     def start_run(self, task_id: str) -> dict[str, Any]:
         """First step: check the script is there, mark the task IN_PROGRESS, and plan the batches."""
@@ -196,18 +199,28 @@ class Workflow:
     # --- SSM's events ----------------------------------------------------------------------------
 
     def _batch_of(self, comment: str) -> Batch | None:
+        """The batch a command was sent for. A sent batch no longer changes, so a warm function keeps the batches
+        it has read: the devices of one batch report one after another, and need one read, not fifty."""
         origin = run_command.parse_comment(comment)
-        return self._store.get_batch(*origin) if origin else None
+        if origin is None:
+            return None
+        batch = self._sent_batches.get(origin)
+        if batch is None:
+            batch = self._store.get_batch(*origin)
+            if batch is not None and batch.command_id is not None:
+                self._sent_batches[origin] = batch
+                while len(self._sent_batches) > SENT_BATCHES_KEPT:
+                    self._sent_batches.popitem(last=False)
+        return batch
 
     def record_outcome(self, command_id: str, node_id: str) -> str | None:
-        """SSM reported that a node's run of a command ended: record the device's outcome once, and end a
-        cancelling task once nothing runs. Answers the task, or None when the report is not about longrun."""
+        """SSM reported that a node's run of a command ended: record the device's outcome once. Answers the task, or
+        None when the report is not about longrun. (A cancelled task is settled when its commands end.)"""
         outcome = run_command.outcome(command_id, node_id)
         batch = self._batch_of(outcome.comment)
         if batch is None or node_id not in batch.nodes:
             return None
         self._store.finish_device(batch, batch.nodes[node_id], _with_deadline(batch, outcome))
-        settle_cancel(self._store, batch.task_id)
         return batch.task_id
 
     def record_command(self, command_id: str) -> str | None:

@@ -1,0 +1,163 @@
+"""Cost model: the project's design and the naive reference, side by side in one run of the local runtime.
+
+Both run the same script (sleep 60 s) on the local fleet. The meter counts every state transition (child
+executions of the Distributed Map included), every AWS API call by service, every Lambda invocation with its
+duration, and DynamoDB capacity units from the size of each item read or written. Counts are turned into dollars
+with bench/prices.json, per 1,000 and per 10,000 devices: the project's design is measured at two fleet sizes and
+extrapolated along the line through them; the naive design grows by device (its cost per device is measured).
+
+    python -m bench.cost_model [--seconds 60] [--sizes 100 200] [--naive-size 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any
+
+from bench.common import FIGURES, PRICES, Local, save
+from local_runtime.fleet import node_id_for
+from local_runtime.launcher import ROOT
+from local_runtime.template import load
+
+MEMORY_GB = int(load(ROOT, "longrun", "us-east-1").functions["CommandEventsFunction"].memory) / 1024
+SCALES = (1_000, 10_000)
+
+
+def run_project(local: Local, devices: int, script: str) -> dict[str, Any]:
+    local.meter(reset=True)
+    started = time.monotonic()
+    task = local.submit(**{"device-ids": [f"device-{i}" for i in range(1, devices + 1)], "script-url": script,
+                           "max-concurrency": devices})
+    done = local.wait(task["id"], poll=5)
+    assert done["status"] == "COMPLETE" and done["deviceCounts"]["SUCCESS"] == devices, done
+    return {"devices": devices, "seconds": round(time.monotonic() - started, 1), "meter": local.meter()}
+
+
+def run_naive(local: Local, devices: int, key: str) -> dict[str, Any]:
+    sfn = local.client("stepfunctions")
+    definition = (ROOT / "bench" / "naive_reference.asl.json").read_text()
+    arn = sfn.create_state_machine(
+        name=f"naive-reference-{devices}", definition=definition, roleArn="arn:aws:iam::123456789012:role/naive"
+    )["stateMachineArn"]
+    local.meter(reset=True)
+    started = time.monotonic()
+    execution = sfn.start_execution(
+        stateMachineArn=arn,
+        input=json.dumps(
+            {
+                "nodes": [node_id_for(f"device-{i}") for i in range(1, devices + 1)],
+                "bucket": "longrun-local-scriptsbucket",
+                "sourceInfo": json.dumps({"path": f"https://s3.us-east-1.amazonaws.com/longrun-local-scriptsbucket/{key}"}),
+                "table": "longrun-local-TasksTable",
+                "taskKey": f"NAIVE#{devices}",
+            }
+        ),
+    )["executionArn"]
+    while (status := sfn.describe_execution(executionArn=execution)["status"]) == "RUNNING":
+        time.sleep(5)
+    assert status == "SUCCEEDED", sfn.get_execution_history(executionArn=execution)["events"][-3:]
+    return {"devices": devices, "seconds": round(time.monotonic() - started, 1), "meter": local.meter()}
+
+
+def units(meter: dict[str, Any]) -> dict[str, float]:
+    """What the bill counts, from one run's meter."""
+    calls = meter["calls"]
+    lambda_ms = sum(meter["lambdaMilliseconds"].values())
+    return {
+        "stateTransitions": meter["stateTransitions"],
+        "lambdaRequests": sum(meter["lambdaInvocations"].values()),
+        "lambdaGbSeconds": lambda_ms / 1000 * MEMORY_GB,
+        "dynamodbWriteUnits": meter["dynamodb"].get("writeUnits", 0),
+        "dynamodbReadUnits": meter["dynamodb"].get("readUnits", 0),
+        "s3Puts": sum(n for call, n in calls.items() if call.startswith("service:s3:") and "Put" in call),
+        "s3Gets": sum(n for call, n in calls.items() if call.startswith("service:s3:") and "Put" not in call),
+        "deviceS3Puts": sum(n for call, n in calls.items() if call.startswith("device:s3:") and "Put" in call),
+        "deviceS3Gets": sum(n for call, n in calls.items() if call.startswith("device:s3:") and "Put" not in call),
+    }
+
+
+def dollars(quantities: dict[str, float]) -> dict[str, float]:
+    p = PRICES
+    bill = {
+        "stepFunctions": quantities["stateTransitions"] * p["step_functions_standard_per_transition"],
+        "lambda": quantities["lambdaRequests"] * p["lambda_per_request"]
+        + quantities["lambdaGbSeconds"] * p["lambda_x86_per_gb_second"],
+        "dynamodb": quantities["dynamodbWriteUnits"] * p["dynamodb_on_demand_per_write_unit"]
+        + quantities["dynamodbReadUnits"] * p["dynamodb_on_demand_per_read_unit"],
+        "eventbridge": 0.0,  # SSM's status-change events on the default bus, and their rule, cost nothing
+        "s3": quantities["s3Puts"] * p["s3_put_per_request"] + quantities["s3Gets"] * p["s3_get_per_request"],
+    }
+    bill["orchestration"] = sum(bill.values())
+    bill["devicesS3"] = (
+        quantities["deviceS3Puts"] * p["s3_put_per_request"] + quantities["deviceS3Gets"] * p["s3_get_per_request"]
+    )
+    return {name: round(value, 6) for name, value in bill.items()}
+
+
+def extrapolate(small: dict[str, float], large: dict[str, float], n_small: int, n_large: int, n: int) -> dict:
+    """Along the line through two measured fleet sizes."""
+    return {
+        name: small[name] + (large[name] - small[name]) * (n - n_small) / (n_large - n_small) for name in small
+    }
+
+
+def plot(result: dict[str, Any]) -> None:
+    import matplotlib  # noqa: PLC0415 - only the benchmark draws
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    parts = ["stepFunctions", "lambda", "dynamodb", "s3"]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for axis, scale in zip(axes, SCALES, strict=True):
+        bottom = [0.0, 0.0]
+        for part in parts:
+            values = [result["project"][str(scale)]["dollars"][part], result["naive"][str(scale)]["dollars"][part]]
+            axis.bar(["longrun", "naive reference"], values, bottom=bottom, label=part)
+            bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+        axis.set_yscale("log")
+        axis.set_title(f"{scale:,} devices, 60 s scripts")
+        axis.set_ylabel("orchestration cost, USD (log)")
+    axes[0].legend()
+    fig.tight_layout()
+    FIGURES.mkdir(parents=True, exist_ok=True)
+    fig.savefig(FIGURES / "cost_model.png", dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=int, default=60, help="how long each device's script sleeps")
+    parser.add_argument("--sizes", type=int, nargs=2, default=(100, 200), help="fleet sizes for the project's design")
+    parser.add_argument("--naive-size", type=int, default=100)
+    args = parser.parse_args()
+    small, large = args.sizes
+    local = Local.start("--fleet-size", str(max(large, args.naive_size)))
+    try:
+        script = local.upload_script("bench-sleep.sh", f"#!/bin/sh\nsleep {args.seconds}\necho done on $DEVICE_ID\n")
+        runs = {"small": run_project(local, small, script), "large": run_project(local, large, script)}
+        runs["naive"] = run_naive(local, args.naive_size, script)
+    finally:
+        local.stop()
+    measured = {name: units(run["meter"]) for name, run in runs.items()}
+    # longrun's own rule also hears the naive design's SSM events (same account) and ignores them; the naive
+    # design itself has no Lambda function
+    measured["naive"].update(lambdaRequests=0, lambdaGbSeconds=0)
+    result: dict[str, Any] = {"prices": PRICES, "scriptSeconds": args.seconds, "runs": runs, "project": {}, "naive": {}}
+    for scale in SCALES:
+        project = extrapolate(measured["small"], measured["large"], small, large, scale)
+        naive = {name: value * scale / args.naive_size for name, value in measured["naive"].items()}
+        result["project"][str(scale)] = {"units": project, "dollars": dollars(project)}
+        result["naive"][str(scale)] = {"units": naive, "dollars": dollars(naive)}
+        result[f"ratio{scale}"] = round(
+            result["naive"][str(scale)]["dollars"]["orchestration"]
+            / result["project"][str(scale)]["dollars"]["orchestration"],
+            1,
+        )
+    save("cost_model", result)
+    plot(result)
+
+
+if __name__ == "__main__":
+    main()
