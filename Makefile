@@ -9,7 +9,7 @@ SAM := $(VENV_SAM)/bin/sam
 SAM_CLI_VERSION := 1.170.0
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: run test lint validate build openapi check clean bench
+.PHONY: run test lint validate openapi check clean bench bench-cost bench-fanout bench-latency bench-cold-start bench-memory
 
 $(VENV)/.installed: requirements-dev.txt layers/longrun/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,28 @@ validate: $(VENV)/.installed $(VENV_SAM)/.installed
 ## openapi: regenerate docs/openapi.json from the API's code
 openapi: $(VENV)/.installed
 	$(PY) -m tools.openapi > docs/openapi.json
+
+## bench: every benchmark (about 25 minutes); results in bench/results/, figures in docs/benchmarks/
+$(VENV)/.bench: $(VENV)/.installed bench/requirements.txt
+	$(PY) -m pip install --quiet -r bench/requirements.txt
+	touch $@
+
+bench: bench-cold-start bench-cost bench-fanout bench-latency bench-memory
+
+bench-cost: $(VENV)/.bench
+	$(PY) -m bench.cost_model
+
+bench-fanout: $(VENV)/.bench
+	$(PY) -m bench.fanout_overhead
+
+bench-latency: $(VENV)/.bench
+	$(PY) -m bench.progress_latency
+
+bench-cold-start: $(VENV)/.bench
+	$(PY) -m bench.cold_start
+
+bench-memory: $(VENV)/.bench
+	$(PY) -m bench.memory
 
 ## check: everything CI checks
 check: lint validate test

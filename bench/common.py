@@ -22,7 +22,7 @@ PRICES: dict[str, Any] = json.loads((ROOT / "bench" / "prices.json").read_text()
 def request(method: str, url: str, body: Any = None) -> Any:
     data = json.dumps(body).encode() if body is not None else None
     headers = {"Content-Type": "application/json"} if data else {}
-    with urllib.request.urlopen(urllib.request.Request(url, data=data, method=method, headers=headers)) as reply:  # noqa: S310
+    with urllib.request.urlopen(urllib.request.Request(url, data=data, method=method, headers=headers)) as reply:
         text = reply.read()
     return json.loads(text) if text else None
 

@@ -28,8 +28,13 @@ SCALES = (1_000, 10_000)
 def run_project(local: Local, devices: int, script: str) -> dict[str, Any]:
     local.meter(reset=True)
     started = time.monotonic()
-    task = local.submit(**{"device-ids": [f"device-{i}" for i in range(1, devices + 1)], "script-url": script,
-                           "max-concurrency": devices})
+    task = local.submit(
+        **{
+            "device-ids": [f"device-{i}" for i in range(1, devices + 1)],
+            "script-url": script,
+            "max-concurrency": devices,
+        }
+    )
     done = local.wait(task["id"], poll=5)
     assert done["status"] == "COMPLETE" and done["deviceCounts"]["SUCCESS"] == devices, done
     return {"devices": devices, "seconds": round(time.monotonic() - started, 1), "meter": local.meter()}
@@ -49,7 +54,9 @@ def run_naive(local: Local, devices: int, key: str) -> dict[str, Any]:
             {
                 "nodes": [node_id_for(f"device-{i}") for i in range(1, devices + 1)],
                 "bucket": "longrun-local-scriptsbucket",
-                "sourceInfo": json.dumps({"path": f"https://s3.us-east-1.amazonaws.com/longrun-local-scriptsbucket/{key}"}),
+                "sourceInfo": json.dumps(
+                    {"path": f"https://s3.us-east-1.amazonaws.com/longrun-local-scriptsbucket/{key}"}
+                ),
                 "table": "longrun-local-TasksTable",
                 "taskKey": f"NAIVE#{devices}",
             }
@@ -98,16 +105,14 @@ def dollars(quantities: dict[str, float]) -> dict[str, float]:
 
 def extrapolate(small: dict[str, float], large: dict[str, float], n_small: int, n_large: int, n: int) -> dict:
     """Along the line through two measured fleet sizes."""
-    return {
-        name: small[name] + (large[name] - small[name]) * (n - n_small) / (n_large - n_small) for name in small
-    }
+    return {name: small[name] + (large[name] - small[name]) * (n - n_small) / (n_large - n_small) for name in small}
 
 
 def plot(result: dict[str, Any]) -> None:
-    import matplotlib  # noqa: PLC0415 - only the benchmark draws
+    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt
 
     parts = ["stepFunctions", "lambda", "dynamodb", "s3"]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))

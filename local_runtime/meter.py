@@ -58,6 +58,8 @@ def reset() -> None:
 
 
 _unmetered_get_item: Any = None
+_nested = threading.local()
+"""A call the backend makes to itself (a condition's read inside a write) is part of the outer call's bill."""
 
 
 def _item_size(backend: DynamoDBBackend, table: str, key: dict[str, Any]) -> int:
@@ -87,8 +89,14 @@ def _read_units(size: int) -> int:
 def _metered(name: str, original: Any) -> Any:
     @functools.wraps(original)
     def wrapper(self: DynamoDBBackend, *args: Any, **kwargs: Any) -> Any:
-        with moto_atomicity.LOCK:  # the sizes before and after belong to this very write
-            return _measure(self, args, kwargs)
+        if getattr(_nested, "active", False):
+            return original(self, *args, **kwargs)
+        _nested.active = True
+        try:
+            with moto_atomicity.LOCK:  # the sizes before and after belong to this very write
+                return _measure(self, args, kwargs)
+        finally:
+            _nested.active = False
 
     def _measure(self: DynamoDBBackend, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if name == "transact_write_items":

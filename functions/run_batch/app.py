@@ -4,20 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from longrun.observability import metrics, workflow_step
 from longrun.services import workflow
 
-logger = Logger()
-tracer = Tracer()
-metrics = Metrics()
 
-
-@logger.inject_lambda_context(correlation_id_path="taskId")
-@tracer.capture_lambda_handler
-@metrics.log_metrics
+@workflow_step
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     sent = workflow().run_batch(event["taskId"], int(event["batch"]), event["taskToken"])
     metrics.add_metric(name="CommandsSent", unit=MetricUnit.Count, value=1 if sent.get("commandId") else 0)

@@ -4,20 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from longrun.observability import metrics, workflow_step
 from longrun.services import workflow
 
-logger = Logger()
-tracer = Tracer()
-metrics = Metrics()
 
-
-@logger.inject_lambda_context(correlation_id_path="taskId")
-@tracer.capture_lambda_handler
-@metrics.log_metrics
+@workflow_step
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     plan = workflow().start_run(event["taskId"])
     metrics.add_metric(name="BatchesPlanned", unit=MetricUnit.Count, value=len(plan["batches"]))

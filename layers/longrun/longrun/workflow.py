@@ -220,7 +220,10 @@ class Workflow:
         batch = self._batch_of(outcome.comment)
         if batch is None or node_id not in batch.nodes:
             return None
-        self._store.finish_device(batch, batch.nodes[node_id], _with_deadline(batch, outcome))
+        index = batch.nodes[node_id]
+        # The command's end may have recorded this device already (its event can come first)
+        if not self._store.device_recorded(batch.task_id, index):
+            self._store.finish_device(batch, index, _with_deadline(batch, outcome))
         return batch.task_id
 
     def record_command(self, command_id: str) -> str | None:

@@ -1,0 +1,74 @@
+"""Memory, and the 10,000-device run: a task of trivial scripts on 10,000 simulated devices through the local
+runtime, sampling the runtime process's resident memory every half second. The task must end COMPLETE with its
+counts adding up to 10,000 and matching its per-device records.
+
+    python -m bench.memory [--devices 10000] [--concurrency 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import threading
+import time
+from collections import Counter
+
+import psutil
+
+from bench.common import Local, save
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--devices", type=int, default=10_000)
+    parser.add_argument("--concurrency", type=int, default=1_000)
+    args = parser.parse_args()
+    local = Local.start("--fleet-size", str(args.devices))
+    process = psutil.Process(local.runtime.process.pid)
+    samples: list[int] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            samples.append(process.memory_info().rss)
+            time.sleep(0.5)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        idle = process.memory_info().rss
+        started = time.monotonic()
+        task = local.submit(
+            **{
+                "device-ids": [f"device-{n}" for n in range(1, args.devices + 1)],
+                "script-url": "scripts/hello.sh",
+                "max-concurrency": args.concurrency,
+            }
+        )
+        done = local.wait(task["id"], poll=2, timeout=3 * 3600)
+        elapsed = time.monotonic() - started
+        records = Counter(d["status"] for d in local.devices(task["id"]))
+    finally:
+        stop.set()
+        sampler.join()
+        local.stop()
+    counts = done["deviceCounts"]
+    assert done["status"] == "COMPLETE", done
+    assert sum(counts.values()) == args.devices
+    assert {s: n for s, n in counts.items() if n} == dict(records), (counts, records)
+    save(
+        "memory",
+        {
+            "devices": args.devices,
+            "concurrency": args.concurrency,
+            "status": done["status"],
+            "deviceCounts": counts,
+            "recordsByStatus": dict(records),
+            "seconds": round(elapsed, 1),
+            "idleRssMiB": round(idle / 2**20, 1),
+            "peakRssMiB": round(max(samples) / 2**20, 1),
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
