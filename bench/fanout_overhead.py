@@ -18,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 
 from bench.common import Local, save
+from local_runtime.fleet import SPAWN_LOCK
 from local_runtime.launcher import ROOT
 
 SCRIPT = ROOT / "examples" / "scripts" / "hello.sh"
@@ -30,15 +31,21 @@ def direct(devices: int, concurrency: int) -> float:
     def run(n: int) -> None:
         work = root / f"device-{n}"
         work.mkdir()
-        shutil.copy(SCRIPT, work / SCRIPT.name)
+        script = SCRIPT.read_bytes()
+        with SPAWN_LOCK:  # as the fleet does: no fork while a script is open for writing
+            (work / SCRIPT.name).write_bytes(script)
         env = {"PATH": os.environ["PATH"], "HOME": str(work), "DEVICE_ID": f"device-{n}"}
-        subprocess.run(
-            ["/bin/sh", "-c", f"chmod +x ./{SCRIPT.name} && ./{SCRIPT.name}"],
-            cwd=work,
-            env=env,
-            capture_output=True,
-            check=True,
-        )
+        with SPAWN_LOCK:
+            process = subprocess.Popen(
+                ["/bin/sh", "-c", f"chmod +x ./{SCRIPT.name} && ./{SCRIPT.name}"],
+                cwd=work,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+        process.communicate()
+        if process.returncode != 0:
+            raise RuntimeError(f"device-{n}: exit {process.returncode}")
 
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=concurrency) as pool:

@@ -37,6 +37,9 @@ PLUGIN_PATH = "awsrunShellScript/runShellScript"
 FLEET_ACCESS_KEY = "LOCALFLEETAGENT"
 """The devices' agents sign with this key, so the meter tells their S3 requests from the service's."""
 FINAL = ("Success", "Failed", "TimedOut", "Cancelled")
+SPAWN_LOCK = threading.Lock()
+"""Writing a script and starting a process never overlap: a process forked while another thread still has a
+script open for writing would hold it open, and exec'ing that script would fail with "Text file busy"."""
 
 
 class FleetError(Exception):
@@ -386,7 +389,7 @@ class Fleet:
             "AWS_SSM_REGION_NAME": self.region,
         }
         stdout_path, stderr_path = work / "stdout", work / "stderr"
-        with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err, command.lock:
+        with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err, command.lock, SPAWN_LOCK:
             if invocation.cancelled():
                 self._end(invocation, "Cancelled", "Cancelled", -1)
                 return
@@ -416,7 +419,9 @@ class Fleet:
         if not url.netloc.startswith("s3."):  # virtual-hosted style: bucket.s3.region.amazonaws.com/key
             bucket, key = url.netloc.split(".")[0], url.path.lstrip("/")
         try:
-            self._s3.download_file(bucket, key, str(work / Path(key).name))
+            script = self._s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+            with SPAWN_LOCK:
+                (work / Path(key).name).write_bytes(script)
         except Exception as error:  # noqa: BLE001 - any download failure fails the invocation, as in SSM
             invocation.stderr = f"failed to download s3://{bucket}/{key}: {error}"
             self._end(invocation, "Failed", "Failed", 1)

@@ -236,7 +236,8 @@ class Workflow:
         recorded = self._store.device_runs(batch.task_id, *batch.index_range)
         ended = run_command.finished_nodes(command_id)
         for node_id, index in batch.nodes.items():
-            if index in recorded:
+            # the device's own event may be recording it right now: look again just before writing
+            if index in recorded or self._store.device_recorded(batch.task_id, index):
                 continue
             if node_id in ended:
                 outcome = _with_deadline(batch, run_command.outcome(command_id, node_id))
