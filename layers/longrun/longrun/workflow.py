@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -233,12 +234,8 @@ class Workflow:
         batch = self._batch_of(run_command.command_comment(command_id))
         if batch is None:
             return None
-        recorded = self._store.device_runs(batch.task_id, *batch.index_range)
         ended = run_command.finished_nodes(command_id)
-        for node_id, index in batch.nodes.items():
-            # the device's own event may be recording it right now: look again just before writing
-            if index in recorded or self._store.device_recorded(batch.task_id, index):
-                continue
+        for node_id, index in self._unrecorded(batch):
             if node_id in ended:
                 outcome = _with_deadline(batch, run_command.outcome(command_id, node_id))
             else:
@@ -254,13 +251,20 @@ class Workflow:
         settle_cancel(self._store, batch.task_id)
         return batch.task_id
 
+    def _unrecorded(self, batch: Batch) -> Iterator[tuple[str, int]]:
+        """The batch's devices (node, index) with no outcome recorded. A device's own event may be recording it
+        right now, so each is looked at again as it comes up, just before the caller writes it."""
+        recorded = self._store.device_runs(batch.task_id, *batch.index_range)
+        for node, index in batch.nodes.items():
+            if index not in recorded and not self._store.device_recorded(batch.task_id, index):
+                yield node, index
+
     def expire_batch(self, task_id: str, number: int) -> None:
         """The batch's wait ran out: every device SSM has not reported is recorded TIMED_OUT and its run stopped."""
         batch = self._store.get_batch(task_id, number)
         if batch is None:
             return
-        recorded = self._store.device_runs(task_id, *batch.index_range)
-        silent = {node: index for node, index in batch.nodes.items() if index not in recorded}
+        silent = dict(self._unrecorded(batch))
         if batch.command_id and silent:
             run_command.cancel(batch.command_id, sorted(silent))
         for node_id, index in silent.items():
@@ -298,7 +302,8 @@ class Workflow:
     def _ending(task: Task, error: dict[str, Any] | None) -> tuple[TaskStatus, str | None]:
         counts = task.counts
         if error is not None:
-            return TaskStatus.FAILED, f"the workflow failed: {error.get('Error', 'error')}: {error.get('Cause', '')}"
+            cause = f"{error.get('Error', 'error')}: {error.get('Cause', '')}".rstrip(": ")
+            return TaskStatus.FAILED, f"the workflow failed: {cause}"
         if task.status is TaskStatus.SUBMITTED or counts.RUNNING:
             return TaskStatus.FAILED, f"the workflow ended with {counts.RUNNING} devices still running"
         left = _seconds_left(task, utc_now())
