@@ -16,12 +16,12 @@ import json
 import time
 from typing import Any
 
-from bench.common import FIGURES, PRICES, Local, save
+from bench.common import FIGURES, PRICES, RESULTS, Local, save
 from local_runtime.fleet import node_id_for
 from local_runtime.launcher import ROOT
 from local_runtime.template import load
 
-MEMORY_GB = int(load(ROOT, "longrun", "us-east-1").functions["CommandEventsFunction"].memory) / 1024
+MEMORY_GB = {name: function.memory / 1024 for name, function in load(ROOT, "longrun", "us-east-1").functions.items()}
 SCALES = (1_000, 10_000)
 
 
@@ -71,11 +71,10 @@ def run_naive(local: Local, devices: int, key: str) -> dict[str, Any]:
 def units(meter: dict[str, Any]) -> dict[str, float]:
     """What the bill counts, from one run's meter."""
     calls = meter["calls"]
-    lambda_ms = sum(meter["lambdaMilliseconds"].values())
     return {
         "stateTransitions": meter["stateTransitions"],
         "lambdaRequests": sum(meter["lambdaInvocations"].values()),
-        "lambdaGbSeconds": lambda_ms / 1000 * MEMORY_GB,
+        "lambdaGbSeconds": sum(ms / 1000 * MEMORY_GB[name] for name, ms in meter["lambdaMilliseconds"].items()),
         "dynamodbWriteUnits": meter["dynamodb"].get("writeUnits", 0),
         "dynamodbReadUnits": meter["dynamodb"].get("readUnits", 0),
         "s3Puts": sum(n for call, n in calls.items() if call.startswith("service:s3:") and "Put" in call),
@@ -131,20 +130,33 @@ def plot(result: dict[str, Any]) -> None:
     fig.savefig(FIGURES / "cost_model.png", dpi=110)
 
 
+def measure(seconds: int, small: int, large: int, naive: int) -> dict[str, Any]:
+    local = Local.start("--fleet-size", str(max(large, naive)))
+    try:
+        script = local.upload_script("bench-sleep.sh", f"#!/bin/sh\nsleep {seconds}\necho done on $DEVICE_ID\n")
+        return {
+            "small": run_project(local, small, script),
+            "large": run_project(local, large, script),
+            "naive": run_naive(local, naive, script),
+        }
+    finally:
+        local.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=60, help="how long each device's script sleeps")
     parser.add_argument("--sizes", type=int, nargs=2, default=(100, 200), help="fleet sizes for the project's design")
     parser.add_argument("--naive-size", type=int, default=100)
+    parser.add_argument("--reprice", action="store_true", help="price the runs saved by the last run again")
     args = parser.parse_args()
-    small, large = args.sizes
-    local = Local.start("--fleet-size", str(max(large, args.naive_size)))
-    try:
-        script = local.upload_script("bench-sleep.sh", f"#!/bin/sh\nsleep {args.seconds}\necho done on $DEVICE_ID\n")
-        runs = {"small": run_project(local, small, script), "large": run_project(local, large, script)}
-        runs["naive"] = run_naive(local, args.naive_size, script)
-    finally:
-        local.stop()
+    if args.reprice:
+        saved = json.loads((RESULTS / "cost_model.json").read_text())
+        runs, args.seconds = saved["runs"], saved["scriptSeconds"]
+        small, large, args.naive_size = runs["small"]["devices"], runs["large"]["devices"], runs["naive"]["devices"]
+    else:
+        small, large = args.sizes
+        runs = measure(args.seconds, small, large, args.naive_size)
     measured = {name: units(run["meter"]) for name, run in runs.items()}
     # longrun's own rule also hears the naive design's SSM events (same account) and ignores them; the naive
     # design itself has no Lambda function

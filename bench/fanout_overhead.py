@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import tempfile
 import time
@@ -83,8 +84,8 @@ def main() -> None:
         directs.append(direct(args.devices, args.concurrency))
     finally:
         local.stop()
-    direct_s = sorted(directs)[len(directs) // 2]
-    runtime_s = sorted(runtimes)[len(runtimes) // 2]
+    direct_s = statistics.median(directs)
+    runtime_s = statistics.median(runtimes)
     save(
         "fanout_overhead",
         {
