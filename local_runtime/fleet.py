@@ -490,15 +490,6 @@ class Fleet:
             raise FleetError("InvalidCommandId", f"no command {command_id}")
         return command
 
-    def running_processes(self) -> list[int]:
-        """Process ids of every script still running, for shutdown and for tests."""
-        return [
-            inv.process.pid
-            for command in self._commands.values()
-            for inv in command.invocations.values()
-            if inv.process is not None and inv.process.poll() is None
-        ]
-
     def close(self) -> None:
         """Kill every script still running and remove the devices' working directories."""
         self._closing.set()
