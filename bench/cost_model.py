@@ -113,17 +113,18 @@ def plot(result: dict[str, Any]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    parts = ["stepFunctions", "lambda", "dynamodb", "s3"]
+    parts = ["stepFunctions", "lambda", "dynamodb"]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for axis, scale in zip(axes, SCALES, strict=True):
-        bottom = [0.0, 0.0]
-        for part in parts:
-            values = [result["project"][str(scale)]["dollars"][part], result["naive"][str(scale)]["dollars"][part]]
-            axis.bar(["longrun", "naive reference"], values, bottom=bottom, label=part)
-            bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+        positions = range(len(parts) + 1)
+        for offset, (design, label) in enumerate((("project", "longrun"), ("naive", "naive reference"))):
+            bill = result[design][str(scale)]["dollars"]
+            values = [bill[part] for part in parts] + [bill["orchestration"]]
+            axis.bar([p + offset * 0.4 for p in positions], values, width=0.4, label=label)
+        axis.set_xticks([p + 0.2 for p in positions], [*parts, "total"])
         axis.set_yscale("log")
         axis.set_title(f"{scale:,} devices, 60 s scripts")
-        axis.set_ylabel("orchestration cost, USD (log)")
+        axis.set_ylabel("USD per task (log)")
     axes[0].legend()
     fig.tight_layout()
     FIGURES.mkdir(parents=True, exist_ok=True)
