@@ -403,24 +403,12 @@ class TaskStore:
 
     def device_runs(self, task_id: str, start: int, end: int) -> dict[int, DeviceRun]:
         """The recorded runs of the devices at positions start..end-1, by position."""
-        runs: dict[int, DeviceRun] = {}
-        query: dict[str, Any] = {
-            "KeyConditionExpression": "PK = :pk AND SK BETWEEN :first AND :last",
-            "ExpressionAttributeValues": {
-                ":pk": _task_pk(task_id),
-                ":first": _device_sk(start),
-                ":last": _device_sk(end - 1),
-            },
-            "ConsistentRead": True,
-        }
-        while True:
-            page = self._table.query(**query)
-            for item in page["Items"]:
-                run = self._device_from_item(item)
-                runs[run.index] = run
-            if "LastEvaluatedKey" not in page:
-                return runs
-            query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        items = self._query_all(
+            "PK = :pk AND SK BETWEEN :first AND :last",
+            {":pk": _task_pk(task_id), ":first": _device_sk(start), ":last": _device_sk(end - 1)},
+        )
+        runs = (self._device_from_item(item) for item in items)
+        return {run.index: run for run in runs}
 
     def all_device_runs(self, task_id: str) -> Iterator[DeviceRun]:
         for item in self._query_prefix(task_id, "DEVICE#"):
@@ -429,9 +417,13 @@ class TaskStore:
     # --- helpers -------------------------------------------------------------------------------
 
     def _query_prefix(self, task_id: str, prefix: str) -> Iterator[dict[str, Any]]:
+        return self._query_all("PK = :pk AND begins_with(SK, :prefix)", {":pk": _task_pk(task_id), ":prefix": prefix})
+
+    def _query_all(self, condition: str, values: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """Every item of a strongly consistent query, page after page."""
         query: dict[str, Any] = {
-            "KeyConditionExpression": "PK = :pk AND begins_with(SK, :prefix)",
-            "ExpressionAttributeValues": {":pk": _task_pk(task_id), ":prefix": prefix},
+            "KeyConditionExpression": condition,
+            "ExpressionAttributeValues": values,
             "ConsistentRead": True,
         }
         while True:
