@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import re
 import threading
 import time
 import uuid
@@ -21,10 +20,10 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from local_runtime.lambdas import LambdaBridge
+from local_runtime.sigv4 import signer
 from local_runtime.template import ACCOUNT_ID, LocalStack
 
 log = logging.getLogger("local_runtime.api")
-CREDENTIAL = re.compile(r"Credential=(?P<key>[^/,\s]+)/")
 API_ID = "local"
 
 
@@ -50,9 +49,8 @@ class ApiGateway:
                 continue
             query = parse_qs(url.query, keep_blank_values=True)
             text, is_base64 = _body(body)
-            authorization = (headers.get("authorization") or [""])[0]
-            signed = CREDENTIAL.search(authorization)
-            caller = signed["key"] if signed else self._default_caller
+            signed = signer((headers.get("authorization") or [""])[0])
+            caller = signed.access_key if signed else self._default_caller
             return route.function, {
                 "resource": route.path,
                 "path": url.path,

@@ -17,9 +17,9 @@ from werkzeug.wrappers import Request, Response
 from local_runtime import meter
 from local_runtime.fleet import FLEET_ACCESS_KEY, Fleet, FleetError
 from local_runtime.lambdas import LambdaBridge
+from local_runtime.sigv4 import signer
 
 INVOKE_PATH = re.compile(r"^/2015-03-31/functions/(?P<function>[^/]+)/invocations$")
-CREDENTIAL = re.compile(r"Credential=(?P<key>[^/]+)/[^/]+/[^/]+/(?P<service>[^/]+)/")
 METER_PATH = "/_local/meter"
 FLEET_TARGETS = {
     "AmazonSSM.SendCommand": "SendCommand",
@@ -91,10 +91,10 @@ class Edge:
 
 def _count(request: Request, target: str) -> None:
     """One API call, by who made it (a device's agent, or the service) and what it was."""
-    signed = CREDENTIAL.search(request.headers.get("Authorization", ""))
+    signed = signer(request.headers.get("Authorization", ""))
     if signed is None:
         return
-    service = signed["service"]
+    service = signed.service
     if target:
         operation = target.rsplit(".", 1)[-1]
     elif INVOKE_PATH.match(request.path):
@@ -105,5 +105,5 @@ def _count(request: Request, target: str) -> None:
         )
     else:
         operation = request.args.get("Action", request.method)
-    who = "device" if signed["key"] == FLEET_ACCESS_KEY else "service"
+    who = "device" if signed.access_key == FLEET_ACCESS_KEY else "service"
     meter.count_call(f"{who}:{service}", operation)

@@ -70,14 +70,6 @@ def _item_size(backend: DynamoDBBackend, table: str, key: dict[str, Any]) -> int
     return int(item.size()) if item is not None else 0
 
 
-def _key(backend: DynamoDBBackend, table_name: str, attributes: dict[str, Any]) -> dict[str, Any]:
-    table = backend.get_table(table_name)
-    key = {table.hash_key_attr: attributes[table.hash_key_attr]}
-    if table.range_key_attr is not None:
-        key[table.range_key_attr] = attributes[table.range_key_attr]
-    return key
-
-
 def _write_units(before: int, after: int) -> int:
     return max(1, math.ceil(max(before, after) / 1024))
 
@@ -104,7 +96,7 @@ def _metered(name: str, original: Any) -> Any:
             keys = []
             for item in items:
                 _, op = next(iter(item.items()))
-                key = _key(self, op["TableName"], op["Item"]) if "Item" in op else op["Key"]
+                key = moto_atomicity.item_key(self, op["TableName"], op["Item"]) if "Item" in op else op["Key"]
                 keys.append((op["TableName"], key, _item_size(self, op["TableName"], key)))
             try:
                 return original(self, *args, **kwargs)
@@ -116,7 +108,7 @@ def _metered(name: str, original: Any) -> Any:
         if name in ("put_item", "update_item", "delete_item"):
             table_name = args[0] if args else kwargs["table_name"]
             attributes: dict[str, Any] = args[1] if len(args) > 1 else kwargs.get("item_attrs") or kwargs["key"]
-            key = _key(self, table_name, attributes) if name == "put_item" else attributes
+            key = moto_atomicity.item_key(self, table_name, attributes) if name == "put_item" else attributes
             before = _item_size(self, table_name, key)
             try:
                 return original(self, *args, **kwargs)

@@ -31,6 +31,15 @@ _OPERATIONS = (
 )
 
 
+def item_key(backend: DynamoDBBackend, table_name: str, attributes: dict[str, Any]) -> dict[str, Any]:
+    """The primary key of an item, from its attributes."""
+    table = backend.get_table(table_name)
+    key = {table.hash_key_attr: attributes[table.hash_key_attr]}
+    if table.range_key_attr is not None:
+        key[table.range_key_attr] = attributes[table.range_key_attr]
+    return key
+
+
 def _transact_write_items(self: DynamoDBBackend, transact_items: list[dict[str, Any]]) -> None:
     """All conditions first, then all writes. DynamoDB refuses two operations on one item in a transaction, so no
     condition can depend on another operation's write, and checking first is the same as checking as one goes."""
@@ -41,13 +50,7 @@ def _transact_write_items(self: DynamoDBBackend, transact_items: list[dict[str, 
     errors: list[tuple[str | None, str | None, None]] = []
     for item in transact_items:
         op_type, op = next(iter(item.items()))
-        table = self.get_table(op["TableName"])
-        if op_type == "Put":
-            key = {table.hash_key_attr: op["Item"][table.hash_key_attr]}
-            if table.range_key_attr is not None:
-                key[table.range_key_attr] = op["Item"][table.range_key_attr]
-        else:
-            key = op["Key"]
+        key = item_key(self, op["TableName"], op["Item"]) if op_type == "Put" else op["Key"]
         identity = (op["TableName"], str(sorted(key.items())))
         if identity in seen:
             raise MultipleTransactionsException()
