@@ -8,9 +8,11 @@ import os
 import signal
 import sys
 import threading
+from pathlib import Path
 from types import FrameType
 
-from local_runtime.runtime import DEFAULT_DEVICES, LocalRuntime, Options
+from local_runtime.fleet import EventFaults
+from local_runtime.runtime import DEFAULT_DEVICES, ROOT, LocalRuntime, Options
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,17 +33,45 @@ def main(argv: list[str] | None = None) -> int:
         default=int(os.environ.get("LONGRUN_FLEET_SIZE", "0")),
         help="also simulate devices device-1 .. device-N ($LONGRUN_FLEET_SIZE)",
     )
-    parser.add_argument("--caller", default="local-developer", help="who unsigned requests come from")
-    parser.add_argument("--log-level", default=os.environ.get("LOCAL_LOG_LEVEL", "WARNING"))
     parser.add_argument(
-        "--drop-device-events",
-        action="store_true",
-        help="fault injection: the fleet announces only whole commands' ends, never a single device's",
+        "--unmanaged",
+        default="",
+        help="comma-separated device ids of EC2 instances tagged as devices but not registered with SSM",
+    )
+    parser.add_argument("--caller", default="local-developer", help="who unsigned requests come from")
+    parser.add_argument("--log-level", default=os.environ.get("LOCAL_LOG_LEVEL", "INFO"))
+    parser.add_argument("--logs-dir", type=Path, default=ROOT / ".local-runtime" / "logs", help="functions' logs")
+    parser.add_argument(
+        "--parameter", action="append", default=[], metavar="NAME=VALUE", help="a template parameter's value"
+    )
+    faults = parser.add_argument_group("fault injection")
+    faults.add_argument(
+        "--drop-events",
+        action="append",
+        default=[],
+        metavar="KIND[:RATE]",
+        help="drop SSM's invocation or command events (all of them, or a share 0..1)",
+    )
+    faults.add_argument(
+        "--delay-events", action="append", default=[], metavar="KIND:SECONDS", help="delay SSM's events of a kind"
+    )
+    faults.add_argument(
+        "--transaction-ms",
+        type=float,
+        default=10.0,
+        help="how long a DynamoDB transaction holds its items (others touching them conflict)",
+    )
+    faults.add_argument(
+        "--transaction-conflict-rate",
+        type=float,
+        default=0.0,
+        help="share of DynamoDB transactions and single-item writes rejected as conflicting, 0..1",
     )
     args = parser.parse_args(argv)
     level = args.log_level.upper()
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    logging.getLogger("werkzeug").setLevel(level)  # moto's request log
+    for noisy in ("werkzeug", "botocore"):  # moto's request log, and boto3's credential and endpoint notes
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
     devices = tuple(d.strip() for d in args.devices.split(",") if d.strip())
     devices += tuple(f"device-{n}" for n in range(1, args.fleet_size + 1))
     runtime = LocalRuntime(
@@ -51,7 +81,12 @@ def main(argv: list[str] | None = None) -> int:
             edge_port=args.edge_port,
             devices=devices,
             caller=args.caller,
-            drop_device_events=args.drop_device_events,
+            unmanaged=tuple(d.strip() for d in args.unmanaged.split(",") if d.strip()),
+            event_faults=EventFaults.parse(args.drop_events, args.delay_events),
+            transaction_ms=args.transaction_ms,
+            conflict_rate=args.transaction_conflict_rate,
+            parameters=dict(item.split("=", 1) for item in args.parameter),
+            logs_dir=args.logs_dir,
         )
     )
     stopping = threading.Event()
@@ -64,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         runtime.start()
         print(runtime.banner(), flush=True)
-        print(f"READY {runtime.api_url}", flush=True)
+        print(f"READY {runtime.stage_url}", flush=True)
         stopping.wait()
     finally:
         runtime.stop()

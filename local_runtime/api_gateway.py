@@ -1,116 +1,264 @@
-"""API Gateway, locally: real HTTP in front of the template's Api routes. Each request becomes the REST API proxy
-event the deployed API would send (resource, path and query parameters, headers, base64 bodies, request context
-with the caller's identity), and the function's answer becomes the HTTP response.
+"""API Gateway, locally: real HTTP in front of the template's REST API, answering as the deployed stage would.
 
-The deployed API uses IAM authorization. Locally a request signed with SigV4 (``curl --aws-sigv4 ... --user
-KEY:SECRET``) is attributed to the IAM user named by its access key, without checking the signature; an unsigned
-request is attributed to the local default caller.
+The API is served under its stage (``/v1/...``), as on its ``execute-api`` URL; a path outside a stage answers 403
+``{"message":"Forbidden"}``. Within the stage, a path or a method the API does not define answers
+MISSING_AUTHENTICATION_TOKEN, and every error API Gateway itself produces is rendered through the template's gateway
+responses (or API Gateway's defaults) with the ``$context`` variables substituted, so a template that would send
+invalid JSON sends it here too. Each request becomes the REST proxy event the deployed API would send (stage path in
+the request context, identity of the caller, base64 bodies); the function is invoked the way the integration says:
+with its resource-based permission for API Gateway, or with the caller's own credentials (SAM's default for
+AWS_IAM), which local callers do not have for Lambda, as API clients normally do not. Integrations time out after 29 s.
+
+Callers: a request signed with SigV4 is attributed to the access key's identity without checking the signature:
+``NAME`` is the IAM user NAME, ``ROLE~SESSION`` a session of the assumed role ROLE; an unsigned request comes from the
+local default caller.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import logging
+import re
 import threading
-import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from local_runtime.lambdas import LambdaBridge
+from local_runtime.lambdas import Invocation, LambdaBridge
 from local_runtime.sigv4 import signer
-from local_runtime.template import ACCOUNT_ID, LocalStack
+from local_runtime.template import ACCOUNT_ID, LocalStack, RestApi, Route
 
 log = logging.getLogger("local_runtime.api")
-API_ID = "local"
+INTEGRATION_TIMEOUT_SECONDS = 29
+MAX_PAYLOAD_BYTES = 10 * 1024 * 1024
+CALLER_CREDENTIALS = "arn:aws:iam::*:user/*"
+DEFAULT_STATUS = {
+    "ACCESS_DENIED": 403,
+    "API_CONFIGURATION_ERROR": 500,
+    "AUTHORIZER_CONFIGURATION_ERROR": 500,
+    "AUTHORIZER_FAILURE": 500,
+    "BAD_REQUEST_PARAMETERS": 400,
+    "BAD_REQUEST_BODY": 400,
+    "EXPIRED_TOKEN": 403,
+    "INTEGRATION_FAILURE": 504,
+    "INTEGRATION_TIMEOUT": 504,
+    "INVALID_API_KEY": 403,
+    "INVALID_SIGNATURE": 403,
+    "MISSING_AUTHENTICATION_TOKEN": 403,
+    "QUOTA_EXCEEDED": 429,
+    "REQUEST_TOO_LARGE": 413,
+    "RESOURCE_NOT_FOUND": 404,
+    "THROTTLED": 429,
+    "UNAUTHORIZED": 401,
+    "UNSUPPORTED_MEDIA_TYPE": 415,
+    "WAF_FILTERED": 403,
+}
+"""Gateway response types and their default status codes (API Gateway Developer Guide)"""
+_DEFAULT_TEMPLATE = '{"message":$context.error.messageString}'
+_VARIABLE = re.compile(r"\$(?:\{(context(?:\.\w+)+)\}|(context(?:\.\w+)+))")
+
+Reply = tuple[int, dict[str, list[str]], bytes]
 
 
-def caller_arn(name: str) -> str:
-    return f"arn:aws:iam::{ACCOUNT_ID}:user/{name}"
+@dataclass(frozen=True)
+class Caller:
+    """requestContext.identity of an IAM-authorized request, as API Gateway fills it in."""
+
+    caller: str
+    user_arn: str
+    access_key: str | None
+
+    @classmethod
+    def of(cls, access_key: str | None, default: str) -> Caller:
+        name = access_key or default
+        role, _, session = name.partition("~")
+        if session:
+            role_id = "AROA" + hashlib.sha256(role.encode()).hexdigest()[:17].upper()
+            return cls(f"{role_id}:{session}", f"arn:aws:sts::{ACCOUNT_ID}:assumed-role/{role}/{session}", access_key)
+        user_id = "AIDA" + hashlib.sha256(name.encode()).hexdigest()[:17].upper()
+        return cls(user_id, f"arn:aws:iam::{ACCOUNT_ID}:user/{name}", access_key)
+
+
+@dataclass(frozen=True)
+class GatewayError:
+    kind: str
+    message: str
+    status: int | None = None
+    """The error's own status, for DEFAULT_4XX and DEFAULT_5XX"""
 
 
 class ApiGateway:
     def __init__(self, stack: LocalStack, lambdas: LambdaBridge, default_caller: str) -> None:
         self._stack = stack
+        self._api: RestApi = stack.apis[0]
         self._lambdas = lambdas
         self._default_caller = default_caller
         self._server: ThreadingHTTPServer | None = None
+        self._integrations = ThreadPoolExecutor(max_workers=32, thread_name_prefix="api-integration")
 
-    def event(
-        self, method: str, target: str, headers: dict[str, list[str]], body: bytes
-    ) -> tuple[str, dict[str, Any]] | None:
-        """The (function, proxy event) for a request, or None when no route of the API matches it."""
+    @property
+    def stage(self) -> str:
+        return self._api.stage
+
+    def handle(self, method: str, target: str, headers: dict[str, list[str]], body: bytes) -> Reply:
         url = urlsplit(target)
-        for route in self._stack.routes:
-            params = route.match(method, url.path)
-            if params is None:
-                continue
-            query = parse_qs(url.query, keep_blank_values=True)
-            text, is_base64 = _body(body)
-            signed = signer((headers.get("authorization") or [""])[0])
-            caller = signed.access_key if signed else self._default_caller
-            return route.function, {
-                "resource": route.path,
-                "path": url.path,
-                "httpMethod": method,
-                "headers": {name: values[-1] for name, values in headers.items()},
-                "multiValueHeaders": headers,
-                "queryStringParameters": {k: v[-1] for k, v in query.items()} or None,
-                "multiValueQueryStringParameters": query or None,
-                "pathParameters": params or None,
-                "stageVariables": None,
-                "requestContext": {
-                    "accountId": ACCOUNT_ID,
-                    "apiId": API_ID,
-                    "resourcePath": route.path,
-                    "httpMethod": method,
-                    "path": f"/{self._stack.stage}{url.path}",
-                    "stage": self._stack.stage,
-                    "protocol": "HTTP/1.1",
-                    "requestId": str(uuid.uuid4()),
-                    "requestTimeEpoch": int(time.time() * 1000),
-                    "domainName": (headers.get("host") or ["localhost"])[0],
-                    "identity": {
-                        "accountId": ACCOUNT_ID,
-                        "caller": caller,
-                        "user": caller,
-                        "userArn": caller_arn(caller),
-                        "accessKey": caller if signed else None,
-                        "sourceIp": "127.0.0.1",
-                        "userAgent": (headers.get("user-agent") or [""])[0],
-                    },
-                    "authorizer": None,
-                },
-                "body": text,
-                "isBase64Encoded": is_base64,
-            }
-        return None
-
-    def handle(
-        self, method: str, target: str, headers: dict[str, list[str]], body: bytes
-    ) -> tuple[int, dict[str, list[str]], bytes]:
-        routed = self.event(method, target, headers, body)
-        if routed is None:
-            problem = {
-                "type": "about:blank",
-                "title": "Missing Authentication Token",
-                "status": 403,
-                "instance": target,
-            }
-            return 403, {"Content-Type": ["application/problem+json"]}, json.dumps(problem).encode()
-        function, event = routed
-        result = self._lambdas.invoke(self._stack.functions[function], event)
+        stage, _, rest = url.path.lstrip("/").partition("/")
+        if stage != self._api.stage:
+            return 403, {"Content-Type": ["application/json"]}, b'{"message":"Forbidden"}'
+        path = "/" + rest
+        context = self._context(method, url.path, path, headers)
+        if len(body) > MAX_PAYLOAD_BYTES:
+            return self._gateway_error(GatewayError("REQUEST_TOO_LARGE", "Request Too Long"), context)
+        route, params = self._route(method, path)
+        if route is None:
+            return self._gateway_error(
+                GatewayError("MISSING_AUTHENTICATION_TOKEN", "Missing Authentication Token"), context
+            )
+        context["resourcePath"] = route.path
+        if not self._may_invoke(route, method):
+            return self._gateway_error(GatewayError("API_CONFIGURATION_ERROR", "Internal server error"), context)
+        event = self._event(route, params, method, path, url.query, headers, body, context)
+        function = self._stack.functions[route.function]
+        future = self._integrations.submit(self._lambdas.invoke, function, event)
+        try:
+            result: Invocation = future.result(timeout=INTEGRATION_TIMEOUT_SECONDS)
+        except FutureTimeout:
+            return self._gateway_error(GatewayError("INTEGRATION_TIMEOUT", "Endpoint request timed out"), context)
         if result.error:
-            problem = {"type": "about:blank", "title": "Internal server error", "status": 502, "instance": target}
-            return 502, {"Content-Type": ["application/problem+json"]}, json.dumps(problem).encode()
-        response = result.payload
-        out_headers = {k: [v] for k, v in (response.get("headers") or {}).items()}
-        out_headers.update(response.get("multiValueHeaders") or {})
-        payload = response.get("body") or ""
-        data = base64.b64decode(payload) if response.get("isBase64Encoded") else payload.encode()
-        return int(response.get("statusCode", 200)), out_headers, data
+            return self._gateway_error(GatewayError("DEFAULT_5XX", "Internal server error", 502), context)
+        return _proxy_reply(result.payload)
+
+    def _route(self, method: str, path: str) -> tuple[Route | None, dict[str, str]]:
+        for route in self._api.routes:
+            params = route.match(path)
+            if params is not None and route.method == method.upper():
+                return route, params
+        return None, {}
+
+    def _may_invoke(self, route: Route, method: str) -> bool:
+        """Whether API Gateway may invoke the function: local callers hold execute-api:Invoke only, so an
+        integration that uses the caller's credentials cannot call Lambda; otherwise the function's resource-based
+        policy must let this API's route invoke it."""
+        if route.credentials == CALLER_CREDENTIALS:
+            log.warning(
+                "%s %s invokes its function with the caller's credentials, which may not call Lambda",
+                method,
+                route.path,
+            )
+            return False
+        if route.credentials is not None:
+            return True  # an integration role: not evaluated locally
+        api = f"arn:aws:execute-api:{self._stack.region}:{ACCOUNT_ID}:{self._api.id}"
+        source = f"{api}/{self._api.stage}/{method}{route.path}"
+        source = re.sub(r"\{[^}]+\}", "x", source)
+        for permission in self._stack.permissions:
+            if permission.function != route.function or permission.principal != "apigateway.amazonaws.com":
+                continue
+            pattern = re.escape(permission.source_arn or "*").replace(r"\*", ".*")
+            if re.fullmatch(pattern, source):
+                return True
+        log.warning(
+            "%s %s: no resource-based permission lets API Gateway invoke %s", method, route.path, route.function
+        )
+        return False
+
+    def _context(self, method: str, full_path: str, path: str, headers: dict[str, list[str]]) -> dict[str, Any]:
+        host = (headers.get("host") or ["localhost"])[0]
+        now = datetime.now(UTC)
+        return {
+            "accountId": ACCOUNT_ID,
+            "apiId": self._api.id,
+            "resourcePath": path,
+            "httpMethod": method,
+            "path": full_path,
+            "stage": self._api.stage,
+            "protocol": "HTTP/1.1",
+            "requestId": str(uuid.uuid4()),
+            "extendedRequestId": uuid.uuid4().hex[:16],
+            "requestTime": now.strftime("%d/%b/%Y:%H:%M:%S +0000"),
+            "requestTimeEpoch": int(now.timestamp() * 1000),
+            "domainName": host,
+            "domainPrefix": host.split(".")[0],
+        }
+
+    def _event(
+        self,
+        route: Route,
+        params: dict[str, str],
+        method: str,
+        path: str,
+        query_string: str,
+        headers: dict[str, list[str]],
+        body: bytes,
+        context: dict[str, Any],
+    ) -> dict[str, Any]:
+        query = parse_qs(query_string, keep_blank_values=True)
+        text, is_base64 = _body(body)
+        signed = signer((headers.get("authorization") or [""])[0])
+        caller = Caller.of(signed.access_key if signed else None, self._default_caller)
+        return {
+            "resource": route.path,
+            "path": path,
+            "httpMethod": method,
+            "headers": {name: values[-1] for name, values in headers.items()},
+            "multiValueHeaders": headers,
+            "queryStringParameters": {k: v[-1] for k, v in query.items()} or None,
+            "multiValueQueryStringParameters": query or None,
+            "pathParameters": params or None,
+            "stageVariables": None,
+            "requestContext": {
+                **context,
+                "identity": {
+                    "accountId": ACCOUNT_ID,
+                    "caller": caller.caller,
+                    "user": caller.caller,
+                    "userArn": caller.user_arn,
+                    "accessKey": caller.access_key,
+                    "sourceIp": "127.0.0.1",
+                    "userAgent": (headers.get("user-agent") or [""])[0],
+                    "cognitoIdentityPoolId": None,
+                    "cognitoIdentityId": None,
+                    "cognitoAuthenticationType": None,
+                    "cognitoAuthenticationProvider": None,
+                    "principalOrgId": None,
+                },
+                "authorizer": None,
+            },
+            "body": text,
+            "isBase64Encoded": is_base64,
+        }
+
+    def _gateway_error(self, error: GatewayError, context: dict[str, Any]) -> Reply:
+        """An error of API Gateway's own, through the API's gateway responses."""
+        family = "DEFAULT_5XX" if (error.status or DEFAULT_STATUS.get(error.kind, 500)) >= 500 else "DEFAULT_4XX"
+        configured = self._api.gateway_responses.get(error.kind) or self._api.gateway_responses.get(family)
+        status = error.status or DEFAULT_STATUS.get(error.kind, 500)
+        headers = {"Content-Type": ["application/json"], "x-amzn-ErrorType": [_error_type(error.kind)]}
+        template = _DEFAULT_TEMPLATE
+        if configured is not None:
+            status = configured.status or status
+            headers.update({name: [value] for name, value in configured.headers.items()})
+            template = configured.templates.get("application/json", template)
+        variables = {
+            **{f"context.{name}": str(value) for name, value in context.items()},
+            "context.error.message": error.message,
+            "context.error.messageString": json.dumps(error.message),
+            "context.error.responseType": error.kind,
+            "context.error.validationErrorString": "",
+        }
+
+        def substitute(match: re.Match[str]) -> str:
+            name = match.group(1) or match.group(2)
+            return variables.get(name, match.group(0))
+
+        return status, headers, _VARIABLE.sub(substitute, template).encode()
 
     def serve(self, host: str, port: int) -> None:
         gateway = self
@@ -133,9 +281,10 @@ class ApiGateway:
                         self.send_header(name, value)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                self.wfile.write(data)
+                if self.command != "HEAD":
+                    self.wfile.write(data)
 
-            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _any  # noqa: N815 - the stdlib's names
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _any  # noqa: N815 - the stdlib's names
 
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's signature
                 log.info("%s %s", self.address_string(), format % args)
@@ -148,6 +297,25 @@ class ApiGateway:
         if self._server:
             self._server.shutdown()
             self._server.server_close()
+        self._integrations.shutdown(wait=False, cancel_futures=True)
+
+
+def _error_type(kind: str) -> str:
+    """The x-amzn-ErrorType API Gateway sends with a gateway response."""
+    special = {"MISSING_AUTHENTICATION_TOKEN": "MissingAuthenticationTokenException"}
+    return special.get(kind, "".join(part.capitalize() for part in kind.split("_")) + "Exception")
+
+
+def _proxy_reply(response: Any) -> Reply:
+    """The function's proxy response as HTTP; a malformed one is API Gateway's 502."""
+    if not isinstance(response, dict) or not isinstance(response.get("statusCode", 200), int):
+        problem = b'{"message": "Internal server error"}'
+        return 502, {"Content-Type": ["application/json"]}, problem
+    out_headers = {k: [str(v)] for k, v in (response.get("headers") or {}).items()}
+    out_headers.update(response.get("multiValueHeaders") or {})
+    payload = response.get("body") or ""
+    data = base64.b64decode(payload) if response.get("isBase64Encoded") else payload.encode()
+    return int(response.get("statusCode", 200)), out_headers, data
 
 
 def _body(body: bytes) -> tuple[str | None, bool]:

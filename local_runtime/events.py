@@ -1,5 +1,7 @@
-"""EventBridge's default bus, for the events the local fleet emits: each event goes to the functions whose
-EventBridge rule in the template matches it, as an asynchronous invocation."""
+"""EventBridge's default bus, for the events the local fleet emits: each event goes to the targets of the template's
+rules that match it, as asynchronous invocations. As in EventBridge, a rule may invoke a function only if the
+function's resource-based policy lets ``events.amazonaws.com`` invoke it from that rule; otherwise the event is not
+delivered (and the runtime's log says why)."""
 
 from __future__ import annotations
 
@@ -10,25 +12,37 @@ from typing import Any
 from moto.events.models import EventPattern
 
 from local_runtime.lambdas import LambdaBridge
-from local_runtime.template import LocalStack
+from local_runtime.template import EventRule, LocalStack
 
 log = logging.getLogger("local_runtime.events")
 
 
 class EventBus:
     def __init__(self, stack: LocalStack, lambdas: LambdaBridge) -> None:
+        self._stack = stack
         self._lambdas = lambdas
-        self._rules = [
-            (stack.functions[rule.function], EventPattern.load(json.dumps(rule.pattern))) for rule in stack.event_rules
-        ]
+        self._rules = [(rule, EventPattern.load(json.dumps(rule.pattern))) for rule in stack.event_rules]
+
+    def _may_invoke(self, rule: EventRule, function: str) -> bool:
+        return any(
+            p.function == function and p.principal == "events.amazonaws.com" and p.source_arn in (None, rule.arn)
+            for p in self._stack.permissions
+        )
 
     def put(self, event: dict[str, Any]) -> int:
-        """Deliver one event; answer how many rules matched it."""
-        matched = 0
-        for function, pattern in self._rules:
-            if pattern.matches_event(event):  # type: ignore[arg-type]
-                matched += 1
-                self._lambdas.invoke_async(function, event)
-        if not matched:
-            log.debug("no rule matches %s", event.get("detail-type"))
-        return matched
+        """Deliver one event; answer how many targets it went to."""
+        delivered = 0
+        for rule, pattern in self._rules:
+            if not pattern.matches_event(event):  # type: ignore[arg-type]
+                continue
+            for target in rule.targets:
+                if not self._may_invoke(rule, target.function):
+                    log.error(
+                        "rule %s may not invoke %s (no Lambda permission); event dropped",
+                        rule.logical_id,
+                        target.function,
+                    )
+                    continue
+                delivered += 1
+                self._lambdas.invoke_async(self._stack.functions[target.function], event)
+        return delivered

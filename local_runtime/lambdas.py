@@ -1,45 +1,45 @@
-"""The Lambda service, locally: the template's real handlers run in this process, each loaded once (a warm
-container), with the environment the template gives them and the layer's package on the path, as /opt/python."""
+"""The Lambda service, locally: each function runs in processes of its own, as in Lambda.
+
+An execution environment is a process started with only what Lambda gives a function: the variables the template
+sets, Lambda's reserved variables, its execution role's credentials, the function's code and the layer's package
+on the path (as /var/task and /opt/python). A new environment pays its init (importing the handler); a warm one is
+reused, one invocation at a time. Each environment writes its own log stream, with START, END and REPORT lines as
+Lambda writes them, and the runtime's log carries each REPORT line (duration, billed duration, memory, init).
+An invocation that runs past the function's timeout is stopped, and its environment with it.
+"""
 
 from __future__ import annotations
 
 import importlib.util
 import json
 import logging
+import math
 import os
+import select
+import subprocess
 import sys
 import threading
 import time
-import traceback
 import uuid
-from collections.abc import Callable
+from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from local_runtime import meter
+from local_runtime.identities import Identities
 from local_runtime.template import Function, LocalStack
 
 log = logging.getLogger("local_runtime.lambda")
+BOOTSTRAP = Path(__file__).with_name("lambda_bootstrap.py")
 ASYNC_RETRIES = 2  # Lambda retries a failed asynchronous invocation twice
+ENVIRONMENTS_PER_FUNCTION = 8
+"""Concurrent executions of one function; beyond it invocations wait (Lambda would scale further)."""
 ASYNC_WORKERS = 8
-"""Event invocations at once: this one process has a GIL and two cores, not Lambda's fleet of workers."""
-
-
-@dataclass
-class LambdaContext:
-    function_name: str
-    invoked_function_arn: str
-    memory_limit_in_mb: int
-    aws_request_id: str
-    deadline: float
-    function_version: str = "$LATEST"
-    log_group_name: str = ""
-    log_stream_name: str = ""
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self.deadline - time.monotonic()) * 1000))
+"""Event invocations handled at once, over all functions."""
 
 
 @dataclass(frozen=True)
@@ -49,74 +49,252 @@ class Invocation:
     """None, or "Unhandled" as Lambda's X-Amz-Function-Error says when the handler raised"""
 
 
+@dataclass
+class _Environment:
+    """One execution environment: a process running lambda_bootstrap.py."""
+
+    function: Function
+    process: subprocess.Popen[str]
+    answers: _Lines
+    log_stream: Path
+    init_ms: float | None = None
+    init_error: Any = None
+    reported_init: bool = False
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.answers.close()
+
+
+@dataclass
+class _Pool:
+    idle: list[_Environment] = field(default_factory=list)
+    running: int = 0
+    condition: threading.Condition = field(default_factory=threading.Condition)
+
+
 class LambdaBridge:
-    def __init__(self, stack: LocalStack) -> None:
+    def __init__(
+        self, stack: LocalStack, identities: Identities, aws_environment: dict[str, str], logs_dir: Path
+    ) -> None:
         self._stack = stack
+        self._identities = identities
+        self._aws_environment = aws_environment
+        self._logs_dir = logs_dir
         self._by_name = {f.name: f for f in stack.functions.values()} | {f.arn: f for f in stack.functions.values()}
-        self._handlers: dict[str, Callable[..., Any]] = {}
-        self._load_lock = threading.Lock()
+        self._pools: dict[str, _Pool] = defaultdict(_Pool)
         self._async = ThreadPoolExecutor(max_workers=ASYNC_WORKERS, thread_name_prefix="lambda-async")
-        for layer in stack.of_type("AWS::Serverless::LayerVersion").values():
-            path = str(stack.root / layer["Properties"]["ContentUri"])
-            if path not in sys.path:
-                sys.path.insert(0, path)
-        _apply_environment(stack.functions.values())
+        self._closing = threading.Event()
 
     def function(self, name_or_arn: str) -> Function | None:
         name = name_or_arn.split(":function:")[-1].split(":")[0] if ":function:" in name_or_arn else name_or_arn
         return self._by_name.get(name) or self._by_name.get(name_or_arn)
 
     def invoke(self, function: Function, event: Any) -> Invocation:
-        handler = self._handler(function)
-        context = LambdaContext(
-            function_name=function.name,
-            invoked_function_arn=function.arn,
-            memory_limit_in_mb=function.memory,
-            aws_request_id=str(uuid.uuid4()),
-            deadline=time.monotonic() + function.timeout,
-        )
+        """A synchronous (RequestResponse) invocation."""
+        request_id = str(uuid.uuid4())
+        environment = self._acquire(function)
         started = time.perf_counter()
+        healthy = False
         try:
-            result = handler(json.loads(json.dumps(event)), context)
-            return Invocation(payload=json.loads(json.dumps(result)), error=None)
-        except Exception as error:  # the function's error becomes the invocation's, as in Lambda
-            log.exception("%s raised", function.logical_id)
-            return Invocation(
-                payload={
-                    "errorMessage": str(error),
-                    "errorType": type(error).__name__,
-                    "stackTrace": traceback.format_tb(error.__traceback__),
-                },
-                error="Unhandled",
-            )
+            answer, healthy = self._run(environment, request_id, event)
         finally:
             meter.count_invocation(function.logical_id, (time.perf_counter() - started) * 1000)
+            self._release(function, environment, healthy)
+        return Invocation(payload=answer["payload"], error=answer["error"])
 
-    def invoke_async(self, function: Function, event: Any) -> None:
-        """An Event invocation: queued, run later, retried twice if the handler raises."""
+    def invoke_async(self, function: Function, event: Any, retries: int = ASYNC_RETRIES) -> None:
+        """An Event invocation: queued, run later, retried (twice by default) if the handler fails."""
 
         def run() -> None:
-            for attempt in range(ASYNC_RETRIES + 1):
+            for attempt in range(retries + 1):
+                if self._closing.is_set():
+                    return
                 if self.invoke(function, event).error is None:
                     return
-                time.sleep(0.2 * (attempt + 1))
-            log.error("%s failed %d times; the event is dropped", function.logical_id, ASYNC_RETRIES + 1)
+                time.sleep(min(0.2 * 2**attempt, 5))
+            log.error("%s failed %d times; the event is dropped", function.logical_id, retries + 1)
 
         self._async.submit(run)
 
     def close(self) -> None:
+        self._closing.set()
         self._async.shutdown(wait=False, cancel_futures=True)
+        for pool in self._pools.values():
+            with pool.condition:
+                for environment in pool.idle:
+                    environment.close()
+                pool.idle.clear()
 
-    def _handler(self, function: Function) -> Callable[..., Any]:
-        with self._load_lock:
-            if function.logical_id not in self._handlers:
-                module_name, attribute = function.handler.rsplit(".", 1)
-                module = load_module(f"lambda_{function.logical_id}_{module_name}", function.code_dir, module_name)
-                self._handlers[function.logical_id] = getattr(module, attribute)
-            return self._handlers[function.logical_id]
+    # --- execution environments -------------------------------------------------------------------
+
+    def _acquire(self, function: Function) -> _Environment:
+        pool = self._pools[function.logical_id]
+        with pool.condition:
+            while not pool.idle and pool.running >= ENVIRONMENTS_PER_FUNCTION:
+                pool.condition.wait()
+            pool.running += 1
+            if pool.idle:
+                return pool.idle.pop()
+        try:
+            return self._start(function)
+        except BaseException:
+            with pool.condition:
+                pool.running -= 1
+                pool.condition.notify()
+            raise
+
+    def _release(self, function: Function, environment: _Environment, healthy: bool) -> None:
+        pool = self._pools[function.logical_id]
+        with pool.condition:
+            pool.running -= 1
+            if healthy and not self._closing.is_set():
+                pool.idle.append(environment)
+            else:
+                environment.close()
+            pool.condition.notify()
+
+    def _start(self, function: Function) -> _Environment:
+        """A cold environment: a new process that imports the handler."""
+        now = datetime.now(UTC)
+        stream = f"{now:%Y/%m/%d}/[$LATEST]{uuid.uuid4().hex}"
+        log_path = self._logs_dir / function.name / (stream.replace("/", "-") + ".log")
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        credentials = self._identities.for_function(function)
+        layers = [str(path / "python") if (path / "python").is_dir() else str(path) for path in function.layer_dirs]
+        environ = {
+            **function.environment,
+            **self._aws_environment,
+            "AWS_LAMBDA_FUNCTION_NAME": function.name,
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(function.memory),
+            "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+            "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{function.name}",
+            "AWS_LAMBDA_LOG_STREAM_NAME": stream,
+            "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
+            "AWS_EXECUTION_ENV": "AWS_Lambda_python3.11",
+            "AWS_ACCESS_KEY_ID": credentials.access_key,
+            "AWS_SECRET_ACCESS_KEY": credentials.secret_key,
+            "AWS_SESSION_TOKEN": credentials.session_token,
+            "AWS_XRAY_CONTEXT_MISSING": "LOG_ERROR",
+            "LAMBDA_TASK_ROOT": str(function.code_dir),
+            "LANG": "en_US.UTF-8",
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "PYTHONPATH": os.pathsep.join([str(function.code_dir), *layers]),
+            "TZ": ":UTC",
+            "_HANDLER": function.handler,
+        }
+        read_fd, write_fd = os.pipe()
+        with log_path.open("ab") as log_file:
+            process = subprocess.Popen(
+                [sys.executable, "-u", str(BOOTSTRAP), str(write_fd), function.arn],
+                cwd=function.code_dir,
+                env=environ,
+                stdin=subprocess.PIPE,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                pass_fds=(write_fd,),
+                text=True,
+                start_new_session=True,
+            )
+        os.close(write_fd)
+        environment = _Environment(function, process, _Lines(read_fd), log_path)
+        ready = environment.answers.read(function.timeout + 10)
+        if ready is None:
+            environment.close()
+            raise RuntimeError(f"{function.logical_id} did not start; see {log_path}")
+        environment.init_ms, environment.init_error = ready["initMs"], ready["error"]
+        return environment
+
+    def _run(self, environment: _Environment, request_id: str, event: Any) -> tuple[dict[str, Any], bool]:
+        """One invocation in a given environment: (the answer, whether the environment can be reused)."""
+        function = environment.function
+        deadline = time.time() + function.timeout
+        trace = f"Root=1-{int(time.time()):08x}-{uuid.uuid4().hex[:24]};Parent={uuid.uuid4().hex[:16]};Sampled=0"
+        _append(environment.log_stream, f"START RequestId: {request_id} Version: $LATEST\n")
+        assert environment.process.stdin is not None
+        try:
+            environment.process.stdin.write(
+                json.dumps({"requestId": request_id, "event": event, "deadline": deadline, "traceId": trace}) + "\n"
+            )
+            environment.process.stdin.flush()
+            answer = environment.answers.read(function.timeout)
+        except (BrokenPipeError, OSError):
+            answer = None
+        healthy = answer is not None
+        if answer is None:
+            timed_out = environment.process.poll() is None
+            environment.close()
+            now = f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%S.%fZ}"
+            message = (
+                f"{now} {request_id} Task timed out after {function.timeout:.2f} seconds"
+                if timed_out
+                else "Runtime exited without providing a reason"
+            )
+            answer = {
+                "payload": {
+                    "errorMessage": message,
+                    "errorType": "Sandbox.Timedout" if timed_out else "Runtime.ExitError",
+                },
+                "error": "Unhandled",
+                "durationMs": function.timeout * 1000.0,
+                "maxMemoryMB": 0,
+            }
+        elif environment.init_error is not None:
+            healthy = False  # Lambda starts a new environment after a failed init
+        self._report(environment, request_id, answer)
+        return answer, healthy
+
+    def _report(self, environment: _Environment, request_id: str, answer: dict[str, Any]) -> None:
+        function = environment.function
+        duration = float(answer["durationMs"])
+        line = (
+            f"REPORT RequestId: {request_id}\tDuration: {duration:.2f} ms\tBilled Duration: {math.ceil(duration)} ms\t"
+            f"Memory Size: {function.memory} MB\tMax Memory Used: {answer['maxMemoryMB']} MB"
+        )
+        if not environment.reported_init and environment.init_ms is not None:
+            line += f"\tInit Duration: {environment.init_ms:.2f} ms"
+            environment.reported_init = True
+        if answer["error"]:
+            line += f"\tStatus: error ({answer['payload'].get('errorType')})"
+        _append(environment.log_stream, f"END RequestId: {request_id}\n{line}\n")
+        log.info("%s %s", function.logical_id, line)
+
+
+def _append(path: Path, text: str) -> None:
+    with path.open("a") as stream:
+        stream.write(text)
+
+
+class _Lines:
+    """The JSON lines an environment answers with, on a pipe of its own."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._buffer = b""
+
+    def read(self, timeout: float) -> dict[str, Any] | None:
+        """The next line, or None if none comes in time or the process ended."""
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([self._fd], [], [], remaining)[0]:
+                return None
+            chunk = os.read(self._fd, 1 << 16)
+            if not chunk:
+                return None
+            self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        answer: dict[str, Any] = json.loads(line)
+        return answer
+
+    def close(self) -> None:
+        os.close(self._fd)
 
 
 def load_module(unique_name: str, code_dir: os.PathLike[str] | str, module_name: str) -> ModuleType:
+    """A handler module loaded into this process (for the in-process tests of handlers)."""
     spec = importlib.util.spec_from_file_location(unique_name, f"{code_dir}/{module_name}.py")
     if spec is None or spec.loader is None:
         raise ImportError(f"no module {module_name} in {code_dir}")
@@ -124,18 +302,3 @@ def load_module(unique_name: str, code_dir: os.PathLike[str] | str, module_name:
     sys.modules[unique_name] = module
     spec.loader.exec_module(module)
     return module
-
-
-def _apply_environment(functions: Any) -> None:
-    """The functions share this process, so their variables must agree: a variable two functions set differently
-    would make one of them run with the other's value, and is refused."""
-    merged: dict[str, tuple[str, str]] = {}
-    for function in functions:
-        for key, value in function.environment.items():
-            if key in merged and merged[key][1] != value:
-                raise RuntimeError(
-                    f"{function.logical_id} sets {key}={value!r} but {merged[key][0]} sets {merged[key][1]!r}; "
-                    "the local runtime runs every function in one process and needs them to agree"
-                )
-            merged[key] = (function.logical_id, value)
-    os.environ.update({key: value for key, (_, value) in merged.items()})

@@ -3,6 +3,7 @@ end-to-end tests and the benchmarks)."""
 
 from __future__ import annotations
 
+import re
 import signal
 import socket
 import subprocess
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+READY = re.compile(rb"^READY (?P<url>\S+)\n", re.MULTILINE)
 
 
 def free_port() -> int:
@@ -25,25 +27,32 @@ def free_port() -> int:
 class RuntimeProcess:
     process: subprocess.Popen[bytes]
     api: str
+    """The API's base URL: its stage on the local host"""
     edge: str
     log: Path
 
     @classmethod
     def start(cls, *options: str, timeout: float = 60) -> RuntimeProcess:
         port, edge_port = free_port(), free_port()
-        log = Path(tempfile.mkdtemp(prefix="longrun-local-")) / "local-runtime.log"
-        command = [sys.executable, "-m", "local_runtime", "--port", str(port), "--edge-port", str(edge_port), *options]
+        work = Path(tempfile.mkdtemp(prefix="longrun-local-"))
+        log = work / "local-runtime.log"
+        command = [
+            sys.executable, "-m", "local_runtime", "--port", str(port), "--edge-port", str(edge_port),
+            "--logs-dir", str(work / "logs"), *options,
+        ]  # fmt: skip
         with log.open("wb") as out:
             process = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
-        while b"READY" not in log.read_bytes():
+        while not READY.search(log.read_bytes()):
             if process.poll() is not None:
                 raise RuntimeError(f"the local runtime exited:\n{log.read_text()}")
             if time.monotonic() > deadline:
                 process.kill()
                 raise RuntimeError(f"the local runtime did not start in {timeout} s")
             time.sleep(0.1)
-        return cls(process, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{edge_port}", log)
+        ready = READY.search(log.read_bytes())
+        assert ready is not None
+        return cls(process, ready["url"].decode(), f"http://127.0.0.1:{edge_port}", log)
 
     def stop(self, timeout: float = 30) -> int:
         """SIGTERM, as Ctrl-C or a service manager would; answer the exit code."""

@@ -3,8 +3,10 @@ invocations and their duration (at the bridge), Step Functions state transitions
 executions of a Distributed Map included) and DynamoDB capacity units (from the size of each item read or
 written). ``GET /_local/meter`` on the edge answers the counts; ``POST /_local/meter/reset`` zeroes them.
 
-DynamoDB units follow DynamoDB's rules: a write costs one unit per KB of the larger of the item before and after,
-twice that inside a transaction; a read one unit per 4 KB read, every read counted as strongly consistent.
+DynamoDB units follow DynamoDB's rules, with item sizes as DynamoDB measures them: a write costs one unit per KB of
+the larger of the item before and after, twice that inside a transaction (a cancelled one costs nothing here); a
+read one unit per 4 KB read, every read counted as strongly consistent. A condition's read inside a write is part
+of the write.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 from moto.dynamodb.models import DynamoDBBackend
 from moto.stepfunctions.parser.asl.eval.event.event_manager import EventManager
 
-from local_runtime import moto_atomicity
+from local_runtime import dynamodb
 
 _lock = threading.Lock()
 calls: Counter[str] = Counter()
@@ -57,17 +59,10 @@ def reset() -> None:
             counter.clear()
 
 
-_unmetered_get_item: Any = None
-_nested = threading.local()
-"""A call the backend makes to itself (a condition's read inside a write) is part of the outer call's bill."""
-
-
-def _item_size(backend: DynamoDBBackend, table: str, key: dict[str, Any]) -> int:
-    try:
-        item = _unmetered_get_item(backend, table, key)
-    except Exception:  # noqa: BLE001 - a missing table or item weighs nothing
-        return 0
-    return int(item.size()) if item is not None else 0
+def _on_write(before: int, after: int, transactional: bool) -> None:
+    units = _write_units(before, after) * (2 if transactional else 1)
+    with _lock:
+        capacity["writeUnits"] += units
 
 
 def _write_units(before: int, after: int) -> int:
@@ -78,66 +73,38 @@ def _read_units(size: int) -> int:
     return max(1, math.ceil(size / 4096))
 
 
-def _metered(name: str, original: Any) -> Any:
+def _metered_read(name: str, original: Any) -> Any:
     @functools.wraps(original)
-    def wrapper(self: DynamoDBBackend, *args: Any, **kwargs: Any) -> Any:
-        if getattr(_nested, "active", False):
-            return original(self, *args, **kwargs)
-        _nested.active = True
-        try:
-            with moto_atomicity.LOCK:  # the sizes before and after belong to this very write
-                return _measure(self, args, kwargs)
-        finally:
-            _nested.active = False
-
-    def _measure(self: DynamoDBBackend, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        if name == "transact_write_items":
-            items = args[0] if args else kwargs["transact_items"]
-            keys = []
-            for item in items:
-                _, op = next(iter(item.items()))
-                key = moto_atomicity.item_key(self, op["TableName"], op["Item"]) if "Item" in op else op["Key"]
-                keys.append((op["TableName"], key, _item_size(self, op["TableName"], key)))
-            try:
-                return original(self, *args, **kwargs)
-            finally:
-                units = sum(2 * _write_units(before, _item_size(self, t, k)) for t, k, before in keys)
-                with _lock:
-                    capacity["writeUnits"] += units
-                    capacity["transactWriteItems"] += 1
-        if name in ("put_item", "update_item", "delete_item"):
-            table_name = args[0] if args else kwargs["table_name"]
-            attributes: dict[str, Any] = args[1] if len(args) > 1 else kwargs.get("item_attrs") or kwargs["key"]
-            key = moto_atomicity.item_key(self, table_name, attributes) if name == "put_item" else attributes
-            before = _item_size(self, table_name, key)
-            try:
-                return original(self, *args, **kwargs)
-            finally:
-                with _lock:
-                    capacity["writeUnits"] += _write_units(before, _item_size(self, table_name, key))
+    def read(self: DynamoDBBackend, *args: Any, **kwargs: Any) -> Any:
         result = original(self, *args, **kwargs)
-        if name == "get_item":
-            with _lock:
-                capacity["readUnits"] += _read_units(int(result.size()) if result is not None else 0)
-        elif name in ("query", "scan"):
-            items = result[0]
-            with _lock:
-                capacity["readUnits"] += _read_units(sum(int(item.size()) for item in items))
+        items = [result] if name == "get_item" else result[0]
+        size = sum(dynamodb.item_size(item) for item in items)
+        with _lock:
+            capacity["readUnits"] += _read_units(size)
         return result
 
-    return wrapper
+    return read
+
+
+def _metered_transaction(original: Any) -> Any:
+    @functools.wraps(original)
+    def transact(self: DynamoDBBackend, *args: Any, **kwargs: Any) -> Any:
+        with _lock:
+            capacity["transactWriteItems"] += 1
+        return original(self, *args, **kwargs)
+
+    return transact
 
 
 def install() -> None:
-    """Count DynamoDB capacity and state transitions from here on (idempotent; after make_dynamodb_atomic)."""
-    global _unmetered_get_item
+    """Count DynamoDB capacity and state transitions from here on (idempotent; makes DynamoDB strict first)."""
     if getattr(EventManager.add_event, "_metered", False):
         return
-    moto_atomicity.make_dynamodb_atomic()
-    _unmetered_get_item = DynamoDBBackend.get_item
-    for name in ("get_item", "put_item", "update_item", "delete_item", "transact_write_items", "query", "scan"):
-        wrapped = _metered(name, getattr(DynamoDBBackend, name))
-        setattr(DynamoDBBackend, name, wrapped)
+    dynamodb.install()
+    dynamodb.RULES.write_listeners.append(_on_write)
+    for name in ("get_item", "query", "scan"):
+        setattr(DynamoDBBackend, name, _metered_read(name, getattr(DynamoDBBackend, name)))
+    DynamoDBBackend.transact_write_items = _metered_transaction(DynamoDBBackend.transact_write_items)  # type: ignore[method-assign]
     original_add = EventManager.add_event
 
     @functools.wraps(original_add)

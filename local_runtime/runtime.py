@@ -1,5 +1,5 @@
 """Starts and stops the whole local service: the edge (moto and the local services), the stack from
-template.yaml, the simulated fleet, and the API."""
+template.yaml (as the SAM transform deploys it), the simulated fleet, and the API."""
 
 from __future__ import annotations
 
@@ -13,17 +13,19 @@ from pathlib import Path
 
 import boto3
 
-from local_runtime import meter, template
+from local_runtime import dynamodb, iam, meter, step_functions, template
 from local_runtime.api_gateway import ApiGateway
 from local_runtime.edge import Edge
 from local_runtime.events import EventBus
-from local_runtime.fleet import Fleet
+from local_runtime.fleet import EventFaults, Fleet
+from local_runtime.identities import Identities
 from local_runtime.lambdas import LambdaBridge
 
 log = logging.getLogger("local_runtime")
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_SCRIPTS = ROOT / "examples" / "scripts"
-DEFAULT_DEVICES = ("web-1", "web-2", "web-3", "db-1", "3")
+DEFAULT_DEVICES = ("web-1", "web-2", "ec2:web-3", "db-1", "3")
+"""Hybrid managed nodes, and one EC2 instance (ec2:NAME)"""
 
 
 @dataclass
@@ -36,7 +38,14 @@ class Options:
     region: str = "us-east-1"
     stack_name: str = "longrun-local"
     scripts: Path = EXAMPLE_SCRIPTS
-    drop_device_events: bool = False
+    unmanaged: tuple[str, ...] = ()
+    """Device ids of EC2 instances that carry the device tag but are not SSM managed nodes"""
+    event_faults: EventFaults = field(default_factory=EventFaults)
+    transaction_ms: float = 10.0
+    conflict_rate: float = 0.0
+    parameters: dict[str, str] = field(default_factory=dict)
+    """Template parameter overrides"""
+    logs_dir: Path = ROOT / ".local-runtime" / "logs"
 
 
 @dataclass
@@ -44,6 +53,7 @@ class LocalRuntime:
     options: Options
     stack: template.LocalStack = field(init=False)
     fleet: Fleet = field(init=False)
+    ledger: iam.Ledger = field(default_factory=iam.Ledger)
     _closers: list[Callable[[], None]] = field(default_factory=list)
 
     @property
@@ -54,9 +64,15 @@ class LocalRuntime:
     def edge_url(self) -> str:
         return f"http://{self.options.host}:{self.options.edge_port}"
 
+    @property
+    def stage_url(self) -> str:
+        """The API's base URL, as the stack's ApiUrl output is in AWS: the stage's path on the API's host."""
+        return f"{self.api_url}/{self.stack.apis[0].stage}"
+
     def start(self) -> None:
         opts = self.options
-        # Every AWS client in this process - the handlers' and moto's own - reaches AWS through the edge.
+        # This process's own AWS clients (moto's, the fleet's set-up) reach AWS through the edge, as the account's
+        # administrator; each function's process gets its role's credentials instead.
         os.environ.update(
             {
                 "AWS_ENDPOINT_URL": self.edge_url,
@@ -65,25 +81,29 @@ class LocalRuntime:
                 "AWS_REGION": opts.region,
                 "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "test"),
                 "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "test"),
-                "POWERTOOLS_TRACE_DISABLED": "true",
-                "POWERTOOLS_METRICS_DISABLED": "true",
             }
         )
-        meter.install()  # makes moto's DynamoDB atomic, then counts what every call costs
-        self.stack = template.load(ROOT, opts.stack_name, opts.region)
-        lambdas = LambdaBridge(self.stack)
+        meter.install()  # makes moto's DynamoDB behave as DynamoDB, then counts what every call costs
+        dynamodb.configure(transaction_ms=opts.transaction_ms, conflict_rate=opts.conflict_rate)
+        self.stack = template.load(ROOT, opts.stack_name, opts.region, opts.parameters)
+        identities = Identities(self.stack)
+        aws = {"AWS_REGION": opts.region, "AWS_DEFAULT_REGION": opts.region, "AWS_ENDPOINT_URL": self.edge_url}
+        lambdas = LambdaBridge(self.stack, identities, aws, opts.logs_dir)
         bus = EventBus(self.stack, lambdas)
         self.fleet = Fleet(
             device_ids=list(opts.devices),
             tag_key=self.stack.parameters["DeviceIdTagKey"],
             region=opts.region,
             s3_endpoint=self.edge_url,
+            credentials=identities.devices,
             announce=bus.put,
-            drop_device_events=opts.drop_device_events,
+            unmanaged=list(opts.unmanaged),
+            faults=opts.event_faults,
         )
-        edge = Edge(lambdas, self.fleet)
+        edge = Edge(lambdas, self.fleet, identities, self.ledger)
         edge.serve(opts.host, opts.edge_port)
         self._closers += [self.fleet.close, lambdas.close, edge.close]
+        step_functions.sign_as_execution_role(identities)
         self._configure_moto()
         self._create_resources()
         api = ApiGateway(self.stack, lambdas, default_caller=opts.caller)
@@ -103,16 +123,19 @@ class LocalRuntime:
         for table in self.stack.tables():
             dynamodb.create_table(**table)
         s3 = boto3.client("s3")
-        for bucket in self.stack.buckets():
+        for bucket, props in self.stack.buckets():
             s3.create_bucket(Bucket=bucket)
+            if "BucketEncryption" in props:  # CloudFormation's names for the API's encryption rules
+                rules = [
+                    {"ApplyServerSideEncryptionByDefault": rule["ServerSideEncryptionByDefault"]}
+                    for rule in props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+                ]
+                s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration={"Rules": rules})  # type: ignore[misc,arg-type]
+            if "VersioningConfiguration" in props:
+                s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration=props["VersioningConfiguration"])
         sfn = boto3.client("stepfunctions")
-        for name, definition in self.stack.state_machines():
-            sfn.create_state_machine(
-                name=name,
-                definition=definition,
-                roleArn=f"arn:aws:iam::{template.ACCOUNT_ID}:role/{name}-role",
-                type="STANDARD",
-            )
+        for name, definition, role_arn in self.stack.state_machines():
+            sfn.create_state_machine(name=name, definition=definition, roleArn=role_arn, type="STANDARD")
         bucket = self.scripts_bucket
         for script in sorted(self.options.scripts.glob("*")):
             s3.upload_file(str(script), bucket, f"scripts/{script.name}")
@@ -137,17 +160,18 @@ class LocalRuntime:
         return f"""
 longrun is running locally (AWS played by moto; nothing leaves this machine).
 
-  API        {self.api_url}/device-management/script-execution
+  API        {self.stage_url}/device-management/script-execution
   AWS edge   {self.edge_url}   (AWS_ENDPOINT_URL for boto3, awslocal, localstack-client)
   devices    {devices}
   scripts    s3://{self.scripts_bucket}/  ({scripts})
+  logs       {self.options.logs_dir}/<function>/  (one file per execution environment, as log streams)
 
 Try it:
-  curl -si -X POST {self.api_url}/device-management/script-execution \\
+  curl -si -X POST {self.stage_url}/device-management/script-execution \\
        -H 'Content-Type: application/json' -d '{example}'
-  curl -s {self.api_url}/device-management/script-execution/<id>
-  curl -s {self.api_url}/device-management/script-execution/<id>/result
-  curl -si -X DELETE {self.api_url}/device-management/script-execution/<id>
+  curl -s {self.stage_url}/device-management/script-execution/<id>
+  curl -s {self.stage_url}/device-management/script-execution/<id>/result
+  curl -si -X DELETE {self.stage_url}/device-management/script-execution/<id>
 
 Ctrl-C stops everything.
 """

@@ -1,40 +1,33 @@
-"""template.yaml as the local runtime deploys it: the same resources, with local names and ARNs.
+"""template.yaml as CloudFormation would deploy it, named for one local deployment.
 
-Only what the local stack needs is resolved: Ref, Fn::GetAtt and Fn::Sub over parameters (their defaults),
-pseudo parameters and the resources the template declares.
+The SAM template goes through the SAM translator (the library ``sam deploy`` and CloudFormation's
+``AWS::Serverless`` transform use), so the local runtime sees what AWS would create: the functions' generated
+roles with SAM's policy templates expanded, the REST API's OpenAPI body with its gateway responses, the EventBridge
+rules and their Lambda permissions, the state machine with its role. Local code paths stand in for the artifacts
+``sam deploy`` would upload. Intrinsic functions are resolved with the parameters' defaults (or the values given),
+local names and ARNs under one account.
 """
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+import boto3
+from samtranslator.parser.parser import Parser
+from samtranslator.translator.translator import Translator
+from samtranslator.yaml_helper import yaml_parse
 
+logging.getLogger("samtranslator.metrics").setLevel(logging.ERROR)  # its notes on unpublished metrics
 ACCOUNT_ID = "123456789012"
-
-
-class _CfnLoader(yaml.SafeLoader):
-    """YAML with CloudFormation's short tags (!Ref, !GetAtt, !Sub ...) read as their long forms."""
-
-
-def _short_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
-    name = "Ref" if suffix == "Ref" else f"Fn::{suffix}"
-    value: Any
-    if isinstance(node, yaml.ScalarNode):
-        value = loader.construct_scalar(node)
-        if suffix == "GetAtt":
-            value = str(value).split(".", 1)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
-    return {name: value}
-
-
-_CfnLoader.add_multi_constructor("!", _short_tag)
+CODE_BUCKET = "local-code"
+"""Where SAM would have uploaded each code folder; its keys are the folders' paths in this repository."""
+_LOCAL_ARTIFACTS = ("CodeUri", "ContentUri", "DefinitionUri")
 
 
 @dataclass(frozen=True)
@@ -43,19 +36,48 @@ class Route:
     path: str
     """API Gateway resource path, e.g. /device-management/script-execution/{task_id}"""
     function: str
+    authorization: str
+    """AWS_IAM, NONE, or an authorizer's name"""
+    credentials: str | None
+    """The integration's credentials: None (the function's resource-based permission) or arn:aws:iam::*:user/*
+    (the caller's own credentials invoke the function)"""
 
-    def match(self, method: str, path: str) -> dict[str, str] | None:
-        if method.upper() != self.method:
-            return None
+    def match(self, path: str) -> dict[str, str] | None:
         pattern = "^" + re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(self.path)) + "$"
         found = re.match(pattern, path)
         return found.groupdict() if found else None
 
 
 @dataclass(frozen=True)
-class EventRule:
+class GatewayResponse:
+    status: int | None
+    """The response's own status code; None keeps the error's status"""
+    headers: dict[str, str]
+    templates: dict[str, str]
+
+
+@dataclass(frozen=True)
+class RestApi:
+    logical_id: str
+    id: str
+    stage: str
+    routes: list[Route]
+    gateway_responses: dict[str, GatewayResponse]
+
+
+@dataclass(frozen=True)
+class RuleTarget:
     function: str
+    max_retries: int
+    max_age_seconds: int
+
+
+@dataclass(frozen=True)
+class EventRule:
+    logical_id: str
+    arn: str
     pattern: dict[str, Any]
+    targets: list[RuleTarget]
 
 
 @dataclass(frozen=True)
@@ -64,25 +86,50 @@ class Function:
     name: str
     arn: str
     code_dir: Path
+    layer_dirs: tuple[Path, ...]
     handler: str
     timeout: int
     memory: int
     environment: dict[str, str]
+    role: str
+    """The ARN of its execution role"""
+
+
+@dataclass(frozen=True)
+class Role:
+    logical_id: str
+    name: str
+    arn: str
+    service: str
+    """Who assumes it, e.g. lambda.amazonaws.com"""
+    policies: dict[str, dict[str, Any]]
+    """policy name (inline) or ARN (managed) -> policy document; AWS managed policies are left to the caller"""
+
+
+@dataclass(frozen=True)
+class LambdaPermission:
+    function: str
+    principal: str
+    source_arn: str | None
 
 
 @dataclass
 class LocalStack:
-    """The template's resources, named for one local deployment."""
+    """The deployed template's resources, named for one local deployment."""
 
     root: Path
     stack_name: str
     region: str
     resources: dict[str, dict[str, Any]]
     parameters: dict[str, str]
+    outputs: dict[str, Any] = field(default_factory=dict)
     functions: dict[str, Function] = field(default_factory=dict)
-    routes: list[Route] = field(default_factory=list)
+    roles: dict[str, Role] = field(default_factory=dict)
+    managed_policies: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """ARN -> document of each AWS::IAM::ManagedPolicy the template creates"""
+    apis: list[RestApi] = field(default_factory=list)
     event_rules: list[EventRule] = field(default_factory=list)
-    stage: str = "v1"
+    permissions: list[LambdaPermission] = field(default_factory=list)
 
     # --- what the runtime creates ------------------------------------------------------------
 
@@ -103,19 +150,26 @@ class LocalStack:
             tables.append({"TableName": self.physical_id(logical_id)} | {k: props[k] for k in keep if k in props})
         return tables
 
-    def buckets(self) -> list[str]:
-        return [self.physical_id(logical_id) for logical_id in self.of_type("AWS::S3::Bucket")]
+    def buckets(self) -> list[tuple[str, dict[str, Any]]]:
+        """(name, properties) of each bucket."""
+        return [
+            (self.physical_id(logical_id), self.resolve(resource.get("Properties", {})))
+            for logical_id, resource in self.of_type("AWS::S3::Bucket").items()
+        ]
 
-    def state_machines(self) -> list[tuple[str, str]]:
-        """(name, definition) of each state machine: its ASL file with DefinitionSubstitutions applied."""
+    def state_machines(self) -> list[tuple[str, str, str]]:
+        """(name, definition, role ARN) of each state machine: its ASL file with DefinitionSubstitutions applied."""
         machines = []
-        for logical_id, resource in self.of_type("AWS::Serverless::StateMachine").items():
-            props = resource["Properties"]
-            definition = (self.root / props["DefinitionUri"]).read_text()
-            for key, value in self.resolve(props.get("DefinitionSubstitutions", {})).items():
+        for logical_id, resource in self.of_type("AWS::StepFunctions::StateMachine").items():
+            props = self.resolve(resource["Properties"])
+            definition = (self.root / props["DefinitionS3Location"]["Key"]).read_text()
+            for key, value in props.get("DefinitionSubstitutions", {}).items():
                 definition = definition.replace("${" + key + "}", str(value))
-            machines.append((self.physical_id(logical_id), definition))
+            machines.append((self.physical_id(logical_id), definition, props["RoleArn"]))
         return machines
+
+    def output(self, name: str) -> str:
+        return str(self.resolve(self.outputs[name]["Value"]))
 
     # --- names -------------------------------------------------------------------------------
 
@@ -125,8 +179,10 @@ class LocalStack:
         props = resource.get("Properties", {})
         if kind == "AWS::S3::Bucket":
             return f"{self.stack_name}-{logical_id}".lower()
-        if kind == "AWS::Serverless::StateMachine" and "Name" in props:
-            return str(self.resolve(props["Name"]))
+        if kind == "AWS::StepFunctions::StateMachine" and "StateMachineName" in props:
+            return str(self.resolve(props["StateMachineName"]))
+        if kind == "AWS::ApiGateway::RestApi":
+            return hashlib.sha256(f"{self.stack_name}/{logical_id}".encode()).hexdigest()[:10]
         return f"{self.stack_name}-{logical_id}"
 
     def arn(self, logical_id: str) -> str:
@@ -134,10 +190,14 @@ class LocalStack:
         name = self.physical_id(logical_id)
         prefix = f"arn:aws:{{}}:{self.region}:{ACCOUNT_ID}"
         return {
-            "AWS::Serverless::Function": prefix.format("lambda") + f":function:{name}",
-            "AWS::Serverless::StateMachine": prefix.format("states") + f":stateMachine:{name}",
+            "AWS::Lambda::Function": prefix.format("lambda") + f":function:{name}",
+            "AWS::Lambda::LayerVersion": prefix.format("lambda") + f":layer:{name}:1",
+            "AWS::StepFunctions::StateMachine": prefix.format("states") + f":stateMachine:{name}",
             "AWS::DynamoDB::Table": prefix.format("dynamodb") + f":table/{name}",
             "AWS::S3::Bucket": f"arn:aws:s3:::{name}",
+            "AWS::IAM::Role": f"arn:aws:iam::{ACCOUNT_ID}:role/{name}",
+            "AWS::IAM::ManagedPolicy": f"arn:aws:iam::{ACCOUNT_ID}:policy/{name}",
+            "AWS::Events::Rule": prefix.format("events") + f":rule/{name}",
         }.get(kind, prefix.format("local") + f":{logical_id}")
 
     def ref(self, name: str) -> str:
@@ -153,7 +213,7 @@ class LocalStack:
         if name in self.parameters:
             return self.parameters[name]
         kind = self.resources[name]["Type"]
-        if kind in ("AWS::Serverless::StateMachine", "AWS::Serverless::LayerVersion", "AWS::IAM::ManagedPolicy"):
+        if kind in ("AWS::StepFunctions::StateMachine", "AWS::Lambda::LayerVersion", "AWS::IAM::ManagedPolicy"):
             return self.arn(name)
         return self.physical_id(name)
 
@@ -162,6 +222,8 @@ class LocalStack:
             return self.arn(name)
         if attribute == "Name":
             return self.physical_id(name)
+        if attribute == "RootResourceId":
+            return f"{self.physical_id(name)}-root"
         raise ValueError(f"the local runtime does not resolve !GetAtt {name}.{attribute}")
 
     def resolve(self, value: Any) -> Any:
@@ -172,52 +234,157 @@ class LocalStack:
         if set(value) == {"Ref"}:
             return self.ref(value["Ref"])
         if set(value) == {"Fn::GetAtt"}:
-            name, attribute = value["Fn::GetAtt"]
+            target = value["Fn::GetAtt"]
+            name, attribute = target.split(".", 1) if isinstance(target, str) else target
             return self.get_att(name, attribute)
         if set(value) == {"Fn::Sub"}:
-            return self._sub(value["Fn::Sub"])
+            spec = value["Fn::Sub"]
+            if isinstance(spec, list):
+                text, variables = spec
+                return self._sub(text, {key: str(self.resolve(item)) for key, item in variables.items()})
+            return self._sub(spec, {})
+        if set(value) == {"Fn::Join"}:
+            separator, items = value["Fn::Join"]
+            return separator.join(str(item) for item in self.resolve(items))
         return {key: self.resolve(item) for key, item in value.items()}
 
-    def _sub(self, text: str) -> str:
+    def _sub(self, text: str, variables: dict[str, str]) -> str:
         def replace(match: re.Match[str]) -> str:
             name = match.group(1)
+            if name in variables:
+                return variables[name]
             if "." in name and not name.startswith("AWS::"):
                 resource, attribute = name.split(".", 1)
                 return self.get_att(resource, attribute)
             return self.ref(name)
 
-        return re.sub(r"\$\{([^}]+)\}", replace, text)
+        return re.sub(r"\$\{([^}!]+)\}", replace, text)
 
 
-def load(root: Path, stack_name: str, region: str) -> LocalStack:
-    document = yaml.load((root / "template.yaml").read_text(), Loader=_CfnLoader)  # noqa: S506 - safe loader subclass
-    parameters = {name: str(spec.get("Default", "")) for name, spec in document.get("Parameters", {}).items()}
+def load(root: Path, stack_name: str, region: str, parameters: dict[str, str] | None = None) -> LocalStack:
+    """The template as CloudFormation would deploy it (after the SAM transform), under ``stack_name``."""
+    document = yaml_parse((root / "template.yaml").read_text())
+    values = {name: str(spec.get("Default", "")) for name, spec in document.get("Parameters", {}).items()}
+    values.update(parameters or {})
+    deployed = _sam_transform(document, values, region)
     stack = LocalStack(
-        root=root, stack_name=stack_name, region=region, resources=document["Resources"], parameters=parameters
+        root=root,
+        stack_name=stack_name,
+        region=region,
+        resources=deployed["Resources"],
+        parameters=values,
+        outputs=deployed.get("Outputs", {}),
     )
-    globals_ = document.get("Globals", {}).get("Function", {})
-    for logical_id, resource in stack.of_type("AWS::Serverless::Function").items():
-        props = {**globals_, **resource["Properties"]}
-        environment = {
-            **globals_.get("Environment", {}).get("Variables", {}),
-            **resource["Properties"].get("Environment", {}).get("Variables", {}),
-        }
-        stack.functions[logical_id] = Function(
-            logical_id=logical_id,
-            name=stack.physical_id(logical_id),
-            arn=stack.arn(logical_id),
-            code_dir=root / props["CodeUri"],
-            handler=props["Handler"],
-            timeout=int(props.get("Timeout", 3)),
-            memory=int(props.get("MemorySize", 128)),
-            environment={key: str(value) for key, value in stack.resolve(environment).items()},
-        )
-        for event in resource["Properties"].get("Events", {}).values():
-            if event["Type"] == "Api":
-                spec = event["Properties"]
-                stack.routes.append(Route(method=spec["Method"].upper(), path=spec["Path"], function=logical_id))
-            elif event["Type"] == "EventBridgeRule":
-                stack.event_rules.append(EventRule(function=logical_id, pattern=event["Properties"]["Pattern"]))
-    for api in stack.of_type("AWS::Serverless::Api").values():
-        stack.stage = str(api["Properties"].get("StageName", stack.stage))
+    for logical_id, resource in stack.of_type("AWS::Lambda::Function").items():
+        stack.functions[logical_id] = _function(stack, logical_id, resource["Properties"])
+    for logical_id, resource in stack.of_type("AWS::IAM::ManagedPolicy").items():
+        stack.managed_policies[stack.arn(logical_id)] = stack.resolve(resource["Properties"]["PolicyDocument"])
+    for logical_id, resource in stack.of_type("AWS::IAM::Role").items():
+        stack.roles[logical_id] = _role(stack, logical_id, resource["Properties"])
+    for logical_id, resource in stack.of_type("AWS::ApiGateway::RestApi").items():
+        stack.apis.append(_rest_api(stack, logical_id, resource["Properties"]))
+    functions_by_arn = {function.arn: function.logical_id for function in stack.functions.values()}
+    for logical_id, resource in stack.of_type("AWS::Events::Rule").items():
+        props = stack.resolve(resource["Properties"])
+        targets = [
+            RuleTarget(
+                function=functions_by_arn[target["Arn"]],
+                max_retries=int(target.get("RetryPolicy", {}).get("MaximumRetryAttempts", 185)),
+                max_age_seconds=int(target.get("RetryPolicy", {}).get("MaximumEventAgeInSeconds", 86_400)),
+            )
+            for target in props.get("Targets", [])
+            if target["Arn"] in functions_by_arn
+        ]
+        stack.event_rules.append(EventRule(logical_id, stack.arn(logical_id), props["EventPattern"], targets))
+    functions_by_name = {function.name: function.logical_id for function in stack.functions.values()}
+    for resource in stack.of_type("AWS::Lambda::Permission").values():
+        props = stack.resolve(resource["Properties"])
+        function = functions_by_name.get(props["FunctionName"]) or functions_by_arn.get(props["FunctionName"])
+        if function is not None:
+            stack.permissions.append(LambdaPermission(function, props["Principal"], props.get("SourceArn")))
     return stack
+
+
+def _sam_transform(document: dict[str, Any], parameters: dict[str, str], region: str) -> dict[str, Any]:
+    """The CloudFormation template SAM makes of ``document``; local folders stand in for uploaded artifacts."""
+    document = copy.deepcopy(document)
+    for resource in document["Resources"].values():
+        props = resource.get("Properties", {})
+        for name in _LOCAL_ARTIFACTS:
+            if isinstance(props.get(name), str) and not props[name].startswith("s3://"):
+                props[name] = f"s3://{CODE_BUCKET}/{props[name]}"
+    translator = Translator(None, Parser(), boto_session=boto3.session.Session(region_name=region))
+    # The translator asks IAM for managed policy ARNs only when a template names one by bare name; ours do not.
+    deployed: dict[str, Any] = translator.translate(
+        document, parameter_values=dict(parameters), get_managed_policy_map=dict
+    )
+    return deployed
+
+
+def _function(stack: LocalStack, logical_id: str, props: dict[str, Any]) -> Function:
+    layer_dirs = []
+    for layer in stack.resolve(props.get("Layers", [])):
+        layer_id = next(name for name in stack.of_type("AWS::Lambda::LayerVersion") if stack.arn(name) == layer)
+        layer_dirs.append(stack.root / stack.resources[layer_id]["Properties"]["Content"]["S3Key"])
+    environment = stack.resolve(props.get("Environment", {}).get("Variables", {}))
+    return Function(
+        logical_id=logical_id,
+        name=stack.physical_id(logical_id),
+        arn=stack.arn(logical_id),
+        code_dir=stack.root / props["Code"]["S3Key"],
+        layer_dirs=tuple(layer_dirs),
+        handler=props["Handler"],
+        timeout=int(props.get("Timeout", 3)),
+        memory=int(props.get("MemorySize", 128)),
+        environment={key: str(value) for key, value in environment.items()},
+        role=stack.resolve(props["Role"]),
+    )
+
+
+def _role(stack: LocalStack, logical_id: str, props: dict[str, Any]) -> Role:
+    props = stack.resolve(props)
+    trusted = props["AssumeRolePolicyDocument"]["Statement"][0]["Principal"].get("Service", [""])
+    policies = {policy["PolicyName"]: policy["PolicyDocument"] for policy in props.get("Policies", [])}
+    for arn in props.get("ManagedPolicyArns", []):
+        policies[arn] = stack.managed_policies.get(arn, {})
+    return Role(
+        logical_id=logical_id,
+        name=stack.physical_id(logical_id),
+        arn=stack.arn(logical_id),
+        service=trusted[0] if isinstance(trusted, list) else trusted,
+        policies=policies,
+    )
+
+
+def _rest_api(stack: LocalStack, logical_id: str, props: dict[str, Any]) -> RestApi:
+    body = stack.resolve(props["Body"])
+    functions_by_arn = {function.arn: function.logical_id for function in stack.functions.values()}
+    routes = []
+    for path, methods in body.get("paths", {}).items():
+        for method, spec in methods.items():
+            integration = spec["x-amazon-apigateway-integration"]
+            function_arn = integration["uri"].split("/functions/", 1)[1].removesuffix("/invocations")
+            security = spec.get("security") or [{"NONE": []}]
+            routes.append(
+                Route(
+                    method.upper(),
+                    path,
+                    functions_by_arn[function_arn],
+                    next(iter(security[0])),
+                    integration.get("credentials"),
+                )
+            )
+    responses = {}
+    for kind, spec in body.get("x-amazon-apigateway-gateway-responses", {}).items():
+        headers = {
+            name.removeprefix("gatewayresponse.header."): value.strip("'")
+            for name, value in spec.get("responseParameters", {}).items()
+        }
+        status = spec.get("statusCode")
+        responses[kind] = GatewayResponse(int(status) if status else None, headers, spec.get("responseTemplates", {}))
+    stages = [
+        res["Properties"]["StageName"]
+        for res in stack.of_type("AWS::ApiGateway::Stage").values()
+        if res["Properties"]["RestApiId"] == {"Ref": logical_id}
+    ]
+    return RestApi(logical_id, stack.physical_id(logical_id), stages[0], routes, responses)

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import psutil
 import pytest
@@ -19,7 +20,8 @@ import pytest
 from local_runtime.launcher import RuntimeProcess
 
 RESOURCE = "/device-management/script-execution"
-DEVICES = ("web-1", "web-2", "web-3", "db-1", "3")
+DEVICES = ("web-1", "web-2", "ec2:web-3", "db-1", "3")
+"""The simulated fleet: hybrid managed nodes, and web-3 an EC2 instance"""
 
 
 @dataclass
@@ -32,14 +34,26 @@ class Reply:
 @dataclass
 class Service:
     api: str
+    """The API's base URL, as the stack's ApiUrl output: https://<api>.execute-api.<region>.amazonaws.com/v1"""
     edge: str
     process: psutil.Process | None
 
+    @property
+    def base_path(self) -> str:
+        """The path before the API's own paths on its URL (the stage)."""
+        return urlsplit(self.api).path.rstrip("/")
+
     def request(self, method: str, path: str, body: Any = None, raw: bytes | None = None, **headers: str) -> Reply:
+        """A request for an API path (/device-management/...), or for a link the API gave (/v1/device-management/...),
+        which resolves on the API's host as a browser would resolve it."""
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
         if data is not None:
             headers.setdefault("Content-Type", "application/json")
-        request = urllib.request.Request(self.api + path, data=data, method=method, headers=headers)
+        url = self.api + path
+        if self.base_path and path.startswith(self.base_path + "/"):
+            parts = urlsplit(self.api)
+            url = f"{parts.scheme}://{parts.netloc}{path}"
+        request = urllib.request.Request(url, data=data, method=method, headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
                 status, reply_headers, text = response.status, dict(response.headers), response.read()
@@ -68,15 +82,22 @@ class Service:
             time.sleep(0.2)
 
     def scripts_running(self) -> list[psutil.Process]:
-        """The device scripts this runtime still has running."""
+        """The device scripts this runtime still has running (not its functions' execution environments)."""
         if self.process is None:
             return []
-        return [p for p in self.process.children(recursive=True) if _is_alive(p)]
+        return [p for p in self.process.children(recursive=True) if _is_alive(p) and not _is_lambda(p)]
 
 
 def _is_alive(process: psutil.Process) -> bool:
     try:
         return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _is_lambda(process: psutil.Process) -> bool:
+    try:
+        return any(part.endswith("lambda_bootstrap.py") for part in process.cmdline())
     except psutil.NoSuchProcess:
         return False
 

@@ -12,8 +12,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from local_runtime import template
-from local_runtime.moto_atomicity import make_dynamodb_atomic
+from local_runtime import dynamodb, template
 from longrun import config, executions, run_command, scripts, services
 from longrun.store import TaskStore
 from longrun.tasks import ScriptExecutions
@@ -60,7 +59,7 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     else:
         monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-        make_dynamodb_atomic()
+        dynamodb.install()
         with mock_aws():
             yield
     _clear_caches()
@@ -74,14 +73,12 @@ def deployed(aws: None, monkeypatch: pytest.MonkeyPatch) -> Deployment:
     for table in stack.tables():
         dynamodb.create_table(**table)
     s3 = boto3.client("s3")
-    for bucket in stack.buckets():
+    for bucket, _ in stack.buckets():
         s3.create_bucket(Bucket=bucket)
     sfn = boto3.client("stepfunctions")
     arns = [
-        sfn.create_state_machine(
-            name=name, definition=definition, roleArn=f"arn:aws:iam::{template.ACCOUNT_ID}:role/r"
-        )["stateMachineArn"]
-        for name, definition in stack.state_machines()
+        sfn.create_state_machine(name=name, definition=definition, roleArn=role)["stateMachineArn"]
+        for name, definition, role in stack.state_machines()
     ]
     env = {**stack.functions["RunBatchFunction"].environment, **stack.functions["ApiFunction"].environment}
     for key, value in env.items():

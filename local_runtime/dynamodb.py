@@ -1,0 +1,260 @@
+"""DynamoDB as DynamoDB behaves, on top of moto's backend: atomic requests, transactions that conflict, and limits.
+
+- moto's backend is not safe under concurrent requests, so each request touches the tables under one lock.
+- A transaction holds its items from prepare to commit (``transaction_seconds``, as DynamoDB's two phases take
+  time). A TransactWriteItems that touches an item another transaction holds is cancelled with the reason
+  ``TransactionConflict``; a PutItem, UpdateItem or DeleteItem on such an item fails with
+  TransactionConflictException. Neither is retried by the AWS SDKs. ``conflict_rate`` rejects that share of
+  transactions and single-item writes as conflicting, whatever the timing, so tests need not depend on load.
+- A transaction's conditions are all checked before any of its writes (moto copies whole tables instead); it takes
+  at most 100 actions, one per item, of at most 4 MB together; an item is at most 400 KB.
+- Item sizes follow DynamoDB's rules (``item_size``), for the capacity the meter counts.
+
+Source: DynamoDB Developer Guide, "Transaction conflict handling in DynamoDB" and "Amazon DynamoDB Transactions:
+How it works"; API reference of TransactWriteItems.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from moto.dynamodb.comparisons import get_filter_expression
+from moto.dynamodb.exceptions import (
+    DynamodbException,
+    MockValidationException,
+    MultipleTransactionsException,
+    TooManyTransactionsException,
+    TransactionCanceledException,
+)
+from moto.dynamodb.models import DynamoDBBackend
+from moto.dynamodb.models.dynamo_type import DynamoType, Item
+
+LOCK = threading.RLock()
+MAX_TRANSACTION_ITEMS = 100
+MAX_TRANSACTION_BYTES = 4 * 1024 * 1024
+CONFLICT = ("TransactionConflict", "Transaction is ongoing for the item", None)
+_READS = ("get_item", "query", "scan")
+_WRITES = ("put_item", "update_item", "delete_item")
+
+
+class TransactionConflictException(DynamodbException):
+    error_type = "com.amazonaws.dynamodb.v20120810#TransactionConflictException"
+
+    def __init__(self) -> None:
+        super().__init__(
+            self.error_type, "Operation was rejected because there is an ongoing transaction for the item."
+        )
+
+
+@dataclass
+class Rules:
+    """How strict the local DynamoDB is; ``configure`` sets it for the whole process."""
+
+    transaction_seconds: float = 0.0
+    conflict_rate: float = 0.0
+    random: random.Random = field(default_factory=random.Random)
+    held: set[tuple[str, str]] = field(default_factory=set)
+    """Items held by transactions in flight, as (table, key)"""
+    held_lock: threading.Lock = field(default_factory=threading.Lock)
+    write_listeners: list[Callable[[int, int, bool], None]] = field(default_factory=list)
+    """Called with (size before, size after, in a transaction) for each item written"""
+
+
+RULES = Rules()
+
+
+def configure(transaction_ms: float = 0.0, conflict_rate: float = 0.0, seed: int | None = None) -> None:
+    RULES.transaction_seconds = transaction_ms / 1000
+    RULES.conflict_rate = conflict_rate
+    RULES.random.seed(seed)
+
+
+def _identity(table: str, key: dict[str, Any]) -> tuple[str, str]:
+    return table, json.dumps(key, sort_keys=True, default=str)
+
+
+def item_key(backend: DynamoDBBackend, table_name: str, attributes: dict[str, Any]) -> dict[str, Any]:
+    """The primary key of an item, from its attributes."""
+    table = backend.get_table(table_name)
+    key = {table.hash_key_attr: attributes[table.hash_key_attr]}
+    if table.range_key_attr is not None:
+        key[table.range_key_attr] = attributes[table.range_key_attr]
+    return key
+
+
+def _injected() -> bool:
+    return RULES.conflict_rate > 0 and RULES.random.random() < RULES.conflict_rate
+
+
+# --- sizes -------------------------------------------------------------------------------------------
+
+
+def _number_size(text: str) -> int:
+    digits = str(Decimal(text).normalize()).lstrip("-").replace(".", "").lstrip("0").split("E")[0] or "0"
+    return (len(digits) + 1) // 2 + 1
+
+
+def value_size(value: DynamoType) -> int:
+    """A value's size by DynamoDB's rules (Developer Guide, "Item sizes and formats")."""
+    kind, raw = value.type, value.value
+    if kind == "S":
+        return len(str(raw).encode())
+    if kind == "N":
+        return _number_size(str(raw))
+    if kind == "B":
+        return len(raw) if isinstance(raw, bytes) else len(str(raw)) * 3 // 4
+    if kind in ("BOOL", "NULL"):
+        return 1
+    if kind == "L":
+        return 3 + sum(1 + value_size(DynamoType(v) if not isinstance(v, DynamoType) else v) for v in raw)
+    if kind == "M":
+        return 3 + sum(1 + len(k.encode()) + value_size(DynamoType(v)) for k, v in raw.items())
+    member = kind[0]
+    return sum(value_size(DynamoType({member: v})) for v in raw)
+
+
+def item_size(item: Item | None) -> int:
+    if item is None:
+        return 0
+    return sum(len(name.encode()) + value_size(value) for name, value in item.attrs.items())
+
+
+# --- the backend's operations ------------------------------------------------------------------------
+
+
+_original: dict[str, Any] = {}
+
+
+def _size_of(backend: DynamoDBBackend, table: str, key: dict[str, Any]) -> int:
+    try:
+        return item_size(_original["get_item"](backend, table, key))
+    except DynamodbException:
+        return 0
+
+
+def _notify(before: int, after: int, transactional: bool) -> None:
+    for listener in RULES.write_listeners:
+        listener(before, after, transactional)
+
+
+def _single_write(name: str) -> Callable[..., Any]:
+    original = _original[name]
+
+    @functools.wraps(original)
+    def write(self: DynamoDBBackend, table_name: str, *args: Any, **kwargs: Any) -> Any:
+        attributes = args[0] if args else kwargs.get("item_attrs") or kwargs["key"]
+        key = item_key(self, table_name, attributes) if name == "put_item" else attributes
+        with RULES.held_lock:
+            if _identity(table_name, key) in RULES.held or _injected():
+                raise TransactionConflictException()
+        with LOCK:
+            before = _size_of(self, table_name, key)
+            result = original(self, table_name, *args, **kwargs)
+            _notify(before, _size_of(self, table_name, key), False)
+        return result
+
+    return write
+
+
+def _read(name: str) -> Callable[..., Any]:
+    original = _original[name]
+
+    @functools.wraps(original)
+    def read(self: DynamoDBBackend, *args: Any, **kwargs: Any) -> Any:
+        with LOCK:
+            return original(self, *args, **kwargs)
+
+    return read
+
+
+def _transact_write_items(self: DynamoDBBackend, transact_items: list[dict[str, Any]]) -> None:
+    """Claim every item, hold them for the prepare phase, then check every condition and write, or nothing."""
+    if len(transact_items) > MAX_TRANSACTION_ITEMS:
+        raise TooManyTransactionsException()
+    if len(json.dumps(transact_items, default=str).encode()) > MAX_TRANSACTION_BYTES:
+        raise MockValidationException("Transaction request size exceeds the 4 MB limit")
+    operations: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
+    identities: list[tuple[str, str]] = []
+    for item in transact_items:
+        op_type, op = next(iter(item.items()))
+        with LOCK:
+            key = item_key(self, op["TableName"], op["Item"]) if op_type == "Put" else op["Key"]
+        identity = _identity(op["TableName"], key)
+        if identity in identities:
+            raise MultipleTransactionsException()
+        identities.append(identity)
+        operations.append((op_type, op, key))
+    with RULES.held_lock:
+        conflicts = [identity in RULES.held for identity in identities]
+        if any(conflicts) or _injected():
+            if not any(conflicts):
+                conflicts[RULES.random.randrange(len(conflicts))] = True
+            raise TransactionCanceledException([CONFLICT if c else (None, None, None) for c in conflicts])
+        RULES.held.update(identities)
+    try:
+        if RULES.transaction_seconds:
+            time.sleep(RULES.transaction_seconds)
+        with LOCK:
+            _commit(self, operations)
+    finally:
+        with RULES.held_lock:
+            RULES.held.difference_update(identities)
+
+
+def _commit(self: DynamoDBBackend, operations: list[tuple[str, dict[str, Any], dict[str, Any]]]) -> None:
+    """All conditions first, then all writes. A transaction touches each item once, so no condition can depend on
+    another of its writes, and checking first is the same as checking as one goes."""
+    errors: list[tuple[str | None, str | None, None]] = []
+    for _, op, key in operations:
+        condition = op.get("ConditionExpression")
+        if condition is not None:
+            check = get_filter_expression(
+                condition, op.get("ExpressionAttributeNames"), op.get("ExpressionAttributeValues")
+            )
+            if not check.expr(_original["get_item"](self, op["TableName"], key)):
+                errors.append(("ConditionalCheckFailed", "The conditional request failed", None))
+                continue
+        errors.append((None, None, None))
+    if any(code is not None for code, _, _ in errors):
+        raise TransactionCanceledException(errors)
+    for op_type, op, key in operations:
+        table = op["TableName"]
+        if op_type == "ConditionCheck":
+            continue
+        before = _size_of(self, table, key)
+        if op_type == "Put":
+            _original["put_item"](self, table, op["Item"])
+        elif op_type == "Update":
+            _original["update_item"](
+                self,
+                table,
+                key,
+                update_expression=op["UpdateExpression"],
+                condition_expression=None,
+                expression_attribute_names=op.get("ExpressionAttributeNames") or {},
+                expression_attribute_values=op.get("ExpressionAttributeValues") or {},
+            )
+        elif op_type == "Delete":
+            _original["delete_item"](self, table, key)
+        _notify(before, _size_of(self, table, key), True)
+
+
+def install() -> None:
+    """Make moto's DynamoDB behave as above, for this whole process (idempotent)."""
+    if _original:
+        return
+    for name in (*_READS, *_WRITES):
+        _original[name] = getattr(DynamoDBBackend, name)
+    for name in _READS:
+        setattr(DynamoDBBackend, name, _read(name))
+    for name in _WRITES:
+        setattr(DynamoDBBackend, name, _single_write(name))
+    DynamoDBBackend.transact_write_items = _transact_write_items  # type: ignore[method-assign]
