@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,9 @@ DESCRIPTION = (
 
 
 def document() -> dict[str, Any]:
+    layer = str(ROOT / "layers" / "longrun")  # the layer's package, as Lambda puts it on the path
+    if layer not in sys.path:
+        sys.path.insert(0, layer)
     api = load_module("longrun_api_for_openapi", ROOT / "functions" / "api", "app")
     schema: str = api.app.get_openapi_json_schema(title=TITLE, version=VERSION, description=DESCRIPTION)
     return dict(json.loads(schema))

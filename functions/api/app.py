@@ -13,9 +13,11 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from longrun.config import settings
 from longrun.errors import TaskError
 from longrun.models import (
     FieldError,
+    Owner,
     Problem,
     ScriptExecution,
     ScriptExecutionPage,
@@ -24,7 +26,8 @@ from longrun.models import (
     TaskStatus,
 )
 from longrun.services import script_executions
-from longrun.tasks import RESOURCE, RESULT_PAGE_MAX
+from longrun.store import WriteConflict
+from longrun.tasks import RESOURCE, RESULT_PAGE_MAX, Links
 
 PROBLEM_JSON = "application/problem+json"
 TaskId = Annotated[str, Path(description="The task's id", pattern=r"^[0-9a-f-]{36}$")]
@@ -42,7 +45,7 @@ PROBLEMS: dict[int, OpenAPIResponse] = {
         404: "No such task",
         409: "The task is not in a state that allows this",
         422: "The request is not valid",
-        503: "The workflow could not be started",
+        503: "The workflow could not be started, or the task is busy: retry after Retry-After",
     }.items()
 }
 
@@ -60,14 +63,28 @@ def _problems(*statuses: int) -> dict[int, OpenAPIResponse]:
     return {status: PROBLEMS[status] for status in statuses}
 
 
-def _caller() -> str:
-    """The task owner: the authorizer's principal, or the IAM caller when the API uses IAM authorization."""
+def _caller() -> Owner:
+    """Who owns what this request makes and sees: the authorizer's principal, or the IAM caller (its unique id:
+    the IAM user, or the role and session name; every session of the role with OWNER_SCOPE=role)."""
     context = app.current_event.request_context
     principal = (context.authorizer.raw_event or {}).get("principalId") if context.authorizer else None
-    owner = principal or context.identity.user_arn or context.identity.caller
-    if not owner:
+    if principal:
+        return Owner(key=f"principal:{principal}", name=str(principal))
+    caller, arn = context.identity.caller, context.identity.user_arn or ""
+    if not caller:
         raise _Unauthenticated()
-    return owner
+    if settings().owner_scope == "role" and ":assumed-role/" in arn:
+        return Owner(key=f"iam:{caller.split(':', 1)[0]}", name=arn.rsplit("/", 1)[0])
+    return Owner(key=f"iam:{caller}", name=arn or caller)
+
+
+def _links() -> Links:
+    """Links that resolve on the URL the client used: the request's path before the API's own resource path is the
+    stage (execute-api URL) or a custom domain's base path."""
+    event = app.current_event
+    used = (event.request_context.path or event.path).rstrip("/")
+    extra = used.count("/") - event.resource.rstrip("/").count("/")
+    return Links(base="/".join(used.split("/")[: extra + 1]) if extra > 0 else "")
 
 
 class _Unauthenticated(Exception):
@@ -99,7 +116,7 @@ def _with_retry_after(view: ScriptExecution, status: int) -> Response[ScriptExec
     tags=["script-execution"],
 )
 def submit(request: Annotated[ScriptExecutionRequest, Body()]) -> Response[ScriptExecution]:
-    view = script_executions().submit(_caller(), request)
+    view = script_executions().submit(_caller(), request, _links())
     logger.set_correlation_id(view.id)
     logger.info("task submitted", extra={"devices": len(view.device_ids)})
     metrics.add_metric(name="TasksSubmitted", unit=MetricUnit.Count, value=1)
@@ -120,7 +137,7 @@ def list_tasks(
     limit: Annotated[int, Query(ge=1, le=100, description="Tasks per page")] = 20,
     next_token: Annotated[str | None, Query(alias="next-token", description="From the previous page")] = None,
 ) -> Response[ScriptExecutionPage]:
-    return _json(script_executions().list(_caller(), status, limit, next_token), 200)
+    return _json(script_executions().list(_caller(), status, limit, next_token, _links()), 200)
 
 
 @app.get(
@@ -131,7 +148,7 @@ def list_tasks(
 )
 def describe(task_id: TaskId) -> Response[ScriptExecution]:
     logger.set_correlation_id(task_id)
-    return _with_retry_after(script_executions().describe(_caller(), task_id), 200)
+    return _with_retry_after(script_executions().describe(_caller(), task_id, _links()), 200)
 
 
 @app.get(
@@ -156,13 +173,13 @@ def result(
     responses={
         200: {"description": "The task is cancelled"},
         202: {"description": "Cancelling; poll the task", "headers": RETRY_AFTER},
-        **_problems(401, 404, 409, 422),
+        **_problems(401, 404, 409, 422, 503),
     },
     tags=["script-execution"],
 )
 def cancel(task_id: TaskId) -> Response[ScriptExecution]:
     logger.set_correlation_id(task_id)
-    view = script_executions().cancel(_caller(), task_id)
+    view = script_executions().cancel(_caller(), task_id, _links())
     return _with_retry_after(view, 200 if view.status is TaskStatus.CANCELLED else 202)
 
 
@@ -189,6 +206,13 @@ def _not_text(_: UnicodeDecodeError) -> Response[Any]:
 @app.exception_handler(TaskError)  # type: ignore[untyped-decorator]
 def _task_error(error: TaskError) -> Response[Any]:
     return _problem(error.status, error.title, error.detail, error.errors)
+
+
+@app.exception_handler(WriteConflict)  # type: ignore[untyped-decorator]
+def _busy(_: WriteConflict) -> Response[Any]:
+    response = _problem(503, "The task is busy", "the task is being updated by its devices; try again shortly")
+    response.headers["Retry-After"] = "1"
+    return response
 
 
 @app.exception_handler(_Unauthenticated)  # type: ignore[untyped-decorator]

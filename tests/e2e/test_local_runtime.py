@@ -28,7 +28,7 @@ def test_sigterm_stops_the_runtime_and_every_running_script() -> None:
 
 
 def test_a_commands_end_records_devices_whose_own_events_were_lost() -> None:
-    runtime = LocalRuntimeProcess.start("--drop-device-events")
+    runtime = LocalRuntimeProcess.start("--drop-events", "invocation")
     try:
         service = runtime.service
         task = service.submit(**{"device-ids": ["web-1", "db-1", "nope", 3], "script-url": "scripts/fail-on-db.sh"})

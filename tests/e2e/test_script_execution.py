@@ -25,7 +25,7 @@ def test_a_task_where_one_script_fails_completes_with_real_output(service: Servi
     result = done["result"]
     assert sorted(map(str, result["success-on-devices"])) == ["3", "web-1"]
     assert result["failed-on-devices"] == ["db-1"]
-    assert result["href"] == f"{RESOURCE}/{task['id']}/result"
+    assert result["href"] == f"{service.base_path}{RESOURCE}/{task['id']}/result"
     reply = service.request("GET", result["href"])
     assert reply.status == 200
     devices = {d["device-id"]: d for d in reply.body["devices"]}
@@ -53,7 +53,7 @@ def test_a_task_where_one_script_fails_completes_with_real_output(service: Servi
 def test_the_answer_to_a_post_is_immediate_and_pollable(service: Service) -> None:
     reply = service.request("POST", RESOURCE, {"device-ids": ["web-1", "web-2"], "script-url": "scripts/hello.sh"})
     assert reply.status == 202
-    assert reply.headers["Location"] == f"{RESOURCE}/{reply.body['id']}"
+    assert reply.headers["Location"] == f"{service.base_path}{RESOURCE}/{reply.body['id']}"
     assert int(reply.headers["Retry-After"]) >= 1
     assert reply.body["status"] == "SUBMITTED"
     polled = service.request("GET", reply.headers["Location"])

@@ -15,6 +15,7 @@ from tests.conftest import ROOT, function_module
 from tests.integration.conftest import Deployment
 
 RESOURCE = "/device-management/script-execution"
+STAGE = "/v1"
 
 
 @cache
@@ -36,7 +37,11 @@ def call(
     caller: str = "alice",
     query: dict[str, str] | None = None,
     raw: str | None = None,
+    base: str = STAGE,
+    identity: dict[str, str] | None = None,
 ) -> tuple[int, dict[str, str], Any]:
+    """The API function's answer to a request, as API Gateway would send it: on the execute-api URL (base is the
+    stage) or on a custom domain (base is its base path mapping), from an IAM user unless ``identity`` says else."""
     event = copy.deepcopy(_sample("api-submit.json" if method == "POST" else "api-describe.json"))
     resource = RESOURCE
     params = None
@@ -53,7 +58,10 @@ def call(
         multiValueQueryStringParameters={k: [v] for k, v in query.items()} if query else None,
         body=raw if raw is not None else (json.dumps(body) if body is not None else None),
     )
-    event["requestContext"]["identity"].update(caller=caller, userArn=f"arn:aws:iam::123456789012:user/{caller}")
+    event["requestContext"].update(path=f"{base}{path}", resourcePath=resource, httpMethod=method)
+    event["requestContext"]["identity"].update(
+        identity or {"caller": f"AIDA{caller.upper()}", "userArn": f"arn:aws:iam::123456789012:user/{caller}"}
+    )
     response = function_module("api").handler(event, Context())
     text = response.get("body") or ""
     headers = {name: values[-1] for name, values in (response.get("multiValueHeaders") or {}).items()}
@@ -73,7 +81,7 @@ def submit(**fields: Any) -> dict[str, Any]:
     body = {"device-ids": ["web-1", "web-2", 3], "script-url": "scripts/hello.sh", **fields}
     status, headers, task = call("POST", RESOURCE, body)
     assert status == 202, task
-    assert headers["Location"] == f"{RESOURCE}/{task['id']}"
+    assert headers["Location"] == f"{STAGE}{RESOURCE}/{task['id']}"
     assert headers["Retry-After"] == "1"
     return dict(task)
 

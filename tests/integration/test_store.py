@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from longrun.models import Batch, CommandOutcome, DeviceStatus, ScriptExecutionRequest, TaskStatus
+from longrun.models import Batch, CommandOutcome, DeviceStatus, Owner, ScriptExecutionRequest, TaskStatus
 from longrun.store import ConditionFailed, InvalidPageToken, TaskStore
 from tests.integration.conftest import Deployment
 
@@ -18,7 +18,11 @@ def new_task(store: TaskStore, task_id: str, owner: str = "alice", devices: int 
     request = ScriptExecutionRequest.model_validate(
         {"device-ids": [f"d{i}" for i in range(devices)], "script-url": "scripts/a.sh"}
     )
-    store.create_task(task_id, "script-execution", owner, request, ARN)
+    store.create_task(task_id, "script-execution", caller(owner), request, ARN)
+
+
+def caller(name: str) -> Owner:
+    return Owner(key=f"iam:AIDA{name.upper()}", name=f"arn:aws:iam::123456789012:user/{name}")
 
 
 def task_id(n: int) -> str:
@@ -30,7 +34,12 @@ def test_a_task_is_written_once_and_read_back(deployed: Deployment) -> None:
     new_task(store, task_id(1))
     task = store.get_task(task_id(1))
     assert task is not None
-    assert (task.status, task.owner, task.counts.PENDING, task.counts.total) == (TaskStatus.SUBMITTED, "alice", 3, 3)
+    assert (task.status, task.owner, task.counts.PENDING, task.counts.total) == (
+        TaskStatus.SUBMITTED,
+        "arn:aws:iam::123456789012:user/alice",
+        3,
+        3,
+    )
     with pytest.raises(Exception, match="ConditionalCheckFailed"):
         new_task(store, task_id(1))
 
@@ -40,13 +49,13 @@ def test_listing_is_per_owner_newest_first_and_paginated(deployed: Deployment) -
     for n in range(5):
         new_task(store, task_id(n))
     new_task(store, task_id(9), owner="bob")
-    page, token = store.list_tasks("alice", None, 2, None)
+    page, token = store.list_tasks(caller("alice"), None, 2, None)
     seen = [t.id for t in page]
     while token:
-        page, token = store.list_tasks("alice", None, 2, token)
+        page, token = store.list_tasks(caller("alice"), None, 2, token)
         seen += [t.id for t in page]
     assert seen == [task_id(n) for n in reversed(range(5))]
-    assert [t.id for t in store.list_tasks("bob", None, 10, None)[0]] == [task_id(9)]
+    assert [t.id for t in store.list_tasks(caller("bob"), None, 10, None)[0]] == [task_id(9)]
 
 
 def test_listing_by_status_follows_status_changes(deployed: Deployment) -> None:
@@ -54,20 +63,20 @@ def test_listing_by_status_follows_status_changes(deployed: Deployment) -> None:
     new_task(store, task_id(1))
     new_task(store, task_id(2))
     store.change_status(task_id(2), TaskStatus.IN_PROGRESS, [TaskStatus.SUBMITTED])
-    assert [t.id for t in store.list_tasks("alice", TaskStatus.IN_PROGRESS, 10, None)[0]] == [task_id(2)]
-    assert [t.id for t in store.list_tasks("alice", TaskStatus.SUBMITTED, 10, None)[0]] == [task_id(1)]
+    assert [t.id for t in store.list_tasks(caller("alice"), TaskStatus.IN_PROGRESS, 10, None)[0]] == [task_id(2)]
+    assert [t.id for t in store.list_tasks(caller("alice"), TaskStatus.SUBMITTED, 10, None)[0]] == [task_id(1)]
 
 
 def test_a_page_token_of_another_listing_is_refused(deployed: Deployment) -> None:
     store = deployed.store
     for n in range(3):
         new_task(store, task_id(n), owner="bob")
-    _, token = store.list_tasks("bob", None, 1, None)
+    _, token = store.list_tasks(caller("bob"), None, 1, None)
     assert token
     with pytest.raises(InvalidPageToken):
-        store.list_tasks("alice", None, 1, token)
+        store.list_tasks(caller("alice"), None, 1, token)
     with pytest.raises(InvalidPageToken):
-        store.list_tasks("bob", None, 1, "not-base64-json")
+        store.list_tasks(caller("bob"), None, 1, "not-base64-json")
 
 
 def test_status_changes_are_conditional(deployed: Deployment) -> None:
@@ -152,7 +161,7 @@ def test_outcomes_count_once_and_add_up_under_concurrency(deployed: Deployment) 
         for thread in threads[chunk : chunk + 8]:
             thread.join()
     assert results.count(True) == devices
-    task = store.get_task(task_id(1), consistent=True)
+    task = store.get_task(task_id(1))
     assert task is not None
     assert task.counts.total == devices
     assert (task.counts.RUNNING, task.counts.SUCCESS, task.counts.FAILED) == (0, 36, 4)

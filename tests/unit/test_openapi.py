@@ -35,7 +35,7 @@ def test_the_document_is_valid_openapi_with_every_route() -> None:
 
 def test_the_template_routes_every_operation_of_the_document_to_the_api_function() -> None:
     stack = template.load(ROOT, "longrun", "us-east-1")
-    routes = {(route.path, route.method.lower()) for route in stack.routes}
+    routes = {(route.path, route.method.lower()) for route in stack.apis[0].routes}
     operations = {(path, method) for path, item in document()["paths"].items() for method in item}
     assert routes == operations
-    assert {route.function for route in stack.routes} == {"ApiFunction"}
+    assert {route.function for route in stack.apis[0].routes} == {"ApiFunction"}

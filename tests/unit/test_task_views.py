@@ -15,6 +15,7 @@ def task(status: TaskStatus, started_seconds_ago: float | None = None, **counts:
         id="t",
         kind="script-execution",
         owner="o",
+        owner_key="k",
         status=status,
         status_reason="boom" if status is TaskStatus.FAILED else None,
         settings=TaskSettings(script_url="scripts/a.sh", timeout_seconds=60, max_concurrency=50),

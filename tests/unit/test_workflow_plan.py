@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from longrun.models import MAX_BATCH_SIZE, TaskSettings
-from longrun.workflow import REPORT_GRACE_SECONDS, batch_plan, batch_range, concurrency_limit, error_limit
+from longrun.workflow import batch_plan, batch_range, concurrency_limit, error_limit
 
 
 @pytest.mark.parametrize(
@@ -22,7 +22,7 @@ from longrun.workflow import REPORT_GRACE_SECONDS, batch_plan, batch_range, conc
 def test_batches_never_run_more_than_max_concurrency(
     devices: int, concurrency: int, size: int, batches: int, at_once: int
 ) -> None:
-    plan = batch_plan(devices, concurrency, timeout_seconds=60)
+    plan = batch_plan(devices, concurrency, timeout_seconds=60, grace_seconds=120)
     assert (plan["batchSize"], plan["batchCount"], plan["batchesAtOnce"]) == (size, batches, at_once)
     assert plan["batchesAtOnce"] * plan["batchSize"] <= concurrency
     assert plan["batchSize"] <= MAX_BATCH_SIZE
@@ -30,7 +30,7 @@ def test_batches_never_run_more_than_max_concurrency(
 
 
 def test_every_device_of_a_batch_starts_at_once_so_a_batch_waits_one_time_limit() -> None:
-    assert batch_plan(50, 10, 60)["batchWaitSeconds"] == 60 + REPORT_GRACE_SECONDS
+    assert batch_plan(50, 10, 60, grace_seconds=120)["batchWaitSeconds"] == 60 + 120
 
 
 def settings(**limits: object) -> TaskSettings:

@@ -32,7 +32,7 @@ def change_status(store: TaskStore, task_id: str, to: TaskStatus, reason: str | 
 def finish(store: TaskStore, task_id: str, to: TaskStatus, reason: str | None = None) -> Task:
     """End a task as COMPLETE, FAILED, CANCELLED or TIMED_OUT, fixing each device's outcome beside it. All but FAILED
     (the workflow itself broke) require that no device is still running."""
-    task = store.get_task(task_id, consistent=True)
+    task = store.get_task(task_id)
     if task is None:
         raise ConditionFailed(f"task {task_id} is missing")
     letters = [DeviceStatus.NOT_STARTED.letter] * task.device_count

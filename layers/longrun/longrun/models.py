@@ -25,7 +25,8 @@ from pydantic import (
 MAX_DEVICES_PER_TASK = 10_000
 MAX_BATCH_SIZE = 50
 """Devices per SSM command: SendCommand takes at most 50 node ids."""
-MAX_DEVICE_TIMEOUT_SECONDS = 172_800  # SSM's executionTimeout ceiling (48 h)
+MAX_DEVICE_TIMEOUT_SECONDS = 28_800
+"""AWS-RunRemoteScript's executionTimeout allows at most 8 hours."""
 MAX_TASK_DEADLINE_SECONDS = 30 * 24 * 3600
 DEVICE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,63}$")
 PERCENTAGE = r"^(100|[1-9]?[0-9])%$"
@@ -197,6 +198,14 @@ class DeviceCounts(BaseModel):
         return self.PENDING + self.RUNNING
 
 
+class Owner(BaseModel):
+    """Who a task belongs to: ``key`` decides who sees it (see the README's "Who owns a task"), ``name`` is how it
+    is shown (the caller's ARN or principal)."""
+
+    key: str
+    name: str
+
+
 class TaskSettings(BaseModel):
     """How a task runs: its request without the device list."""
 
@@ -213,6 +222,9 @@ class Task(BaseModel):
     id: str
     kind: str
     owner: str
+    """The owner's name (see Owner)"""
+    owner_key: str
+    """A digest of the owner's key: the same for every request of the same owner"""
     status: TaskStatus
     status_reason: str | None = None
     settings: TaskSettings
@@ -229,6 +241,19 @@ class Task(BaseModel):
         if self.settings.deadline_seconds is None:
             return None
         return self.created_at + timedelta(seconds=self.settings.deadline_seconds)
+
+
+class ListedTask(BaseModel):
+    """A task as a listing of its owner's tasks shows it (what the owner indexes carry)."""
+
+    id: str
+    kind: str
+    status: TaskStatus
+    status_reason: str | None = None
+    script_url: str
+    device_count: int
+    created_at: datetime
+    completed_at: datetime | None = None
 
 
 class TaskDevices(BaseModel):

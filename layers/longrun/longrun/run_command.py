@@ -1,12 +1,20 @@
 """The device fleet as SSM Run Command sees it: finding the managed node behind each device id, sending a script to
-a batch of nodes, cancelling it, and reading one node's outcome."""
+a batch of nodes, cancelling it, and reading how each node's run ended.
+
+Scripts run with AWS-RunRemoteScript, a document of several steps: ``downloadContent`` fetches the script from S3,
+``runShellScript`` runs it (``runPowerShellScript`` is skipped on Linux). A node's outcome is read step by step from
+ListCommandInvocations with Details: the script's own step says how it ran, and a failed download says why it
+could not run at all.
+"""
 
 from __future__ import annotations
 
 import json
 import re
+import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from functools import cache
 from posixpath import basename
 from typing import TYPE_CHECKING, Any
@@ -22,11 +30,14 @@ if TYPE_CHECKING:
     from mypy_boto3_ssm import SSMClient
 
 DOCUMENT = "AWS-RunRemoteScript"
+RUN_STEP = "runShellScript"
+DOWNLOAD_STEP = "downloadContent"
 MAX_NODES_PER_COMMAND = 50  # SSM's limit on InstanceIds in one SendCommand
 DELIVERY_TIMEOUT_RANGE = (30, 2_592_000)  # SSM's bounds on SendCommand's TimeoutSeconds
 NODE_ID = re.compile(r"^(i|mi)-[0-9a-f]{8,17}$")
 COMMENT = re.compile(r"^longrun (?P<task>[0-9a-f-]{36}) batch (?P<batch>\d+)$")
 TAG_VALUES_PER_LOOKUP = 20  # the tagging API's limit on values in one tag filter
+INVOCATIONS_PER_PAGE = 50  # ListCommandInvocations' largest page with Details
 
 _SSM_STATUS = {
     "Success": DeviceStatus.SUCCESS,
@@ -35,6 +46,10 @@ _SSM_STATUS = {
     "Cancelled": DeviceStatus.CANCELLED,
 }
 FINAL_SSM_STATUSES = (*_SSM_STATUS, "Undeliverable", "Terminated", "DeliveryTimedOut", "ExecutionTimedOut")
+
+
+class NodesNotManaged(Exception):
+    """SendCommand refused the command: some of its nodes are not SSM managed nodes (any more)."""
 
 
 @cache
@@ -52,36 +67,44 @@ class Resolution:
     nodes: dict[str | int, str]
     """device id -> managed node id"""
     unknown: dict[str | int, str]
-    """device id -> why no node was found"""
+    """device id -> why no managed node was found"""
 
 
 def resolve_devices(device_ids: Sequence[str | int], tag_key: str) -> Resolution:
     """Find the managed node of each device: an id that looks like a node id names the node itself, any other id
-    is the value of the node's ``tag_key`` tag."""
+    is the value of the node's ``tag_key`` tag. A node must be registered with SSM: an EC2 instance whose agent is
+    not, though tagged, is no managed node (SendCommand would refuse the whole command)."""
     direct = [d for d in device_ids if isinstance(d, str) and NODE_ID.match(d)]
     tagged = [d for d in device_ids if d not in direct]
-    nodes: dict[str | int, str] = {}
+    candidates: dict[str | int, str] = {d: str(d) for d in direct}
     unknown: dict[str | int, str] = {}
-    if direct:
-        registered = _registered_nodes(direct)
-        for node_id in direct:
-            if node_id in registered:
-                nodes[node_id] = node_id
-            else:
-                unknown[node_id] = f"{node_id} is not an SSM managed node of this account and region"
     by_tag = _nodes_by_tag([device_key(d) for d in tagged], tag_key)
     for device_id in tagged:
         found = by_tag.get(device_key(device_id), [])
         if len(found) == 1:
-            nodes[device_id] = found[0]
+            candidates[device_id] = found[0]
         elif not found:
             unknown[device_id] = f"no SSM managed node is tagged {tag_key}={device_id}"
         else:
             unknown[device_id] = f"{len(found)} managed nodes are tagged {tag_key}={device_id}: {', '.join(found)}"
+    registered = registered_nodes(list(candidates.values()))
+    nodes: dict[str | int, str] = {}
+    for device_id, node_id in candidates.items():
+        if node_id in registered:
+            nodes[device_id] = node_id
+        elif device_id in direct:
+            unknown[device_id] = f"{node_id} is not an SSM managed node of this account and region"
+        else:
+            unknown[device_id] = not_managed(node_id, f"tagged {tag_key}={device_id}")
     return Resolution(nodes=nodes, unknown=unknown)
 
 
-def _registered_nodes(node_ids: Sequence[str]) -> set[str]:
+def not_managed(node_id: str, described: str) -> str:
+    return f"{node_id} ({described}) is not an SSM managed node: its SSM Agent is not running or not registered"
+
+
+def registered_nodes(node_ids: Sequence[str]) -> set[str]:
+    """Which of these nodes SSM knows as managed nodes."""
     found: set[str] = set()
     for start in range(0, len(node_ids), MAX_NODES_PER_COMMAND):
         chunk = list(node_ids[start : start + MAX_NODES_PER_COMMAND])
@@ -118,6 +141,12 @@ def parse_comment(comment: str) -> tuple[str, int] | None:
     return (match["task"], int(match["batch"])) if match else None
 
 
+def command_line(key: str) -> str:
+    """How the document runs the downloaded script: the file's name quoted for POSIX sh, whatever it holds."""
+    script = shlex.quote(f"./{basename(key)}")
+    return f"chmod +x {script} && {script}"
+
+
 def send_script(
     *,
     node_ids: Sequence[str],
@@ -132,27 +161,31 @@ def send_script(
 ) -> str:
     """Run the script at s3://bucket/key on up to 50 nodes with one command; answer the command id. A node that has
     not started the script within ``start_within_seconds`` never does; once more than ``max_errors`` nodes have
-    failed or timed out, SSM starts no further node."""
+    failed or timed out, SSM starts no further node. Raises NodesNotManaged if SSM refuses a node."""
     if not 0 < len(node_ids) <= MAX_NODES_PER_COMMAND:
         raise ValueError(f"a command takes 1 to {MAX_NODES_PER_COMMAND} nodes, not {len(node_ids)}")
-    script = basename(key)
     region = _ssm().meta.region_name
-    response = _ssm().send_command(
-        InstanceIds=list(node_ids),
-        DocumentName=DOCUMENT,
-        Comment=comment,
-        Parameters={
-            "sourceType": ["S3"],
-            "sourceInfo": [json.dumps({"path": f"https://s3.{region}.amazonaws.com/{bucket}/{key}"})],
-            "commandLine": [f"chmod +x ./{script} && ./{script}"],
-            "executionTimeout": [str(timeout_seconds)],
-        },
-        TimeoutSeconds=min(max(start_within_seconds, DELIVERY_TIMEOUT_RANGE[0]), DELIVERY_TIMEOUT_RANGE[1]),
-        MaxConcurrency=str(max_concurrency),
-        MaxErrors="100%" if max_errors is None else str(max_errors),
-        OutputS3BucketName=bucket,
-        OutputS3KeyPrefix=output_prefix,
-    )
+    try:
+        response = _ssm().send_command(
+            InstanceIds=list(node_ids),
+            DocumentName=DOCUMENT,
+            Comment=comment,
+            Parameters={
+                "sourceType": ["S3"],
+                "sourceInfo": [json.dumps({"path": f"https://s3.{region}.amazonaws.com/{bucket}/{key}"})],
+                "commandLine": [command_line(key)],
+                "executionTimeout": [str(timeout_seconds)],
+            },
+            TimeoutSeconds=min(max(start_within_seconds, DELIVERY_TIMEOUT_RANGE[0]), DELIVERY_TIMEOUT_RANGE[1]),
+            MaxConcurrency=str(max_concurrency),
+            MaxErrors="100%" if max_errors is None else str(max_errors),
+            OutputS3BucketName=bucket,
+            OutputS3KeyPrefix=output_prefix,
+        )
+    except ClientError as error:
+        if error.response["Error"]["Code"] == "InvalidInstanceId":
+            raise NodesNotManaged(str(error)) from error
+        raise
     return response["Command"]["CommandId"]
 
 
@@ -168,27 +201,48 @@ def cancel(command_id: str, node_ids: Sequence[str] | None = None) -> None:
             raise
 
 
-def outcome(command_id: str, node_id: str) -> CommandOutcome:
-    """One node's finished run of a command: status, exit code, times, and where its output is."""
-    invocation: dict[str, Any] = dict(_ssm().get_command_invocation(CommandId=command_id, InstanceId=node_id))
+def finished_runs(command_id: str, node_id: str | None = None) -> dict[str, CommandOutcome]:
+    """How each node's run of a command ended (of one node, if given), by node; runs still going are left out."""
+    query: dict[str, Any] = {"CommandId": command_id, "Details": True, "MaxResults": INVOCATIONS_PER_PAGE}
+    if node_id is not None:
+        query["InstanceId"] = node_id
+    found: dict[str, CommandOutcome] = {}
+    for page in _ssm().get_paginator("list_command_invocations").paginate(**query):
+        for invocation in page["CommandInvocations"]:
+            ended = outcome_of(dict(invocation))
+            if ended is not None:
+                found[ended.node_id] = ended
+    return found
+
+
+def outcome_of(invocation: dict[str, Any]) -> CommandOutcome | None:
+    """One node's finished run of the command, from its invocation and its steps; None while it runs."""
     ssm_status = invocation["Status"]
-    started = invocation.get("ExecutionStartDateTime") or None
-    status = _SSM_STATUS.get(ssm_status, DeviceStatus.FAILED)
+    if ssm_status not in FINAL_SSM_STATUSES:
+        return None
+    steps = {plugin["Name"]: plugin for plugin in invocation.get("CommandPlugins", [])}
+    run, download = steps.get(RUN_STEP, {}), steps.get(DOWNLOAD_STEP, {})
+    started: datetime | None = run.get("ResponseStartDateTime") or download.get("ResponseStartDateTime")
+    ended: datetime | None = run.get("ResponseFinishDateTime") or download.get("ResponseFinishDateTime")
+    stdout_url = _s3_url(run.get("StandardOutputUrl")) if run.get("ResponseStartDateTime") else None
+    common = {
+        "command_id": invocation["CommandId"],
+        "node_id": invocation["InstanceId"],
+        "comment": invocation.get("Comment", ""),
+        "started_at": started,
+        "ended_at": ended,
+        "stdout_url": stdout_url,
+    }
+    if download.get("Status") == "Failed":
+        why = _first_line(download.get("Output")) or download.get("StatusDetails", "Failed")
+        return CommandOutcome(**common, status=DeviceStatus.FAILED, reason=f"the script could not be downloaded: {why}")
+    status = _SSM_STATUS.get(run.get("Status", ssm_status), DeviceStatus.FAILED)
     if started is None and status in (DeviceStatus.CANCELLED, DeviceStatus.TIMED_OUT):
         status = DeviceStatus.NOT_STARTED  # cancelled or out of time before it began: it never ran
-    exit_code = invocation.get("ResponseCode")
+    exit_code = run.get("ResponseCode")
     exit_code = None if exit_code is None or exit_code < 0 else exit_code
-    return CommandOutcome(
-        command_id=command_id,
-        node_id=node_id,
-        comment=invocation.get("Comment", ""),
-        status=status,
-        reason=_reason(status, invocation.get("StatusDetails", ssm_status), exit_code),
-        exit_code=exit_code,
-        started_at=started,
-        ended_at=invocation.get("ExecutionEndDateTime") or None,
-        stdout_url=_s3_url(invocation.get("StandardOutputUrl")) if started else None,
-    )
+    details = invocation.get("StatusDetails") or ssm_status
+    return CommandOutcome(**common, status=status, reason=_reason(status, details, exit_code), exit_code=exit_code)
 
 
 def command_comment(command_id: str) -> str:
@@ -196,12 +250,8 @@ def command_comment(command_id: str) -> str:
     return commands[0].get("Comment", "") if commands else ""
 
 
-def finished_nodes(command_id: str) -> set[str]:
-    """The nodes whose run of the command has ended, however it ended."""
-    finished: set[str] = set()
-    for page in _ssm().get_paginator("list_command_invocations").paginate(CommandId=command_id):
-        finished.update(i["InstanceId"] for i in page["CommandInvocations"] if i["Status"] in FINAL_SSM_STATUSES)
-    return finished
+def _first_line(text: str | None) -> str:
+    return next((line.strip() for line in (text or "").splitlines() if line.strip()), "")
 
 
 def _reason(status: DeviceStatus, details: str, exit_code: int | None) -> str | None:

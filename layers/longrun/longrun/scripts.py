@@ -43,10 +43,13 @@ def _not_allowed(message: str) -> InvalidRequest:
 
 
 def script_exists(bucket: str, key: str) -> bool:
+    """Whether longrun can read the script. Reading is all the workflow may do under scripts/ (it may not list the
+    bucket), so S3 answers a missing script with 403, as it does one longrun may not read: either way there is no
+    script to run."""
     try:
         _s3().head_object(Bucket=bucket, Key=key)
     except ClientError as error:
-        if error.response["Error"]["Code"] in ("404", "NoSuchKey", "NotFound"):
+        if error.response["Error"]["Code"] in ("404", "NoSuchKey", "NotFound", "403", "AccessDenied", "Forbidden"):
             return False
         raise
     return True

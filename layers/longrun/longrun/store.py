@@ -2,24 +2,37 @@
 
 One table holds every record of a task under the task's partition::
 
-    PK=TASK#<id>  SK=TASK                 the task: status, settings, per-status device counts (under 1 KB)
+    PK=TASK#<id>  SK=TASK                 the task's state, which every device's outcome updates: status, per-status
+                                          device counts, dates, execution. Nothing in it grows with the request or
+                                          the caller, so it stays well under 1 KB
+    PK=TASK#<id>  SK=TASK#DETAIL          what does not change per device: the owner (and its key's digest), the
+                                          settings and script, the status and its reason (copied at each status
+                                          change); what a listing shows
     PK=TASK#<id>  SK=TASK#IDS#<nnnn>      the device ids in request order, 1,000 a record
     PK=TASK#<id>  SK=TASK#OUTCOMES        once finished: one status letter per device, in request order
     PK=TASK#<id>  SK=BATCH#<nnnnn>        one SSM command's devices and the workflow token waiting for them
-    PK=TASK#<id>  SK=DEVICE#<nnnnn>       one device's outcome, by its position in the request
+    PK=TASK#<id>  SK=DEVICE#<nnnnn>       one device's outcome, by its position in the request (under 1 KB)
 
-The task record stays small, because every device's outcome updates its counts: a write costs a capacity unit
-per KB. The records that start with TASK are read together by one query. Two owner indexes list a caller's
-tasks newest first, ``ByOwner`` (all) and ``ByOwnerStatus`` (one status); they carry only what a listing shows,
-so a device's outcome never writes to them. Per-status counts move in the same transaction as the device record
-they count, so they always add up to the device total and never count a device twice.
+A write costs a capacity unit per KB, twice that in a transaction; each device's outcome is one transaction of its
+own record and the task's counts, so both stay under 1 KB: 4 write units per device. The task and its detail are
+read together by one query, and with the device ids by another. Two owner indexes on the detail list a caller's
+tasks newest first, ``ByOwner`` (all) and ``ByOwnerStatus`` (one status); they are keyed by a digest of the owner's
+key, and a device's outcome never writes to them. Per-status counts move in the same transaction as the device
+record they count, so they always add up to the device total and never count a device twice.
+
+DynamoDB cancels a transaction that touches an item another transaction is writing (TransactionConflict), and the
+SDK does not retry it: every write here is retried with jittered backoff on such conflicts (never on a failed
+condition), and raises WriteConflict only if the item stayed contended throughout.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
+import random
+import time
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -34,6 +47,8 @@ from longrun.models import (
     DeviceCounts,
     DeviceRun,
     DeviceStatus,
+    ListedTask,
+    Owner,
     ScriptExecutionRequest,
     Task,
     TaskDevices,
@@ -42,13 +57,24 @@ from longrun.models import (
 )
 
 TASK_SK = "TASK"
+DETAIL_SK = "TASK#DETAIL"
+"""Sorts right after TASK and before TASK#IDS, so one query reads exactly the task and its detail"""
 IDS_PER_RECORD = 1_000
 OWNER_INDEX = "ByOwner"
 OWNER_STATUS_INDEX = "ByOwnerStatus"
+MAX_REASON_CHARS = 300
+"""A device's reason is cut to this, so its record stays under 1 KB"""
+CONFLICT_ATTEMPTS = 12
+CONFLICT_BACKOFF = (0.025, 1.0)
+"""Full-jitter exponential backoff between attempts: first ceiling, largest ceiling (seconds)"""
 
 
 class ConditionFailed(Exception):
     """A conditional write found the record in another state than it required."""
+
+
+class WriteConflict(Exception):
+    """A write kept colliding with concurrent transactions on the same item, attempt after attempt."""
 
 
 class InvalidPageToken(ValueError):
@@ -57,6 +83,11 @@ class InvalidPageToken(ValueError):
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def owner_digest(owner_key: str) -> str:
+    """A fixed-size stand-in for an owner's key (which can be a long ARN) in the task and the index keys."""
+    return base64.urlsafe_b64encode(hashlib.sha256(owner_key.encode()).digest()[:16]).decode().rstrip("=")
 
 
 def _task_pk(task_id: str) -> str:
@@ -75,12 +106,12 @@ def _batch_sk(number: int) -> str:
     return f"BATCH#{number:05d}"
 
 
-def _owner_pk(owner: str) -> str:
-    return f"OWNER#{owner}"
+def _owner_pk(digest: str) -> str:
+    return f"OWNER#{digest}"
 
 
-def _owner_status_pk(owner: str, status: TaskStatus) -> str:
-    return f"OWNER#{owner}#STATUS#{status.value}"
+def _owner_status_pk(digest: str, status: TaskStatus) -> str:
+    return f"OWNER#{digest}#STATUS#{status.value}"
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -114,14 +145,22 @@ def _decode_token(token: str, **expected: str) -> dict[str, Any]:
     return key
 
 
+def _reasons(error: ClientError) -> set[str]:
+    return {reason.get("Code", "") for reason in error.response.get("CancellationReasons", [])}
+
+
 def _is_condition_failure(error: ClientError) -> bool:
     code = error.response["Error"]["Code"]
     if code == "ConditionalCheckFailedException":
         return True
-    if code == "TransactionCanceledException":
-        reasons = error.response.get("CancellationReasons", [])
-        return any(reason.get("Code") == "ConditionalCheckFailed" for reason in reasons)
-    return False
+    return code == "TransactionCanceledException" and "ConditionalCheckFailed" in _reasons(error)
+
+
+def _is_conflict(error: ClientError) -> bool:
+    code = error.response["Error"]["Code"]
+    if code == "TransactionConflictException":
+        return True
+    return code == "TransactionCanceledException" and "TransactionConflict" in _reasons(error)
 
 
 class TaskStore:
@@ -133,70 +172,87 @@ class TaskStore:
     # --- tasks ---------------------------------------------------------------------------------
 
     def create_task(
-        self, task_id: str, kind: str, owner: str, request: ScriptExecutionRequest, execution_arn: str
+        self, task_id: str, kind: str, owner: Owner, request: ScriptExecutionRequest, execution_arn: str
     ) -> Task:
-        """The task and its device list, in one transaction (one request, whatever the fleet size)."""
+        """The task, its detail and its device list, in one transaction (one request, whatever the fleet size)."""
         now = _iso(utc_now())
         pk = _task_pk(task_id)
+        digest = owner_digest(owner.key)
         settings = TaskSettings.model_validate(request.model_dump(exclude={"device_ids"}))
-        item = {
+        state = {
             "PK": pk,
             "SK": TASK_SK,
-            "kind": kind,
-            "owner": owner,
             "status": TaskStatus.SUBMITTED.value,
-            "settings": settings.model_dump(exclude_none=True),
-            "deviceCount": len(request.device_ids),
             "counts": DeviceCounts(PENDING=len(request.device_ids)).model_dump(),
             "executionArn": execution_arn,
             "createdAt": now,
             "updatedAt": now,
-            "GSI1PK": _owner_pk(owner),
+        }
+        detail = {
+            "PK": pk,
+            "SK": DETAIL_SK,
+            "kind": kind,
+            "owner": owner.name,
+            "ownerKey": digest,
+            "status": TaskStatus.SUBMITTED.value,
+            "settings": settings.model_dump(exclude_none=True),
+            "deviceCount": len(request.device_ids),
+            "createdAt": now,
+            "GSI1PK": _owner_pk(digest),
             "GSI1SK": f"{now}#{task_id}",
-            "GSI2PK": _owner_status_pk(owner, TaskStatus.SUBMITTED),
+            "GSI2PK": _owner_status_pk(digest, TaskStatus.SUBMITTED),
             "GSI2SK": f"{now}#{task_id}",
         }
+        new = "attribute_not_exists(PK)"
         actions: list[dict[str, Any]] = [
-            {"Put": {"TableName": self._table_name, "Item": item, "ConditionExpression": "attribute_not_exists(PK)"}}
+            {"Put": {"TableName": self._table_name, "Item": state, "ConditionExpression": new}},
+            {"Put": {"TableName": self._table_name, "Item": detail, "ConditionExpression": new}},
         ]
         for chunk, start in enumerate(range(0, len(request.device_ids), IDS_PER_RECORD)):
             record = {"PK": pk, "SK": _ids_sk(chunk), "ids": request.device_ids[start : start + IDS_PER_RECORD]}
             actions.append({"Put": {"TableName": self._table_name, "Item": record}})
         self._transact(actions)
-        return self._task_from_item(item)
+        return self._task_from_items(state, detail)
 
-    def get_task(self, task_id: str, consistent: bool = False) -> Task | None:
-        item = self._table.get_item(Key={"PK": _task_pk(task_id), "SK": TASK_SK}, ConsistentRead=consistent).get("Item")
-        return self._task_from_item(item) if item else None
+    def get_task(self, task_id: str) -> Task | None:
+        """The task as it is now (a strongly consistent read of it and its detail)."""
+        items = list(
+            self._query_all(
+                "PK = :pk AND SK BETWEEN :task AND :detail",
+                {":pk": _task_pk(task_id), ":task": TASK_SK, ":detail": DETAIL_SK},
+            )
+        )
+        return self._task_from_records(items)
 
     def get_task_with_devices(self, task_id: str) -> tuple[Task, TaskDevices] | None:
         """The task, its device ids and (once finished) their outcomes: one query."""
         items = list(self._query_prefix(task_id, TASK_SK))
-        task = next((item for item in items if item["SK"] == TASK_SK), None)
+        task = self._task_from_records(items)
         if task is None:
             return None
         ids = [i for item in items if item["SK"].startswith("TASK#IDS#") for i in _plain(item["ids"])]
         outcomes = next((item["letters"] for item in items if item["SK"] == "TASK#OUTCOMES"), None)
-        return self._task_from_item(task), TaskDevices(ids=ids, outcomes=outcomes)
+        return task, TaskDevices(ids=ids, outcomes=outcomes)
 
     def device_ids(self, task_id: str, start: int, end: int) -> list[str | int]:
         """The ids of the devices at positions start..end-1."""
         first, last = start // IDS_PER_RECORD, (end - 1) // IDS_PER_RECORD
-        page = self._table.query(
-            KeyConditionExpression="PK = :pk AND SK BETWEEN :first AND :last",
-            ExpressionAttributeValues={":pk": _task_pk(task_id), ":first": _ids_sk(first), ":last": _ids_sk(last)},
+        items = self._query_all(
+            "PK = :pk AND SK BETWEEN :first AND :last",
+            {":pk": _task_pk(task_id), ":first": _ids_sk(first), ":last": _ids_sk(last)},
         )
-        ids = [i for item in page["Items"] for i in _plain(item["ids"])]
+        ids = [i for item in items for i in _plain(item["ids"])]
         offset = first * IDS_PER_RECORD
         return ids[start - offset : end - offset]
 
     def list_tasks(
-        self, owner: str, status: TaskStatus | None, limit: int, next_token: str | None
-    ) -> tuple[list[Task], str | None]:
+        self, owner: Owner, status: TaskStatus | None, limit: int, next_token: str | None
+    ) -> tuple[list[ListedTask], str | None]:
+        digest = owner_digest(owner.key)
         if status is None:
-            index, pk_name, pk_value = OWNER_INDEX, "GSI1PK", _owner_pk(owner)
+            index, pk_name, pk_value = OWNER_INDEX, "GSI1PK", _owner_pk(digest)
         else:
-            index, pk_name, pk_value = OWNER_STATUS_INDEX, "GSI2PK", _owner_status_pk(owner, status)
+            index, pk_name, pk_value = OWNER_STATUS_INDEX, "GSI2PK", _owner_status_pk(digest, status)
         query: dict[str, Any] = {
             "IndexName": index,
             "KeyConditionExpression": "#pk = :pk",
@@ -208,7 +264,8 @@ class TaskStore:
         if next_token:
             query["ExclusiveStartKey"] = _decode_token(next_token, **{pk_name: pk_value})
         page = self._table.query(**query)
-        return [self._task_from_item(item) for item in page["Items"]], _encode_token(page.get("LastEvaluatedKey"))
+        listed = [self._listed_from_item(item) for item in page["Items"]]
+        return listed, _encode_token(page.get("LastEvaluatedKey"))
 
     def change_status(
         self,
@@ -219,25 +276,18 @@ class TaskStore:
         require_idle: bool = False,
         outcomes: str | None = None,
     ) -> Task:
-        """Move a task to ``to`` if it is in one of ``allowed_from``. On a finishing status, every device that never
-        started becomes NOT_STARTED and ``outcomes`` (a letter per device) is kept beside the task, in the same
-        transaction. ``require_idle`` also requires that no device is running."""
-        now = utc_now()
-        current = self.get_task(task_id, consistent=True)
+        """Move a task to ``to`` if it is in one of ``allowed_from``, with its detail in the same transaction. On a
+        finishing status, every device that never started becomes NOT_STARTED and ``outcomes`` (a letter per device)
+        is kept beside the task. ``require_idle`` also requires that no device is running."""
+        now = _iso(utc_now())
+        current = self.get_task(task_id)
         if current is None or current.status not in set(allowed_from):
             raise ConditionFailed(f"task {task_id} is {current.status if current else 'missing'}")
+        pk = _task_pk(task_id)
         names = {"#s": "status"}
-        values: dict[str, Any] = {
-            ":to": to.value,
-            ":from": current.status.value,
-            ":now": _iso(now),
-            ":gsi2": _owner_status_pk(current.owner, to),
-        }
-        sets = ["#s = :to", "updatedAt = :now", "GSI2PK = :gsi2"]
+        values: dict[str, Any] = {":to": to.value, ":from": current.status.value, ":now": now}
+        sets = ["#s = :to", "updatedAt = :now"]
         condition = "#s = :from"
-        if reason is not None:
-            sets.append("statusReason = :reason")
-            values[":reason"] = reason
         if to is TaskStatus.IN_PROGRESS:
             sets.append("startedAt = :now")
         if to.finished or require_idle:
@@ -247,25 +297,40 @@ class TaskStore:
             sets += ["completedAt = :now", "#c.NOT_STARTED = #c.NOT_STARTED + #c.PENDING", "#c.PENDING = :zero"]
         if require_idle:
             condition += " AND #c.RUNNING = :zero"
-        update: dict[str, Any] = {
-            "TableName": self._table_name,
-            "Key": {"PK": _task_pk(task_id), "SK": TASK_SK},
-            "UpdateExpression": "SET " + ", ".join(sets),
-            "ConditionExpression": condition,
-            "ExpressionAttributeNames": names,
-            "ExpressionAttributeValues": values,
-        }
-        if outcomes is None:
-            try:
-                self._client.update_item(**update)
-            except ClientError as error:
-                if _is_condition_failure(error):
-                    raise ConditionFailed(f"task {task_id} changed while moving to {to}") from error
-                raise
-        else:
-            outcome_item = {"PK": _task_pk(task_id), "SK": "TASK#OUTCOMES", "letters": outcomes}
-            self._transact([{"Update": update}, {"Put": {"TableName": self._table_name, "Item": outcome_item}}])
-        changed = self.get_task(task_id, consistent=True)
+        detail_sets = ["#s = :to", "GSI2PK = :gsi2"]
+        detail_values: dict[str, Any] = {":to": to.value, ":gsi2": _owner_status_pk(current.owner_key, to)}
+        if reason is not None:
+            detail_sets.append("statusReason = :reason")
+            detail_values[":reason"] = reason
+        if to.finished:
+            detail_sets.append("completedAt = :now")
+            detail_values[":now"] = now
+        actions: list[dict[str, Any]] = [
+            {
+                "Update": {
+                    "TableName": self._table_name,
+                    "Key": {"PK": pk, "SK": TASK_SK},
+                    "UpdateExpression": "SET " + ", ".join(sets),
+                    "ConditionExpression": condition,
+                    "ExpressionAttributeNames": names,
+                    "ExpressionAttributeValues": values,
+                }
+            },
+            {
+                "Update": {
+                    "TableName": self._table_name,
+                    "Key": {"PK": pk, "SK": DETAIL_SK},
+                    "UpdateExpression": "SET " + ", ".join(detail_sets),
+                    "ExpressionAttributeNames": {"#s": "status"},
+                    "ExpressionAttributeValues": detail_values,
+                }
+            },
+        ]
+        if outcomes is not None:
+            outcome_item = {"PK": pk, "SK": "TASK#OUTCOMES", "letters": outcomes}
+            actions.append({"Put": {"TableName": self._table_name, "Item": outcome_item}})
+        self._transact(actions)
+        changed = self.get_task(task_id)
         assert changed is not None
         return changed
 
@@ -316,31 +381,63 @@ class TaskStore:
             actions.append({"Put": {"TableName": self._table_name, "Item": item}})
         self._transact(actions)
 
+    def fail_unsent(self, batch: Batch, failed: dict[str, str]) -> Batch:
+        """Take nodes SSM refused (node id -> reason) out of a started batch: their devices end FAILED and are no
+        longer counted as running. Answers the batch without them."""
+        now = _iso(utc_now())
+        pk = _task_pk(batch.task_id)
+        kept = {node: index for node, index in batch.nodes.items() if node not in failed}
+        actions: list[dict[str, Any]] = [
+            {
+                "Update": {
+                    "TableName": self._table_name,
+                    "Key": {"PK": pk, "SK": _batch_sk(batch.number)},
+                    "UpdateExpression": "SET nodes = :kept",
+                    "ConditionExpression": "attribute_not_exists(commandId)",
+                    "ExpressionAttributeValues": {":kept": kept},
+                }
+            },
+            {
+                "Update": {
+                    "TableName": self._table_name,
+                    "Key": {"PK": pk, "SK": TASK_SK},
+                    "UpdateExpression": "SET #c.RUNNING = #c.RUNNING - :n, #c.FAILED = #c.FAILED + :n, "
+                    "updatedAt = :now",
+                    "ConditionExpression": "#c.RUNNING >= :n",
+                    "ExpressionAttributeNames": {"#c": "counts"},
+                    "ExpressionAttributeValues": {":n": len(failed), ":now": now},
+                }
+            },
+        ]
+        for node, reason in failed.items():
+            index = batch.nodes[node]
+            run = DeviceRun(
+                index=index, device_id=batch.device_at(index), status=DeviceStatus.FAILED, reason=reason, node_id=node
+            )
+            item = self._device_item(pk, run) | {"endedAt": now}
+            actions.append(
+                {
+                    "Put": {
+                        "TableName": self._table_name,
+                        "Item": item,
+                        "ConditionExpression": "attribute_not_exists(PK)",
+                    }
+                }
+            )
+        self._transact(actions)
+        return batch.model_copy(update={"nodes": kept})
+
     def set_batch_command(self, task_id: str, number: int, command_id: str, cut_by_deadline: bool) -> None:
-        """Record the SSM command of a batch, only while the task is IN_PROGRESS (a cancel may have come in while
-        the command was being sent; then the caller cancels the command itself)."""
-        pk = _task_pk(task_id)
-        self._transact(
-            [
-                {
-                    "ConditionCheck": {
-                        "TableName": self._table_name,
-                        "Key": {"PK": pk, "SK": TASK_SK},
-                        "ConditionExpression": "#s = :in_progress",
-                        "ExpressionAttributeNames": {"#s": "status"},
-                        "ExpressionAttributeValues": {":in_progress": TaskStatus.IN_PROGRESS.value},
-                    }
-                },
-                {
-                    "Update": {
-                        "TableName": self._table_name,
-                        "Key": {"PK": pk, "SK": _batch_sk(number)},
-                        "UpdateExpression": "SET commandId = :cmd, cutByDeadline = :cut",
-                        "ConditionExpression": "attribute_exists(PK)",
-                        "ExpressionAttributeValues": {":cmd": command_id, ":cut": cut_by_deadline},
-                    }
-                },
-            ]
+        """Record the SSM command sent for a batch (a write to the batch alone: it never waits on the task's
+        per-device writes). The caller then checks that the task is still in progress."""
+        self._write(
+            lambda: self._client.update_item(
+                TableName=self._table_name,
+                Key={"PK": _task_pk(task_id), "SK": _batch_sk(number)},
+                UpdateExpression="SET commandId = :cmd, cutByDeadline = :cut",
+                ConditionExpression="attribute_exists(PK)",
+                ExpressionAttributeValues={":cmd": command_id, ":cut": cut_by_deadline},
+            )
         )
 
     def get_batch(self, task_id: str, number: int) -> Batch | None:
@@ -399,7 +496,7 @@ class TaskStore:
     def device_recorded(self, task_id: str, index: int) -> bool:
         """Whether a device's outcome is recorded: a read, 20 times cheaper than a write that would fail."""
         key = {"PK": _task_pk(task_id), "SK": _device_sk(index)}
-        return "Item" in self._table.get_item(Key=key, ProjectionExpression="SK")
+        return "Item" in self._table.get_item(Key=key, ProjectionExpression="SK", ConsistentRead=True)
 
     def device_runs(self, task_id: str, start: int, end: int) -> dict[int, DeviceRun]:
         """The recorded runs of the devices at positions start..end-1, by position."""
@@ -434,12 +531,25 @@ class TaskStore:
             query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def _transact(self, actions: list[dict[str, Any]]) -> None:
-        try:
-            self._client.transact_write_items(TransactItems=cast(Any, actions))
-        except ClientError as error:
-            if _is_condition_failure(error):
-                raise ConditionFailed(str(error)) from error
-            raise
+        self._write(lambda: self._client.transact_write_items(TransactItems=cast(Any, actions)))
+
+    @staticmethod
+    def _write(call: Any) -> None:
+        """Make a write, again after a jittered pause while it conflicts with other transactions on its items;
+        a failed condition is final (ConditionFailed)."""
+        for attempt in range(CONFLICT_ATTEMPTS):
+            try:
+                call()
+                return
+            except ClientError as error:
+                if _is_condition_failure(error):
+                    raise ConditionFailed(str(error)) from error
+                if not _is_conflict(error):
+                    raise
+                if attempt == CONFLICT_ATTEMPTS - 1:
+                    raise WriteConflict(f"still conflicting after {CONFLICT_ATTEMPTS} attempts: {error}") from error
+            first, largest = CONFLICT_BACKOFF
+            time.sleep(random.uniform(0, min(largest, first * 2**attempt)))  # noqa: S311 - jitter, not secrets
 
     @staticmethod
     def _device_item(pk: str, run: DeviceRun) -> dict[str, Any]:
@@ -448,7 +558,7 @@ class TaskStore:
             "SK": _device_sk(run.index),
             "deviceId": run.device_id,
             "status": run.status.value,
-            "reason": run.reason,
+            "reason": run.reason[:MAX_REASON_CHARS] if run.reason else None,
             "nodeId": run.node_id,
             "commandId": run.command_id,
             "exitCode": run.exit_code,
@@ -458,22 +568,43 @@ class TaskStore:
         }
         return {name: value for name, value in fields.items() if value is not None}
 
+    @classmethod
+    def _task_from_records(cls, items: list[dict[str, Any]]) -> Task | None:
+        state = next((item for item in items if item["SK"] == TASK_SK), None)
+        detail = next((item for item in items if item["SK"] == DETAIL_SK), None)
+        return cls._task_from_items(state, detail) if state and detail else None
+
     @staticmethod
-    def _task_from_item(item: dict[str, Any]) -> Task:
-        item = _plain(item)
+    def _task_from_items(state: dict[str, Any], detail: dict[str, Any]) -> Task:
+        state, detail = _plain(state), _plain(detail)
         return Task(
+            id=state["PK"].removeprefix("TASK#"),
+            kind=detail["kind"],
+            owner=detail["owner"],
+            owner_key=detail["ownerKey"],
+            status=state["status"],
+            status_reason=detail.get("statusReason"),
+            settings=TaskSettings.model_validate(detail["settings"]),
+            device_count=detail["deviceCount"],
+            counts=DeviceCounts.model_validate(state.get("counts", {})),
+            execution_arn=state.get("executionArn"),
+            created_at=state["createdAt"],
+            updated_at=state.get("updatedAt", state["createdAt"]),
+            started_at=state.get("startedAt"),
+            completed_at=state.get("completedAt"),
+        )
+
+    @staticmethod
+    def _listed_from_item(item: dict[str, Any]) -> ListedTask:
+        item = _plain(item)
+        return ListedTask(
             id=item["PK"].removeprefix("TASK#"),
             kind=item["kind"],
-            owner=item["owner"],
             status=item["status"],
             status_reason=item.get("statusReason"),
-            settings=TaskSettings.model_validate(item["settings"]),
+            script_url=item["settings"]["script_url"],
             device_count=item["deviceCount"],
-            counts=DeviceCounts.model_validate(item.get("counts", {})),
-            execution_arn=item.get("executionArn"),
             created_at=item["createdAt"],
-            updated_at=item.get("updatedAt", item["createdAt"]),
-            started_at=item.get("startedAt"),
             completed_at=item.get("completedAt"),
         )
 

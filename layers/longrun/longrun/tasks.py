@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -15,7 +16,9 @@ from longrun.models import (
     DeviceResult,
     DeviceRun,
     DeviceStatus,
+    ListedTask,
     OutputStream,
+    Owner,
     ResultSummary,
     ScriptExecution,
     ScriptExecutionPage,
@@ -26,7 +29,7 @@ from longrun.models import (
     TaskDevices,
     TaskStatus,
 )
-from longrun.store import ConditionFailed, InvalidPageToken, TaskStore, utc_now
+from longrun.store import ConditionFailed, InvalidPageToken, TaskStore, owner_digest, utc_now
 
 KIND = "script-execution"
 RESOURCE = "/device-management/script-execution"
@@ -36,8 +39,18 @@ ESTIMATE_AFTER_DEVICES = 3
 MAX_RETRY_AFTER_SECONDS = 60
 
 
-def href(task_id: str) -> str:
-    return f"{RESOURCE}/{task_id}"
+@dataclass(frozen=True)
+class Links:
+    """Where the API's resources are for the client that asked: ``base`` is the path before the API's own paths on
+    the URL the client used (the stage on the execute-api URL, a custom domain's base path, or nothing)."""
+
+    base: str = ""
+
+    def task(self, task_id: str) -> str:
+        return f"{self.base}{RESOURCE}/{task_id}"
+
+    def result(self, task_id: str) -> str:
+        return f"{self.task(task_id)}/result"
 
 
 class ScriptExecutions:
@@ -45,7 +58,7 @@ class ScriptExecutions:
         self._store = store
         self._config = config
 
-    def submit(self, owner: str, request: ScriptExecutionRequest) -> ScriptExecution:
+    def submit(self, owner: Owner, request: ScriptExecutionRequest, links: Links) -> ScriptExecution:
         """Record the task and start its workflow: two AWS requests whatever the fleet size."""
         scripts.script_key(request.script_url, self._config.scripts_bucket)
         if not self._config.state_machine_arn:
@@ -59,20 +72,23 @@ class ScriptExecutions:
         except (ClientError, BotoCoreError) as error:
             lifecycle.finish(self._store, task_id, TaskStatus.FAILED, reason=f"workflow did not start: {error}")
             raise OrchestrationUnavailable(f"the workflow could not be started: {error}") from error
-        return self._view(task, TaskDevices(ids=request.device_ids))
+        return self._view(task, TaskDevices(ids=request.device_ids), links)
 
-    def describe(self, owner: str, task_id: str) -> ScriptExecution:
+    def describe(self, owner: Owner, task_id: str, links: Links) -> ScriptExecution:
         """One read, whatever the fleet size."""
-        return self._view(*self._owned(owner, task_id))
+        return self._view(*self._owned(owner, task_id), links)
 
-    def list(self, owner: str, status: TaskStatus | None, limit: int, next_token: str | None) -> ScriptExecutionPage:
+    def list(
+        self, owner: Owner, status: TaskStatus | None, limit: int, next_token: str | None, links: Links
+    ) -> ScriptExecutionPage:
         try:
             tasks, token = self._store.list_tasks(owner, status, limit, next_token)
         except InvalidPageToken as error:
             raise BadRequest(str(error)) from error
-        return ScriptExecutionPage(items=[_summary(task) for task in tasks if task.kind == KIND], next_token=token)
+        items = [_summary(task, links) for task in tasks if task.kind == KIND]
+        return ScriptExecutionPage(items=items, next_token=token)
 
-    def result(self, owner: str, task_id: str, limit: int, next_token: str | None) -> ScriptExecutionResult:
+    def result(self, owner: Owner, task_id: str, limit: int, next_token: str | None) -> ScriptExecutionResult:
         """Each device's outcome, in the order the request listed the devices, with the head of its output."""
         task, devices = self._owned(owner, task_id)
         if not task.status.finished:
@@ -90,18 +106,19 @@ class ScriptExecutions:
             next_token=str(end) if end < task.device_count else None,
         )
 
-    def cancel(self, owner: str, task_id: str) -> ScriptExecution:
+    def cancel(self, owner: Owner, task_id: str, links: Links) -> ScriptExecution:
         """Stop the task: no new device starts, running scripts are cancelled, the execution is stopped. Asking
         again answers the same state; a task that already finished is a conflict and stays as it is."""
         task, devices = self._owned(owner, task_id)
         if task.status in (TaskStatus.CANCELLING, TaskStatus.CANCELLED):
-            return self._view(task, devices)
+            return self._view(task, devices, links)
         if task.status.finished:
             raise TaskConflict(f"task {task_id} already finished as {task.status.value}")
         try:
-            task = lifecycle.change_status(self._store, task_id, TaskStatus.CANCELLING, reason=f"cancelled by {owner}")
+            reason = f"cancelled by {owner.name}"
+            task = lifecycle.change_status(self._store, task_id, TaskStatus.CANCELLING, reason=reason)
         except ConditionFailed:
-            return self.cancel(owner, task_id)  # it moved meanwhile: answer from its new state
+            return self.cancel(owner, task_id, links)  # it moved meanwhile: answer from its new state
         if task.execution_arn:
             executions.stop(task.execution_arn, cause=f"cancelled by {owner}")
         for batch in self._store.batches(task_id):
@@ -109,15 +126,15 @@ class ScriptExecutions:
                 run_command.cancel(batch.command_id)
         if settle_cancel(self._store, task_id):
             task, devices = self._owned(owner, task_id)
-        return self._view(task, devices)
+        return self._view(task, devices, links)
 
-    def _owned(self, owner: str, task_id: str) -> tuple[Task, TaskDevices]:
+    def _owned(self, owner: Owner, task_id: str) -> tuple[Task, TaskDevices]:
         found = self._store.get_task_with_devices(task_id)
-        if found is None or found[0].owner != owner or found[0].kind != KIND:
+        if found is None or found[0].owner_key != owner_digest(owner.key) or found[0].kind != KIND:
             raise TaskNotFound(f"no script-execution task {task_id}")
         return found
 
-    def _view(self, task: Task, devices: TaskDevices) -> ScriptExecution:
+    def _view(self, task: Task, devices: TaskDevices, links: Links) -> ScriptExecution:
         counts = task.counts
         result = None
         if task.status.finished and devices.outcomes:
@@ -130,7 +147,7 @@ class ScriptExecutions:
                 failed_on_devices=[d for d, s in zip(devices.ids, statuses, strict=True) if s in ran_without_success],
                 sys_log_location=prefix,
                 err_log_location=prefix,
-                href=f"{href(task.id)}/result",
+                href=links.result(task.id),
             )
         settings = task.settings
         return ScriptExecution(
@@ -152,7 +169,7 @@ class ScriptExecutions:
             estimated_completion_at=estimated_completion(task, utc_now()),
             completed_at=task.completed_at,
             result=result,
-            href=href(task.id),
+            href=links.task(task.id),
             retry_after=retry_after(task, utc_now()),
         )
 
@@ -217,7 +234,7 @@ def current_step(task: Task) -> str:
 
 def settle_cancel(store: TaskStore, task_id: str) -> Task | None:
     """End a cancelling task as CANCELLED once none of its scripts is still running; answer it if it ended."""
-    task = store.get_task(task_id, consistent=True)
+    task = store.get_task(task_id)
     if task is None or task.status is not TaskStatus.CANCELLING or task.counts.RUNNING:
         return None
     try:
@@ -226,16 +243,16 @@ def settle_cancel(store: TaskStore, task_id: str) -> Task | None:
         return None
 
 
-def _summary(task: Task) -> ScriptExecutionSummary:
+def _summary(task: ListedTask, links: Links) -> ScriptExecutionSummary:
     return ScriptExecutionSummary(
         id=task.id,
-        script_url=task.settings.script_url,
+        script_url=task.script_url,
         device_count=task.device_count,
         status=task.status,
         status_reason=task.status_reason,
         created_at=task.created_at,
         completed_at=task.completed_at,
-        href=href(task.id),
+        href=links.task(task.id),
     )
 
 

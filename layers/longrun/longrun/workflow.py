@@ -29,9 +29,12 @@ from longrun.tasks import settle_cancel
 
 logger = Logger(child=True)
 
+
+class InvocationStillRunning(Exception):
+    """SSM announced a node's run ended before its record says so; the event is retried."""
+
+
 SENT_BATCHES_KEPT = 1_000
-REPORT_GRACE_SECONDS = 120
-"""How long past a batch's longest possible run the workflow waits for SSM's last report before it gives up."""
 
 
 def resolve_limit(value: int | str, total: int) -> int:
@@ -49,15 +52,16 @@ def error_limit(settings: TaskSettings, total: int) -> int | None:
     return None if settings.max_errors is None else resolve_limit(settings.max_errors, total)
 
 
-def batch_plan(device_count: int, max_concurrency: int, timeout_seconds: int) -> dict[str, int]:
+def batch_plan(device_count: int, max_concurrency: int, timeout_seconds: int, grace_seconds: int) -> dict[str, int]:
     """How to fan out: how many devices a batch (one SSM command, all its devices at once) holds, how many batches
-    run at once, and how long to wait for one batch. Never more than ``max_concurrency`` devices at a time."""
+    run at once, and how long to wait for one batch: its longest possible run, and ``grace_seconds`` for SSM's last
+    report. Never more than ``max_concurrency`` devices at a time."""
     size = min(max_concurrency, MAX_BATCH_SIZE)
     return {
         "batchSize": size,
         "batchCount": math.ceil(device_count / size),
         "batchesAtOnce": max(1, max_concurrency // size),
-        "batchWaitSeconds": timeout_seconds + REPORT_GRACE_SECONDS,
+        "batchWaitSeconds": timeout_seconds + grace_seconds,
     }
 
 
@@ -66,9 +70,9 @@ def batch_range(number: int, size: int, device_count: int) -> tuple[int, int]:
     return number * size, min((number + 1) * size, device_count)
 
 
-def _plan(task: Task) -> dict[str, int]:
+def _plan(task: Task, grace_seconds: int) -> dict[str, int]:
     limit = concurrency_limit(task.settings, task.device_count)
-    return batch_plan(task.device_count, limit, task.settings.timeout_seconds)
+    return batch_plan(task.device_count, limit, task.settings.timeout_seconds, grace_seconds)
 
 
 def _seconds_left(task: Task, now: datetime) -> int | None:
@@ -96,17 +100,17 @@ class Workflow:
     def start_run(self, task_id: str) -> dict[str, Any]:
         """First step: check the script is there, mark the task IN_PROGRESS, and plan the batches."""
         nothing = {"taskId": task_id, "batches": [], "batchesAtOnce": 1, "batchWaitSeconds": 1}
-        task = self._store.get_task(task_id, consistent=True)
+        task = self._store.get_task(task_id)
         if task is None or task.status is not TaskStatus.SUBMITTED:
             logger.info("task is no longer waiting to start", extra={"status": task and task.status})
             return nothing
         key = scripts.script_key(task.settings.script_url, self._config.scripts_bucket)
         if not scripts.script_exists(self._config.scripts_bucket, key):
-            reason = f"the script s3://{self._config.scripts_bucket}/{key} does not exist"
+            reason = f"the script s3://{self._config.scripts_bucket}/{key} does not exist (or longrun may not read it)"
             lifecycle.finish(self._store, task_id, TaskStatus.FAILED, reason=reason)
             return nothing
         lifecycle.change_status(self._store, task_id, TaskStatus.IN_PROGRESS)
-        plan = _plan(task)
+        plan = _plan(task, self._config.report_grace_seconds)
         return {
             "taskId": task_id,
             "batches": list(range(plan["batchCount"])),
@@ -117,7 +121,7 @@ class Workflow:
     def run_batch(self, task_id: str, number: int, task_token: str) -> dict[str, Any]:
         """Start one batch: find each device's node, record the batch, send one SSM command for its nodes. The
         workflow waits on ``task_token`` until SSM reports the command ended (see ``record_command``)."""
-        task = self._store.get_task(task_id, consistent=True)
+        task = self._store.get_task(task_id)
         why_not = self._why_not_start(task)
         if why_not or task is None:
             return self._skip(task_token, task_id, number, why_not or "task is missing")
@@ -145,7 +149,7 @@ class Workflow:
         return None
 
     def _record_batch(self, task: Task, number: int, task_token: str) -> Batch | None:
-        start, end = batch_range(number, _plan(task)["batchSize"], task.device_count)
+        start, end = batch_range(number, _plan(task, self._config.report_grace_seconds)["batchSize"], task.device_count)
         devices = self._store.device_ids(task.id, start, end)
         resolution = run_command.resolve_devices(devices, self._config.device_id_tag_key)
         nodes: dict[str, int] = {}
@@ -167,26 +171,44 @@ class Workflow:
             return self._store.get_batch(task.id, number)  # a retry of this step, or the task left IN_PROGRESS
         return batch
 
-    def _send(self, task: Task, batch: Batch) -> str:
-        plan = _plan(task)
+    def _send(self, task: Task, batch: Batch) -> str | None:
+        """Send the batch's command, once, and record it. A node SSM refuses (no longer a managed node) ends FAILED
+        and the rest are sent; a cancel that came in meanwhile cancels the command at once."""
+        plan = _plan(task, self._config.report_grace_seconds)
         settings = task.settings
         left = _seconds_left(task, utc_now())
         limit = error_limit(settings, task.device_count)
         time_limit = settings.timeout_seconds if left is None else max(1, min(settings.timeout_seconds, left))
-        command_id = run_command.send_script(
-            node_ids=list(batch.nodes),  # request order
-            bucket=self._config.scripts_bucket,
-            key=scripts.script_key(settings.script_url, self._config.scripts_bucket),
-            timeout_seconds=time_limit,
-            start_within_seconds=left if left is not None else plan["batchWaitSeconds"],
-            max_concurrency=plan["batchSize"],
-            max_errors=None if limit is None else max(0, limit - _errors(task)),
-            output_prefix=scripts.output_prefix(self._config.output_prefix, task.id),
-            comment=run_command.batch_comment(task.id, batch.number),
-        )
-        try:
-            self._store.set_batch_command(task.id, batch.number, command_id, time_limit < settings.timeout_seconds)
-        except ConditionFailed:
+        while True:
+            try:
+                command_id = run_command.send_script(
+                    node_ids=list(batch.nodes),  # request order
+                    bucket=self._config.scripts_bucket,
+                    key=scripts.script_key(settings.script_url, self._config.scripts_bucket),
+                    timeout_seconds=time_limit,
+                    start_within_seconds=left if left is not None else plan["batchWaitSeconds"],
+                    max_concurrency=plan["batchSize"],
+                    max_errors=None if limit is None else max(0, limit - _errors(task)),
+                    output_prefix=scripts.output_prefix(self._config.output_prefix, task.id),
+                    comment=run_command.batch_comment(task.id, batch.number),
+                )
+                break
+            except run_command.NodesNotManaged:
+                registered = run_command.registered_nodes(list(batch.nodes))
+                refused = {
+                    node: run_command.not_managed(node, f"device {batch.device_at(index)}")
+                    for node, index in batch.nodes.items()
+                    if node not in registered
+                }
+                if not refused:
+                    raise
+                batch = self._store.fail_unsent(batch, refused)
+                if not batch.nodes:
+                    executions.resume(batch.task_token, {"batch": batch.number, "sent": 0})
+                    return None
+        self._store.set_batch_command(task.id, batch.number, command_id, time_limit < settings.timeout_seconds)
+        now = self._store.get_task(task.id)
+        if now is None or now.status is not TaskStatus.IN_PROGRESS:
             run_command.cancel(command_id)  # a cancel came in while the command was being sent
             logger.info("cancelled a command sent while the task was being cancelled")
         return command_id
@@ -217,7 +239,9 @@ class Workflow:
     def record_outcome(self, command_id: str, node_id: str) -> str | None:
         """SSM reported that a node's run of a command ended: record the device's outcome once. Answers the task, or
         None when the report is not about longrun. (A cancelled task is settled when its commands end.)"""
-        outcome = run_command.outcome(command_id, node_id)
+        outcome = run_command.finished_runs(command_id, node_id).get(node_id)
+        if outcome is None:
+            raise InvocationStillRunning(f"SSM does not list {node_id}'s run of {command_id} as ended yet")
         batch = self._batch_of(outcome.comment)
         if batch is None or node_id not in batch.nodes:
             return None
@@ -234,19 +258,16 @@ class Workflow:
         batch = self._batch_of(run_command.command_comment(command_id))
         if batch is None:
             return None
-        ended = run_command.finished_nodes(command_id)
+        ended = run_command.finished_runs(command_id)
         for node_id, index in self._unrecorded(batch):
-            if node_id in ended:
-                outcome = _with_deadline(batch, run_command.outcome(command_id, node_id))
-            else:
-                outcome = CommandOutcome(
-                    command_id=command_id,
-                    node_id=node_id,
-                    comment="",
-                    status=DeviceStatus.NOT_STARTED,
-                    reason="SSM did not send the script to the device (max-errors reached or the command ended)",
-                )
-            self._store.finish_device(batch, index, outcome)
+            outcome = ended.get(node_id) or CommandOutcome(
+                command_id=command_id,
+                node_id=node_id,
+                comment="",
+                status=DeviceStatus.NOT_STARTED,
+                reason="SSM did not send the script to the device (max-errors reached or the command ended)",
+            )
+            self._store.finish_device(batch, index, _with_deadline(batch, outcome))
         executions.resume(batch.task_token, {"batch": batch.number, "devices": len(batch.device_ids)})
         settle_cancel(self._store, batch.task_id)
         return batch.task_id
@@ -260,21 +281,33 @@ class Workflow:
                 yield node, index
 
     def expire_batch(self, task_id: str, number: int) -> None:
-        """The batch's wait ran out: every device SSM has not reported is recorded TIMED_OUT and its run stopped."""
+        """The batch's wait ran out, so some of its reports never came (SSM's events are delivered at best effort):
+        ask SSM how each silent device's run ended and record that; stop the runs still going and record those
+        TIMED_OUT."""
         batch = self._store.get_batch(task_id, number)
         if batch is None:
             return
         silent = dict(self._unrecorded(batch))
-        if batch.command_id and silent:
-            run_command.cancel(batch.command_id, sorted(silent))
+        if not silent:
+            settle_cancel(self._store, task_id)
+            return
+        ended = run_command.finished_runs(batch.command_id) if batch.command_id else {}
+        going = sorted(node for node in silent if node not in ended)
+        if batch.command_id and going:
+            run_command.cancel(batch.command_id, going)
         for node_id, index in silent.items():
-            outcome = CommandOutcome(
-                command_id=batch.command_id or "",
-                node_id=node_id,
-                comment="",
-                status=DeviceStatus.TIMED_OUT,
-                reason="SSM did not report the script's end in time; its run was cancelled",
-            )
+            if node_id in ended:
+                outcome = _with_deadline(batch, ended[node_id])
+            else:
+                outcome = CommandOutcome(
+                    command_id=batch.command_id or "",
+                    node_id=node_id,
+                    comment="",
+                    status=DeviceStatus.TIMED_OUT if batch.command_id else DeviceStatus.NOT_STARTED,
+                    reason="SSM did not report the script's end in time; its run was cancelled"
+                    if batch.command_id
+                    else "the batch's SSM command was never sent",
+                )
             self._store.finish_device(batch, index, outcome)
         settle_cancel(self._store, task_id)
 
@@ -283,7 +316,7 @@ class Workflow:
         TIMED_OUT when its deadline cut devices short, or FAILED with the workflow's error (or because devices were
         still running when the workflow ended). A task being cancelled is left to end as CANCELLED."""
         while True:
-            task = self._store.get_task(task_id, consistent=True)
+            task = self._store.get_task(task_id)
             if task is None:
                 return "MISSING"
             if task.status not in (TaskStatus.SUBMITTED, TaskStatus.IN_PROGRESS):
