@@ -44,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--parameter", action="append", default=[], metavar="NAME=VALUE", help="a template parameter's value"
     )
+    parser.add_argument(
+        "--template", type=Path, default=ROOT / "template.yaml", help="deploy this template instead of template.yaml"
+    )
     faults = parser.add_argument_group("fault injection")
     faults.add_argument(
         "--drop-events",
@@ -54,6 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     faults.add_argument(
         "--delay-events", action="append", default=[], metavar="KIND:SECONDS", help="delay SSM's events of a kind"
+    )
+    faults.add_argument(
+        "--unresponsive",
+        default="",
+        help="comma-separated devices whose agent takes a command, then never reports (stays InProgress)",
     )
     faults.add_argument(
         "--transaction-ms",
@@ -72,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     for noisy in ("werkzeug", "botocore"):  # moto's request log, and boto3's credential and endpoint notes
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
-    devices = tuple(d.strip() for d in args.devices.split(",") if d.strip())
+    devices = _listed(args.devices)
     devices += tuple(f"device-{n}" for n in range(1, args.fleet_size + 1))
     runtime = LocalRuntime(
         Options(
@@ -81,12 +89,14 @@ def main(argv: list[str] | None = None) -> int:
             edge_port=args.edge_port,
             devices=devices,
             caller=args.caller,
-            unmanaged=tuple(d.strip() for d in args.unmanaged.split(",") if d.strip()),
+            unmanaged=_listed(args.unmanaged),
+            unresponsive=_listed(args.unresponsive),
             event_faults=EventFaults.parse(args.drop_events, args.delay_events),
             transaction_ms=args.transaction_ms,
             conflict_rate=args.transaction_conflict_rate,
             parameters=dict(item.split("=", 1) for item in args.parameter),
             logs_dir=args.logs_dir,
+            template_file=args.template,
         )
     )
     stopping = threading.Event()
@@ -105,6 +115,10 @@ def main(argv: list[str] | None = None) -> int:
         runtime.stop()
         print("longrun local runtime stopped", flush=True)
     return 0
+
+
+def _listed(text: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in text.split(",") if item.strip())
 
 
 if __name__ == "__main__":

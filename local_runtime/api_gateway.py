@@ -236,29 +236,7 @@ class ApiGateway:
         }
 
     def _gateway_error(self, error: GatewayError, context: dict[str, Any]) -> Reply:
-        """An error of API Gateway's own, through the API's gateway responses."""
-        family = "DEFAULT_5XX" if (error.status or DEFAULT_STATUS.get(error.kind, 500)) >= 500 else "DEFAULT_4XX"
-        configured = self._api.gateway_responses.get(error.kind) or self._api.gateway_responses.get(family)
-        status = error.status or DEFAULT_STATUS.get(error.kind, 500)
-        headers = {"Content-Type": ["application/json"], "x-amzn-ErrorType": [_error_type(error.kind)]}
-        template = _DEFAULT_TEMPLATE
-        if configured is not None:
-            status = configured.status or status
-            headers.update({name: [value] for name, value in configured.headers.items()})
-            template = configured.templates.get("application/json", template)
-        variables = {
-            **{f"context.{name}": str(value) for name, value in context.items()},
-            "context.error.message": error.message,
-            "context.error.messageString": json.dumps(error.message),
-            "context.error.responseType": error.kind,
-            "context.error.validationErrorString": "",
-        }
-
-        def substitute(match: re.Match[str]) -> str:
-            name = match.group(1) or match.group(2)
-            return variables.get(name, match.group(0))
-
-        return status, headers, _VARIABLE.sub(substitute, template).encode()
+        return gateway_response(self._api, error, context)
 
     def serve(self, host: str, port: int) -> None:
         gateway = self
@@ -298,6 +276,34 @@ class ApiGateway:
             self._server.shutdown()
             self._server.server_close()
         self._integrations.shutdown(wait=False, cancel_futures=True)
+
+
+def gateway_response(api: RestApi, error: GatewayError, context: dict[str, Any]) -> Reply:
+    """An error of API Gateway's own, through the API's gateway responses (or API Gateway's defaults), with the
+    ``$context`` variables of the template substituted as API Gateway substitutes them."""
+    default_status = error.status or DEFAULT_STATUS.get(error.kind, 500)
+    family = "DEFAULT_5XX" if default_status >= 500 else "DEFAULT_4XX"
+    configured = api.gateway_responses.get(error.kind) or api.gateway_responses.get(family)
+    status = default_status
+    headers = {"Content-Type": ["application/json"], "x-amzn-ErrorType": [_error_type(error.kind)]}
+    template = _DEFAULT_TEMPLATE
+    if configured is not None:
+        status = configured.status or status
+        headers.update({name: [value] for name, value in configured.headers.items()})
+        template = configured.templates.get("application/json", template)
+    variables = {
+        **{f"context.{name}": str(value) for name, value in context.items()},
+        "context.error.message": error.message,
+        "context.error.messageString": json.dumps(error.message),
+        "context.error.responseType": error.kind,
+        "context.error.validationErrorString": "",
+    }
+
+    def substitute(match: re.Match[str]) -> str:
+        name = match.group(1) or match.group(2)
+        return variables.get(name, match.group(0))
+
+    return status, headers, _VARIABLE.sub(substitute, template).encode()
 
 
 def _error_type(kind: str) -> str:

@@ -66,6 +66,8 @@ class Rules:
     held_lock: threading.Lock = field(default_factory=threading.Lock)
     write_listeners: list[Callable[[int, int, bool], None]] = field(default_factory=list)
     """Called with (size before, size after, in a transaction) for each item written"""
+    conflicts: int = 0
+    """Requests rejected as conflicting so far"""
 
 
 RULES = Rules()
@@ -154,6 +156,7 @@ def _single_write(name: str) -> Callable[..., Any]:
         key = item_key(self, table_name, attributes) if name == "put_item" else attributes
         with RULES.held_lock:
             if _identity(table_name, key) in RULES.held or _injected():
+                RULES.conflicts += 1
                 raise TransactionConflictException()
         with LOCK:
             before = _size_of(self, table_name, key)
@@ -195,6 +198,7 @@ def _transact_write_items(self: DynamoDBBackend, transact_items: list[dict[str, 
     with RULES.held_lock:
         conflicts = [identity in RULES.held for identity in identities]
         if any(conflicts) or _injected():
+            RULES.conflicts += 1
             if not any(conflicts):
                 conflicts[RULES.random.randrange(len(conflicts))] = True
             raise TransactionCanceledException([CONFLICT if c else (None, None, None) for c in conflicts])

@@ -33,9 +33,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlsplit
 
 import boto3
+from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from local_runtime.identities import Credentials
@@ -192,6 +193,7 @@ class Fleet:
         credentials: Credentials,
         announce: Callable[[dict[str, Any]], object],
         unmanaged: list[str] | None = None,
+        unresponsive: list[str] | None = None,
         faults: EventFaults | None = None,
         work_dir: Path | None = None,
     ) -> None:
@@ -201,6 +203,8 @@ class Fleet:
         """managed node id -> device id"""
         self.unmanaged = {instance_id_for(d): d for d in unmanaged or []}
         """EC2 instances tagged with a device id whose SSM Agent is not registered: not managed nodes"""
+        self.unresponsive = {node for node, device in self.devices.items() if device in set(unresponsive or [])}
+        """Managed nodes whose agent takes a command and then goes silent: it stays InProgress until cancelled"""
         self.tag_key = tag_key
         self.region = region
         self._announce = announce
@@ -214,6 +218,7 @@ class Fleet:
             aws_access_key_id=credentials.access_key,
             aws_secret_access_key=credentials.secret_key,
             aws_session_token=credentials.session_token,
+            config=Config(max_pool_connections=MAX_NODES * 4),  # every device of a few commands at once
         )
         self._work_dir = work_dir or Path(tempfile.mkdtemp(prefix="longrun-fleet-"))
         self._owns_work_dir = work_dir is None
@@ -495,6 +500,11 @@ class Fleet:
             invocation.status = invocation.status_details = "InProgress"
             invocation.started = time.time()
         self._emit("invocation", self._invocation_event(command, invocation))
+        if invocation.node_id in self.unresponsive:
+            while not invocation.cancelled() and not self._closing.wait(0.1):
+                pass
+            invocation.end("Cancelled", "Cancelled")
+            return
         work = self._work_dir / invocation.node_id / command.command_id
         work.mkdir(parents=True, exist_ok=True)
         for plugin in invocation.plugins.values():
@@ -527,14 +537,15 @@ class Fleet:
             plugin.end("Failed", "Failed", 1)
             return
         try:
-            url = urlparse(json.loads(params["sourceInfo"][0]).get("path", ""))
+            url = urlsplit(json.loads(params["sourceInfo"][0]).get("path", ""))
         except ValueError:
             plugin.stderr = "sourceInfo is not valid JSON"
             plugin.end("Failed", "Failed", 1)
             return
-        bucket, _, key = url.path.lstrip("/").partition("/")
+        path = unquote(url.path).lstrip("/")  # an S3 URL's key is percent-encoded
+        bucket, _, key = path.partition("/")
         if not url.netloc.startswith("s3."):  # virtual-hosted style: bucket.s3.region.amazonaws.com/key
-            bucket, key = url.netloc.split(".")[0], url.path.lstrip("/")
+            bucket, key = url.netloc.split(".")[0], path
         try:
             script = self._s3.get_object(Bucket=bucket, Key=key)["Body"].read()
             with SPAWN_LOCK:

@@ -47,7 +47,7 @@ def snapshot() -> dict[str, Any]:
             "calls": dict(calls),
             "lambdaInvocations": dict(lambda_invocations),
             "lambdaMilliseconds": dict(lambda_milliseconds),
-            "dynamodb": dict(capacity),
+            "dynamodb": dict(capacity) | {"transactionConflicts": dynamodb.RULES.conflicts},
             "stateTransitions": sum(transitions.values()),
             "stateTransitionsByType": dict(transitions),
         }
@@ -57,6 +57,7 @@ def reset() -> None:
     with _lock:
         for counter in (calls, lambda_invocations, lambda_milliseconds, capacity, transitions):
             counter.clear()
+        dynamodb.RULES.conflicts = 0
 
 
 def _on_write(before: int, after: int, transactional: bool) -> None:

@@ -40,12 +40,15 @@ class Options:
     scripts: Path = EXAMPLE_SCRIPTS
     unmanaged: tuple[str, ...] = ()
     """Device ids of EC2 instances that carry the device tag but are not SSM managed nodes"""
+    unresponsive: tuple[str, ...] = ()
+    """Devices whose agent goes silent once it has a command (fault injection)"""
     event_faults: EventFaults = field(default_factory=EventFaults)
     transaction_ms: float = 10.0
     conflict_rate: float = 0.0
     parameters: dict[str, str] = field(default_factory=dict)
     """Template parameter overrides"""
     logs_dir: Path = ROOT / ".local-runtime" / "logs"
+    template_file: Path = ROOT / "template.yaml"
 
 
 @dataclass
@@ -85,7 +88,7 @@ class LocalRuntime:
         )
         meter.install()  # makes moto's DynamoDB behave as DynamoDB, then counts what every call costs
         dynamodb.configure(transaction_ms=opts.transaction_ms, conflict_rate=opts.conflict_rate)
-        self.stack = template.load(ROOT, opts.stack_name, opts.region, opts.parameters)
+        self.stack = template.load(ROOT, opts.stack_name, opts.region, opts.parameters, opts.template_file)
         identities = Identities(self.stack)
         aws = {"AWS_REGION": opts.region, "AWS_DEFAULT_REGION": opts.region, "AWS_ENDPOINT_URL": self.edge_url}
         lambdas = LambdaBridge(self.stack, identities, aws, opts.logs_dir)
@@ -98,12 +101,14 @@ class LocalRuntime:
             credentials=identities.devices,
             announce=bus.put,
             unmanaged=list(opts.unmanaged),
+            unresponsive=list(opts.unresponsive),
             faults=opts.event_faults,
         )
         edge = Edge(lambdas, self.fleet, identities, self.ledger)
         edge.serve(opts.host, opts.edge_port)
         self._closers += [self.fleet.close, lambdas.close, edge.close]
         step_functions.sign_as_execution_role(identities)
+        step_functions.fail_maps_past_their_tolerated_failures()
         self._configure_moto()
         self._create_resources()
         api = ApiGateway(self.stack, lambdas, default_caller=opts.caller)

@@ -1,7 +1,11 @@
-"""Step Functions' calls for an execution (Lambda invokes, SDK integrations) carry its state machine's role, as in
-AWS, so the edge checks them against that role's policies. moto signs them all with one fixed key; this gives each
-call the credentials of the execution's role instead. A state machine whose role the template does not define (one
-a client created) keeps moto's key, which the edge treats as the administrator's."""
+"""Step Functions as AWS runs it, where moto's interpreter differs.
+
+- Calls made for an execution (Lambda invokes, SDK integrations) carry its state machine's role, so the edge checks
+  them against that role's policies. moto signs them all with one fixed key; each call gets the credentials of the
+  execution's role instead. A state machine whose role the template does not define (one a client created) keeps
+  moto's key, which the edge treats as the administrator's.
+- A Distributed Map fails once its failed children exceed its tolerated failures; moto lets it succeed.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,18 @@ import boto3
 from botocore.client import BaseClient
 from botocore.config import Config
 from moto.settings import moto_server_port
+from moto.stepfunctions.parser.api import HistoryEventType, MapRunFailedEventDetails
+from moto.stepfunctions.parser.asl.component.common.error_name.failure_event import (
+    FailureEvent,
+    FailureEventException,
+)
+from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name import StatesErrorName
+from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name_type import StatesErrorNameType
+from moto.stepfunctions.parser.asl.component.state.exec.state_map.iteration.distributed_iteration_component import (
+    DistributedIterationComponent,
+)
+from moto.stepfunctions.parser.asl.eval.environment import Environment
+from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
 
 from local_runtime.identities import Identities
 
@@ -52,3 +68,33 @@ def sign_as_execution_role(identities: Identities) -> None:
         module = importlib.import_module(name)
         if getattr(module, "boto_client_for", None) is original:
             setattr(module, "boto_client_for", boto_client_for)  # noqa: B010 - untyped module
+
+
+def fail_maps_past_their_tolerated_failures() -> None:
+    """A Distributed Map whose failed child executions exceed its tolerated failures fails, with
+    States.ExceedToleratedFailureThreshold, as in Step Functions (both thresholds default to 0: any failed child
+    fails the Map; with both set, exceeding either fails it). moto counts failed children but carries on."""
+    original = DistributedIterationComponent._map_run
+
+    def _map_run(self: DistributedIterationComponent, env: Environment, eval_input: Any) -> None:
+        original(self, env, eval_input)
+        items = eval_input.map_run_record.item_counter
+        failed, total = items.failed.get() + items.timed_out.get(), max(1, items.total.get())
+        count, share = eval_input.tolerated_failure_count, eval_input.tolerated_failure_percentage
+        limits = [failed > count] if count else []
+        limits += [failed * 100 / total > share] if share else []
+        if failed and (any(limits) or not limits):
+            error = StatesErrorName(typ=StatesErrorNameType.StatesExceedToleratedFailureThreshold)
+            details = MapRunFailedEventDetails(
+                error=error.error_name, cause="The specified tolerated failure threshold was exceeded"
+            )
+            raise FailureEventException(
+                FailureEvent(
+                    env=env,
+                    error_name=error,
+                    event_type=HistoryEventType.MapRunFailed,
+                    event_details=EventDetails(mapRunFailedEventDetails=details),  # type: ignore[typeddict-item]
+                )
+            )
+
+    DistributedIterationComponent._map_run = _map_run  # type: ignore[method-assign]

@@ -261,9 +261,16 @@ class LocalStack:
         return re.sub(r"\$\{([^}!]+)\}", replace, text)
 
 
-def load(root: Path, stack_name: str, region: str, parameters: dict[str, str] | None = None) -> LocalStack:
-    """The template as CloudFormation would deploy it (after the SAM transform), under ``stack_name``."""
-    document = yaml_parse((root / "template.yaml").read_text())
+def load(
+    root: Path,
+    stack_name: str,
+    region: str,
+    parameters: dict[str, str] | None = None,
+    template_file: Path | None = None,
+) -> LocalStack:
+    """The template (root/template.yaml unless ``template_file``) as CloudFormation would deploy it after the SAM
+    transform, under ``stack_name``; code paths are relative to ``root``."""
+    document = yaml_parse((template_file or root / "template.yaml").read_text())
     values = {name: str(spec.get("Default", "")) for name, spec in document.get("Parameters", {}).items()}
     values.update(parameters or {})
     deployed = _sam_transform(document, values, region)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
@@ -35,7 +36,9 @@ TaskId = Annotated[str, Path(description="The task's id", pattern=r"^[0-9a-f-]{3
 logger = Logger()
 tracer = Tracer()
 metrics = Metrics()
-app = APIGatewayRestResolver(enable_validation=True)
+# On a custom domain, the request path starts with the domain's base path mapping: routes start after it.
+BASE_PATH = re.compile(r"^/.*?(?=/device-management(?:/|$))")
+app = APIGatewayRestResolver(enable_validation=True, strip_prefixes=[BASE_PATH])
 
 PROBLEMS: dict[int, OpenAPIResponse] = {
     status: {"description": title, "content": {PROBLEM_JSON: {"model": Problem}}}

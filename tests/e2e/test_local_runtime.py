@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import re
 import time
+from pathlib import Path
 
 import pytest
+from botocore.exceptions import ClientError
 
-from tests.e2e.conftest import RESOURCE, LocalRuntimeProcess
+from local_runtime import template
+from local_runtime.identities import Identities
+from tests.conftest import ROOT
+from tests.e2e.conftest import BUCKET, RESOURCE, LocalRuntimeProcess, Service
 
 pytestmark = pytest.mark.e2e
 
@@ -39,3 +45,102 @@ def test_a_commands_end_records_devices_whose_own_events_were_lost() -> None:
         assert devices["db-1"]["exitCode"] == 3 and devices["web-1"]["stdout"]["head"] == "patched web-1\n"
     finally:
         runtime.stop()
+
+
+LAMBDA_VARIABLES = {
+    "AWS_LAMBDA_FUNCTION_NAME", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "AWS_LAMBDA_FUNCTION_VERSION",
+    "AWS_LAMBDA_LOG_GROUP_NAME", "AWS_LAMBDA_LOG_STREAM_NAME", "AWS_LAMBDA_INITIALIZATION_TYPE", "AWS_EXECUTION_ENV",
+    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION",
+    "AWS_XRAY_CONTEXT_MISSING", "LAMBDA_TASK_ROOT", "LANG", "PATH", "PYTHONPATH", "TZ", "_HANDLER",
+    "_X_AMZN_TRACE_ID", "AWS_ENDPOINT_URL",
+}  # fmt: skip
+"""What Lambda sets in every function's environment (and the edge's address, the local runtime's network)"""
+
+
+def test_each_function_runs_in_processes_of_its_own_with_only_its_environment(service: Service) -> None:
+    task = service.wait(service.submit()["id"])
+    assert task["status"] == "COMPLETE"
+    stack = template.load(ROOT, "longrun-local", "us-east-1")
+    assert service.process is not None
+    environments = [
+        p for p in service.process.children(recursive=True) if any("lambda_bootstrap" in a for a in p.cmdline())
+    ]
+    seen: dict[str, set[str]] = {}
+    for process in environments:
+        environ = process.environ()
+        function = next(f for f in stack.functions.values() if f.name == environ["AWS_LAMBDA_FUNCTION_NAME"])
+        assert set(environ) - LAMBDA_VARIABLES == set(function.environment), function.logical_id
+        seen.setdefault(function.logical_id, set()).add(environ["AWS_ACCESS_KEY_ID"])
+    assert {"ApiFunction", "StartRunFunction", "RunBatchFunction", "CommandEventsFunction"} <= set(seen)
+    keys = [key for found in seen.values() for key in found]
+    assert all(len(found) == 1 for found in seen.values()) and len(set(keys)) == len(seen)  # a role each
+    assert "test" not in keys  # not the runtime's own credentials
+
+
+REPORT = re.compile(
+    r"(?P<function>\w+) REPORT RequestId: [0-9a-f-]{36}\tDuration: [0-9.]+ ms\tBilled Duration: \d+ ms\t"
+    r"Memory Size: (?P<memory>\d+) MB\tMax Memory Used: \d+ MB(?P<init>\tInit Duration: [0-9.]+ ms)?"
+)
+
+
+def test_the_runtime_log_reports_each_invocation_as_lambda_does(service: Service) -> None:
+    """Init (once per execution environment) and duration per invocation, as Lambda's REPORT line; and each
+    environment's output in a log stream of its own."""
+    service.wait(service.submit()["id"])
+    assert service.log is not None
+    reports = [found.groupdict() for found in REPORT.finditer(service.log.read_text())]
+    cold = {r["function"] for r in reports if r["init"]}
+    warm = {r["function"] for r in reports if not r["init"]}
+    assert {"ApiFunction", "StartRunFunction", "RunBatchFunction", "CommandEventsFunction"} <= cold
+    assert "ApiFunction" in warm  # a warm environment is reused, without paying init again
+    assert {r["memory"] for r in reports if r["function"] == "CommandEventsFunction"} == {"128"}
+    streams = list((service.log.parent / "logs" / "longrun-local-ApiFunction").glob("*.log"))
+    assert streams and "START RequestId" in streams[0].read_text()
+
+
+def test_a_permission_missing_from_the_template_is_refused_naming_who_what_and_where(tmp_path: Path) -> None:
+    """Removing a permission the code needs makes the calls that need it fail with AccessDenied, as in AWS."""
+    text = (ROOT / "template.yaml").read_text()
+    granted = "              Action: ssm:SendCommand\n"
+    assert granted in text
+    (tmp_path / "template.yaml").write_text(text.replace(granted, "              Action: ssm:ListDocuments\n"))
+    runtime = LocalRuntimeProcess.start("--template", str(tmp_path / "template.yaml"))
+    try:
+        task = runtime.service.submit(**{"device-ids": ["web-1"], "script-url": "scripts/hello.sh"})
+        done = runtime.service.wait(task["id"], timeout=30)
+    finally:
+        refused = runtime.stop(refusals_expected=True)
+    assert done["status"] == "FAILED"
+    assert done["statusReason"] == (
+        "the workflow failed: States.ExceedToleratedFailureThreshold:"
+        " The specified tolerated failure threshold was exceeded"
+    )
+    document = "arn:aws:ssm:us-east-1::document/AWS-RunRemoteScript"
+    assert {(d["principal"], d["action"], d["resource"]) for d in refused} == {
+        ("RunBatchFunction", "ssm:SendCommand", document)
+    }
+    assert refused[0]["message"] == (
+        "User: arn:aws:sts::123456789012:assumed-role/longrun-local-RunBatchFunctionRole/longrun-local-RunBatchFunction"
+        f" is not authorized to perform: ssm:SendCommand on resource: {document}"
+        " because no identity-based policy allows the ssm:SendCommand action"
+    )
+
+
+def test_s3_answers_a_missing_key_403_to_a_role_that_may_not_list_the_bucket(service: Service) -> None:
+    devices = Identities(template.load(ROOT, "longrun-local", "us-east-1")).devices
+    as_device = service.aws(
+        "s3", access_key=devices.access_key, secret_key=devices.secret_key, session_token=devices.session_token
+    )
+    assert as_device.get_object(Bucket=BUCKET, Key="scripts/hello.sh")["Body"].read().startswith(b"#!/bin/sh")
+    for missing in ("scripts/not-there.sh",):
+        with pytest.raises(ClientError) as refused:
+            as_device.get_object(Bucket=BUCKET, Key=missing)
+        assert refused.value.response["Error"]["Code"] == "AccessDenied"
+        assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    with pytest.raises(ClientError) as missing_for_admin:
+        service.aws("s3").get_object(Bucket=BUCKET, Key="scripts/not-there.sh")
+    assert missing_for_admin.value.response["Error"]["Code"] == "NoSuchKey"
+    with pytest.raises(ClientError) as not_theirs:
+        as_device.list_objects_v2(Bucket=BUCKET)
+    assert not_theirs.value.response["Error"]["Code"] == "AccessDenied"
+    service.take_denials()  # these refusals were the point

@@ -10,6 +10,7 @@ from typing import Any
 import boto3
 import pytest
 
+from longrun import config
 from longrun.models import TaskStatus
 from tests.conftest import ROOT, function_module
 from tests.integration.conftest import Deployment
@@ -39,9 +40,11 @@ def call(
     raw: str | None = None,
     base: str = STAGE,
     identity: dict[str, str] | None = None,
+    custom_domain: bool = False,
 ) -> tuple[int, dict[str, str], Any]:
-    """The API function's answer to a request, as API Gateway would send it: on the execute-api URL (base is the
-    stage) or on a custom domain (base is its base path mapping), from an IAM user unless ``identity`` says else."""
+    """The API function's answer to a request, as API Gateway would send it: on the execute-api URL (``base`` is the
+    stage, in requestContext.path only) or on a custom domain (``base`` is its base path mapping, in both paths),
+    from an IAM user unless ``identity`` says else."""
     event = copy.deepcopy(_sample("api-submit.json" if method == "POST" else "api-describe.json"))
     resource = RESOURCE
     params = None
@@ -59,6 +62,8 @@ def call(
         body=raw if raw is not None else (json.dumps(body) if body is not None else None),
     )
     event["requestContext"].update(path=f"{base}{path}", resourcePath=resource, httpMethod=method)
+    if custom_domain:
+        event["path"] = f"{base}{path}"
     event["requestContext"]["identity"].update(
         identity or {"caller": f"AIDA{caller.upper()}", "userArn": f"arn:aws:iam::123456789012:user/{caller}"}
     )
@@ -185,3 +190,55 @@ def test_listing_pages_through_the_callers_tasks(deployed: Deployment) -> None:
     assert code == 422 and problem["errors"][0]["field"] == "query.status"
     code, _, problem = call("GET", RESOURCE, query={"next-token": "garbage"})
     assert code == 400
+
+
+def test_links_resolve_on_the_url_the_client_used(deployed: Deployment) -> None:
+    body = {"device-ids": ["web-1"], "script-url": "scripts/hello.sh"}
+    for base, custom_domain in ((STAGE, False), ("/fleet/ops", True), ("", True)):
+        code, headers, task = call("POST", RESOURCE, body, base=base, custom_domain=custom_domain)
+        assert code == 202, task
+        assert headers["Location"] == task["href"] == f"{base}{RESOURCE}/{task['id']}"
+        code, _, read = call("GET", f"{RESOURCE}/{task['id']}", base=base, custom_domain=custom_domain)
+        assert code == 200 and read["href"] == f"{base}{RESOURCE}/{task['id']}"
+        code, _, page = call("GET", RESOURCE, query={"limit": "1"}, base=base, custom_domain=custom_domain)
+        assert page["items"][0]["href"] == f"{base}{RESOURCE}/{task['id']}"
+
+
+def assumed_role(role: str, role_id: str, session: str) -> dict[str, str]:
+    """requestContext.identity of a request signed with an assumed role's session credentials."""
+    return {"caller": f"{role_id}:{session}", "userArn": f"arn:aws:sts::123456789012:assumed-role/{role}/{session}"}
+
+
+SSO_ROLE = ("AWSReservedSSO_FleetOperator_0123456789abcdef", "AROAEXAMPLESSOROLE001")
+
+
+def test_a_person_keeps_their_tasks_across_sessions_and_never_shares_them(deployed: Deployment) -> None:
+    alice = assumed_role(*SSO_ROLE, "alice@example.com")
+    code, _, task = call("POST", RESOURCE, {"device-ids": ["web-1"], "script-url": "scripts/hello.sh"}, identity=alice)
+    assert code == 202
+    tomorrow = assumed_role(*SSO_ROLE, "alice@example.com")  # a new session: new credentials, same person
+    assert call("GET", f"{RESOURCE}/{task['id']}", identity=tomorrow)[0] == 200
+    bob = assumed_role(*SSO_ROLE, "bob@example.com")
+    assert call("GET", f"{RESOURCE}/{task['id']}", identity=bob)[0] == 404
+    # The role deleted and created again under the same name is another principal (another unique id)
+    again = assumed_role(SSO_ROLE[0], "AROAEXAMPLESSOROLE002", "alice@example.com")
+    assert call("GET", f"{RESOURCE}/{task['id']}", identity=again)[0] == 404
+    task_record = deployed.store.get_task(task["id"])
+    assert task_record is not None and task_record.owner == alice["userArn"]
+
+
+def test_owner_scope_role_lets_every_session_of_a_role_share_its_tasks(
+    deployed: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OWNER_SCOPE", "role")
+    config.settings.cache_clear()
+    role = ("deploy-pipeline", "AROAEXAMPLEPIPELINE01")
+    body = {"device-ids": ["web-1"], "script-url": "scripts/hello.sh"}
+    code, _, task = call("POST", RESOURCE, body, identity=assumed_role(*role, "botocore-session-1764222000"))
+    assert code == 202
+    assert (
+        call("GET", f"{RESOURCE}/{task['id']}", identity=assumed_role(*role, "botocore-session-1764229999"))[0] == 200
+    )
+    assert call("GET", f"{RESOURCE}/{task['id']}", identity=assumed_role("other", "AROAOTHER", "x"))[0] == 404
+    user = {"caller": "AIDAEXAMPLEUSER", "userArn": "arn:aws:iam::123456789012:user/carol"}
+    assert call("GET", f"{RESOURCE}/{task['id']}", identity=user)[0] == 404

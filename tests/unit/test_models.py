@@ -57,7 +57,7 @@ def test_every_status_has_its_own_letter() -> None:
         ({"script-url": 7}, "script-url"),
         ({"timeout-seconds": 0}, "timeout-seconds"),
         ({"timeout-seconds": "30"}, "timeout-seconds"),
-        ({"timeout-seconds": 172_801}, "timeout-seconds"),
+        ({"timeout-seconds": 28_801}, "timeout-seconds"),  # AWS-RunRemoteScript's executionTimeout: 8 hours at most
         ({"max-concurrency": 0}, "max-concurrency"),
         ({"max-concurrency": "0%"}, "max-concurrency"),
         ({"max-concurrency": "101%"}, "max-concurrency"),
@@ -74,6 +74,10 @@ def test_invalid_requests_name_the_field(fields: dict[str, object], where: str) 
     with pytest.raises(ValidationError) as raised:
         request(**fields)
     assert where in {str(error["loc"][0]) for error in raised.value.errors()}
+
+
+def test_a_device_may_run_for_eight_hours() -> None:
+    assert request(**{"timeout-seconds": 28_800}).timeout_seconds == 28_800
 
 
 def test_too_many_devices() -> None:

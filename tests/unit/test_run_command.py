@@ -1,5 +1,11 @@
 from __future__ import annotations
 
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+from posixpath import basename
+from typing import Any
+
 import pytest
 
 from longrun import run_command
@@ -44,3 +50,56 @@ def test_reasons() -> None:
 )
 def test_node_ids_are_recognised(device_id: str, is_node: bool) -> None:
     assert bool(run_command.NODE_ID.match(device_id)) is is_node
+
+
+def test_the_script_name_is_quoted_for_sh(tmp_path: Path) -> None:
+    key = "scripts/it's a $(touch pwned) `touch pwned2`; reboot.sh"
+    (tmp_path / basename(key)).write_text("#!/bin/sh\necho ran\n")
+    ran = subprocess.run(["/bin/sh", "-c", run_command.command_line(key)], cwd=tmp_path, capture_output=True, text=True)
+    assert (ran.returncode, ran.stdout) == (0, "ran\n"), ran.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == [basename(key)]
+
+
+STARTED = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+
+def invocation(status: str, **steps: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "CommandId": "c",
+        "InstanceId": "mi-0123456789abcdef0",
+        "Comment": "longrun x batch 0",
+        "Status": status,
+        "StatusDetails": status,
+        "CommandPlugins": [{"Name": name, **fields} for name, fields in steps.items()],
+    }
+
+
+def test_a_run_is_read_from_the_script_step() -> None:
+    run = {
+        "Status": "Failed",
+        "ResponseCode": 3,
+        "ResponseStartDateTime": STARTED,
+        "ResponseFinishDateTime": STARTED,
+        "StandardOutputUrl": "https://s3.us-east-1.amazonaws.com/b/output/t/c/mi/awsrunShellScript/runShellScript/stdout",
+    }
+    found = run_command.outcome_of(invocation("Failed", downloadContent={"Status": "Success"}, runShellScript=run))
+    assert found is not None
+    assert (found.status, found.exit_code, found.reason) == (DeviceStatus.FAILED, 3, "the script exited with code 3")
+    assert found.stdout_url == "s3://b/output/t/c/mi/awsrunShellScript/runShellScript/stdout"
+
+
+def test_a_failed_download_is_the_reason_the_device_failed() -> None:
+    download = {"Status": "Failed", "Output": "\nfailed to download s3://b/scripts/a.sh: AccessDenied\n"}
+    run = {"Status": "Failed", "ResponseCode": 127, "ResponseStartDateTime": STARTED}
+    found = run_command.outcome_of(invocation("Failed", downloadContent=download, runShellScript=run))
+    assert found is not None and found.status is DeviceStatus.FAILED and found.exit_code is None
+    assert found.reason == "the script could not be downloaded: failed to download s3://b/scripts/a.sh: AccessDenied"
+
+
+def test_a_run_still_going_has_no_outcome_yet() -> None:
+    assert run_command.outcome_of(invocation("InProgress", runShellScript={"Status": "InProgress"})) is None
+
+
+def test_a_run_cancelled_before_it_began_never_started() -> None:
+    found = run_command.outcome_of(invocation("Cancelled", runShellScript={"Status": "Cancelled", "ResponseCode": -1}))
+    assert found is not None and found.status is DeviceStatus.NOT_STARTED and found.exit_code is None

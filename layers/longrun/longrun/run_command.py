@@ -18,7 +18,7 @@ from datetime import datetime
 from functools import cache
 from posixpath import basename
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlparse
+from urllib.parse import quote, urlparse
 
 import boto3
 from botocore.exceptions import ClientError
@@ -172,7 +172,7 @@ def send_script(
             Comment=comment,
             Parameters={
                 "sourceType": ["S3"],
-                "sourceInfo": [json.dumps({"path": f"https://s3.{region}.amazonaws.com/{bucket}/{key}"})],
+                "sourceInfo": [json.dumps({"path": f"https://s3.{region}.amazonaws.com/{bucket}/{quote(key)}"})],
                 "commandLine": [command_line(key)],
                 "executionTimeout": [str(timeout_seconds)],
             },
