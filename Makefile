@@ -1,5 +1,7 @@
 # The two commands: `make run` starts the whole service locally, `make test` runs every test.
-# Each sets up what it needs first (a virtual environment per tool set, rebuilt when its requirements change).
+# Each sets up what it needs first (a virtual environment per tool set, rebuilt when its requirements change):
+# .venv for the app, the tests and the local runtime; .venv-sam for SAM CLI, whose SAM translator the local runtime
+# also uses to deploy template.yaml as `sam deploy` would.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
@@ -24,11 +26,11 @@ $(VENV_SAM)/.installed:
 	touch $@
 
 ## run: the whole service on 127.0.0.1 (API on $$PORT, default 3000; AWS edge on $$EDGE_PORT, default 4566)
-run: $(VENV)/.installed
+run: $(VENV)/.installed $(VENV_SAM)/.installed
 	exec $(PY) -m local_runtime
 
 ## test: unit, integration (moto) and end-to-end (local runtime over HTTP) tests
-test: $(VENV)/.installed
+test: $(VENV)/.installed $(VENV_SAM)/.installed
 	$(PY) -m pytest
 
 ## lint: ruff and mypy
@@ -49,7 +51,7 @@ openapi: $(VENV)/.installed
 	$(PY) -m tools.openapi > docs/openapi.json
 
 ## bench: every benchmark (about 25 minutes); results in bench/results/, figures in docs/benchmarks/
-$(VENV)/.bench: $(VENV)/.installed bench/requirements.txt
+$(VENV)/.bench: $(VENV)/.installed $(VENV_SAM)/.installed bench/requirements.txt
 	$(PY) -m pip install --quiet -r bench/requirements.txt
 	touch $@
 

@@ -186,10 +186,8 @@ def _count(request: Request, target: str, signed: Signer, principal: iam.Princip
         operation = target.rsplit(".", 1)[-1]
     elif INVOKE_PATH.match(request.path):
         operation = "Invoke"
-    elif service == "s3":
-        operation = {"GET": "GetObject", "HEAD": "HeadObject", "PUT": "PutObject", "DELETE": "DeleteObject"}.get(
-            request.method, request.method
-        )
+    elif service == "s3":  # named by the IAM action it needs (HeadObject is s3:GetObject)
+        operation = aws_requests.checks(service, signed.region, request)[0].action.removeprefix("s3:")
     else:
         operation = request.args.get("Action", request.method)
     who = "device" if principal.name == "devices" else "service"

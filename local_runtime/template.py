@@ -3,31 +3,51 @@
 The SAM template goes through the SAM translator (the library ``sam deploy`` and CloudFormation's
 ``AWS::Serverless`` transform use), so the local runtime sees what AWS would create: the functions' generated
 roles with SAM's policy templates expanded, the REST API's OpenAPI body with its gateway responses, the EventBridge
-rules and their Lambda permissions, the state machine with its role. Local code paths stand in for the artifacts
-``sam deploy`` would upload. Intrinsic functions are resolved with the parameters' defaults (or the values given),
-local names and ARNs under one account.
+rules and their Lambda permissions, the state machine with its role. The translator is the one SAM CLI installs in
+its own environment (.venv-sam, as SAM CLI pins pydantic and boto3), so it runs there, in a process of its own; its
+output is cached by the template's content. Local code paths stand in for the artifacts ``sam deploy`` would upload.
+Intrinsic functions are resolved with the parameters' defaults (or the values given), local names and ARNs under
+one account.
 """
 
 from __future__ import annotations
 
-import copy
 import hashlib
-import logging
+import json
+import os
 import re
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+ACCOUNT_ID = "123456789012"
+CODE_BUCKET = "local-code"
+"""Where SAM would have uploaded each code folder; its keys are the folders' paths in this repository."""
+SAM_PYTHON = "LONGRUN_SAM_PYTHON"
+"""Names the Python of SAM CLI's environment (by default .venv-sam/bin/python in the repository)"""
+_TRANSFORM = """
+import json, logging, sys
 import boto3
 from samtranslator.parser.parser import Parser
 from samtranslator.translator.translator import Translator
 from samtranslator.yaml_helper import yaml_parse
 
-logging.getLogger("samtranslator.metrics").setLevel(logging.ERROR)  # its notes on unpublished metrics
-ACCOUNT_ID = "123456789012"
-CODE_BUCKET = "local-code"
-"""Where SAM would have uploaded each code folder; its keys are the folders' paths in this repository."""
-_LOCAL_ARTIFACTS = ("CodeUri", "ContentUri", "DefinitionUri")
+logging.getLogger("samtranslator").setLevel(logging.ERROR)
+request = json.load(sys.stdin)
+document = yaml_parse(request["template"])
+for resource in document["Resources"].values():
+    props = resource.get("Properties", {})
+    for name in ("CodeUri", "ContentUri", "DefinitionUri"):  # local folders stand in for uploaded artifacts
+        if isinstance(props.get(name), str) and not props[name].startswith("s3://"):
+            props[name] = "s3://" + request["codeBucket"] + "/" + props[name]
+defaults = {name: str(spec.get("Default", "")) for name, spec in document.get("Parameters", {}).items()}
+parameters = {**defaults, **request["parameters"]}
+translator = Translator(None, Parser(), boto_session=boto3.session.Session(region_name=request["region"]))
+# The translator asks IAM for managed policy ARNs only when a template names one by bare name; ours do not.
+deployed = translator.translate(document, parameter_values=dict(parameters), get_managed_policy_map=dict)
+json.dump({"template": deployed, "parameters": parameters}, sys.stdout)
+"""
 
 
 @dataclass(frozen=True)
@@ -270,10 +290,8 @@ def load(
 ) -> LocalStack:
     """The template (root/template.yaml unless ``template_file``) as CloudFormation would deploy it after the SAM
     transform, under ``stack_name``; code paths are relative to ``root``."""
-    document = yaml_parse((template_file or root / "template.yaml").read_text())
-    values = {name: str(spec.get("Default", "")) for name, spec in document.get("Parameters", {}).items()}
-    values.update(parameters or {})
-    deployed = _sam_transform(document, values, region)
+    text = (template_file or root / "template.yaml").read_text()
+    deployed, values = _sam_transform(root, text, parameters or {}, region)
     stack = LocalStack(
         root=root,
         stack_name=stack_name,
@@ -312,20 +330,31 @@ def load(
     return stack
 
 
-def _sam_transform(document: dict[str, Any], parameters: dict[str, str], region: str) -> dict[str, Any]:
-    """The CloudFormation template SAM makes of ``document``; local folders stand in for uploaded artifacts."""
-    document = copy.deepcopy(document)
-    for resource in document["Resources"].values():
-        props = resource.get("Properties", {})
-        for name in _LOCAL_ARTIFACTS:
-            if isinstance(props.get(name), str) and not props[name].startswith("s3://"):
-                props[name] = f"s3://{CODE_BUCKET}/{props[name]}"
-    translator = Translator(None, Parser(), boto_session=boto3.session.Session(region_name=region))
-    # The translator asks IAM for managed policy ARNs only when a template names one by bare name; ours do not.
-    deployed: dict[str, Any] = translator.translate(
-        document, parameter_values=dict(parameters), get_managed_policy_map=dict
-    )
-    return deployed
+def _sam_transform(
+    root: Path, template: str, parameters: dict[str, str], region: str
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """(the CloudFormation template SAM makes of ``template``, every parameter's value), from the cache or from the
+    SAM translator in SAM CLI's environment."""
+    python = os.environ.get(SAM_PYTHON) or str(root / ".venv-sam" / "bin" / "python")
+    request = {"template": template, "parameters": parameters, "region": region, "codeBucket": CODE_BUCKET}
+    key = hashlib.sha256(json.dumps([request, python, _TRANSFORM], sort_keys=True).encode()).hexdigest()[:32]
+    cached = root / ".local-runtime" / "cache" / f"sam-transform-{key}.json"
+    if not cached.exists():
+        if not Path(python).exists():
+            raise RuntimeError(
+                f"no SAM CLI environment at {python}: run `make .venv-sam/.installed`, or set {SAM_PYTHON}"
+            )
+        done = subprocess.run(
+            [python, "-c", _TRANSFORM], input=json.dumps(request), capture_output=True, text=True, check=False
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"the SAM transform failed:\n{done.stderr}")
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        partial = cached.with_name(f"{cached.name}.{os.getpid()}.tmp")
+        partial.write_text(done.stdout)
+        partial.replace(cached)
+    result = json.loads(cached.read_text())
+    return result["template"], result["parameters"]
 
 
 def _function(stack: LocalStack, logical_id: str, props: dict[str, Any]) -> Function:
