@@ -1,5 +1,6 @@
 """Memory, and the 10,000-device run: a task of trivial scripts on 10,000 simulated devices through the local
-runtime, sampling the runtime process's resident memory every half second. The task must end COMPLETE with its
+runtime, sampling every half second the resident memory of the runtime's process and, apart, of its functions'
+execution environments (each a process, as in Lambda). The task must end COMPLETE with its
 counts adding up to 10,000 and matching its per-device records (the result summary's device lists, which the
 workflow fixes from every device's record when the task finishes).
 
@@ -26,11 +27,14 @@ def main() -> None:
     local = Local.start("--fleet-size", str(args.devices))
     process = psutil.Process(local.runtime.process.pid)
     samples: list[int] = []
+    functions: list[tuple[int, int]] = []
     stop = threading.Event()
 
     def sample() -> None:
         while not stop.is_set():
             samples.append(process.memory_info().rss)
+            environments = _environments(process)
+            functions.append((len(environments), sum(_rss(p) for p in environments)))
             time.sleep(0.5)
 
     sampler = threading.Thread(target=sample)
@@ -69,8 +73,29 @@ def main() -> None:
             "seconds": round(elapsed, 1),
             "idleRssMiB": round(idle / 2**20, 1),
             "peakRssMiB": round(max(samples) / 2**20, 1),
+            "functionsPeakRssMiB": round(max(rss for _, rss in functions) / 2**20, 1),
+            "functionsPeakEnvironments": max(count for count, _ in functions),
         },
     )
+
+
+def _rss(process: psutil.Process) -> int:
+    try:
+        return int(process.memory_info().rss)
+    except psutil.NoSuchProcess:
+        return 0
+
+
+def _environments(runtime: psutil.Process) -> list[psutil.Process]:
+    """The runtime's Lambda execution environments (not the devices' scripts)."""
+    found = []
+    for child in runtime.children(recursive=True):
+        try:
+            if any(part.endswith("lambda_bootstrap.py") for part in child.cmdline()):
+                found.append(child)
+        except psutil.NoSuchProcess:
+            continue
+    return found
 
 
 if __name__ == "__main__":
