@@ -131,9 +131,10 @@ class ApiGateway:
             result: Invocation = future.result(timeout=INTEGRATION_TIMEOUT_SECONDS)
         except FutureTimeout:
             return self._gateway_error(GatewayError("INTEGRATION_TIMEOUT", "Endpoint request timed out"), context)
-        if result.error:
+        reply = None if result.error else _proxy_reply(result.payload)
+        if reply is None:  # the function failed, or its answer is not a proxy response
             return self._gateway_error(GatewayError("DEFAULT_5XX", "Internal server error", 502), context)
-        return _proxy_reply(result.payload)
+        return reply
 
     def _route(self, method: str, path: str) -> tuple[Route | None, dict[str, str]]:
         for route in self._api.routes:
@@ -312,11 +313,10 @@ def _error_type(kind: str) -> str:
     return special.get(kind, "".join(part.capitalize() for part in kind.split("_")) + "Exception")
 
 
-def _proxy_reply(response: Any) -> Reply:
-    """The function's proxy response as HTTP; a malformed one is API Gateway's 502."""
+def _proxy_reply(response: Any) -> Reply | None:
+    """The function's proxy response as HTTP; None if it is not one."""
     if not isinstance(response, dict) or not isinstance(response.get("statusCode", 200), int):
-        problem = b'{"message": "Internal server error"}'
-        return 502, {"Content-Type": ["application/json"]}, problem
+        return None
     out_headers = {k: [str(v)] for k, v in (response.get("headers") or {}).items()}
     out_headers.update(response.get("multiValueHeaders") or {})
     payload = response.get("body") or ""

@@ -135,32 +135,75 @@ def s3_location(request: Request) -> tuple[str | None, str | None]:
     return bucket, key
 
 
+_OBJECT_SUBRESOURCES = {
+    # (method, subresource) -> action, for requests on an object
+    ("GET", "versionId"): "GetObjectVersion",
+    ("HEAD", "versionId"): "GetObjectVersion",
+    ("DELETE", "versionId"): "DeleteObjectVersion",
+    ("GET", "tagging"): "GetObjectTagging",
+    ("PUT", "tagging"): "PutObjectTagging",
+    ("DELETE", "tagging"): "DeleteObjectTagging",
+    ("GET", "acl"): "GetObjectAcl",
+    ("PUT", "acl"): "PutObjectAcl",
+    ("GET", "attributes"): "GetObjectAttributes",
+    ("GET", "uploadId"): "ListMultipartUploadParts",
+    ("DELETE", "uploadId"): "AbortMultipartUpload",
+    ("PUT", "uploadId"): "PutObject",
+    ("POST", "uploadId"): "PutObject",
+    ("POST", "uploads"): "PutObject",
+}
+_OBJECT_ACTIONS = {
+    "GET": "GetObject",
+    "HEAD": "GetObject",
+    "PUT": "PutObject",
+    "POST": "PutObject",
+    "DELETE": "DeleteObject",
+}
+_BUCKET_SUBRESOURCES = {
+    # subresource -> (action on GET or HEAD, action on PUT, action on DELETE)
+    "encryption": ("GetEncryptionConfiguration", "PutEncryptionConfiguration", "PutEncryptionConfiguration"),
+    "location": ("GetBucketLocation", "", ""),
+    "versions": ("ListBucketVersions", "", ""),
+    "versioning": ("GetBucketVersioning", "PutBucketVersioning", ""),
+    "policy": ("GetBucketPolicy", "PutBucketPolicy", "DeleteBucketPolicy"),
+    "lifecycle": ("GetLifecycleConfiguration", "PutLifecycleConfiguration", "PutLifecycleConfiguration"),
+    "acl": ("GetBucketAcl", "PutBucketAcl", ""),
+    "tagging": ("GetBucketTagging", "PutBucketTagging", "PutBucketTagging"),
+    "uploads": ("ListBucketMultipartUploads", "", ""),
+    "publicAccessBlock": ("GetBucketPublicAccessBlock", "PutBucketPublicAccessBlock", "PutBucketPublicAccessBlock"),
+    "notification": ("GetBucketNotification", "PutBucketNotification", ""),
+    "cors": ("GetBucketCORS", "PutBucketCORS", "PutBucketCORS"),
+}
+_LISTING_PARAMETERS = {
+    "list-type", "prefix", "delimiter", "max-keys", "continuation-token", "encoding-type", "start-after",
+    "fetch-owner", "marker", "x-id",
+}  # fmt: skip
+
+
 def _s3(request: Request) -> list[Check]:
+    """An S3 request's action by its method and subresource (a query parameter such as ?tagging): a subresource
+    this table does not know asks for an action no policy grants."""
     bucket, key = s3_location(request)
     if bucket is None:
         return [Check("s3:ListAllMyBuckets", "*")]
-    method, query = request.method, request.args
+    method, query = request.method, set(request.args)
     if key is not None:
         arn = f"arn:aws:s3:::{bucket}/{key}"
-        action = {"GET": "GetObject", "HEAD": "GetObject", "PUT": "PutObject", "POST": "PutObject"}.get(
-            method, "DeleteObject" if method == "DELETE" else method
-        )
-        found = [Check(f"s3:{action}", arn)]
+        subresources = {name for name in query if not name.startswith(("response-", "partNumber", "x-id"))}
+        actions = [
+            _OBJECT_SUBRESOURCES.get((method, name), f"Unknown{method.capitalize()}{name}") for name in subresources
+        ]
+        found = [Check(f"s3:{action}", arn) for action in sorted(actions) or [_OBJECT_ACTIONS.get(method, method)]]
         source = request.headers.get("x-amz-copy-source")
         if source:
             found.append(Check("s3:GetObject", f"arn:aws:s3:::{unquote(source).lstrip('/')}"))
         return found
     arn = f"arn:aws:s3:::{bucket}"
-    if method in ("GET", "HEAD") and "encryption" in query:
-        return [Check("s3:GetEncryptionConfiguration", arn)]
-    if method == "GET" and "location" in query:
-        return [Check("s3:GetBucketLocation", arn)]
-    if method == "GET" and "versions" in query:
-        return [Check("s3:ListBucketVersions", arn)]
-    if method in ("GET", "HEAD"):
-        return [Check("s3:ListBucket", arn)]
-    if method == "PUT" and not query:
-        return [Check("s3:CreateBucket", arn)]
-    if method == "DELETE" and not query:
-        return [Check("s3:DeleteBucket", arn)]
-    return [Check(f"s3:{method}Bucket{''.join(sorted(query))}", arn)]
+    subresources = query - _LISTING_PARAMETERS
+    if not subresources:
+        bucket_action = {"GET": "ListBucket", "HEAD": "ListBucket", "PUT": "CreateBucket", "DELETE": "DeleteBucket"}
+        return [Check(f"s3:{bucket_action.get(method, method + 'Bucket')}", arn)]
+    name = sorted(subresources)[0]
+    get, put, delete = _BUCKET_SUBRESOURCES.get(name, ("", "", ""))
+    action = {"GET": get, "HEAD": get, "PUT": put, "DELETE": delete}.get(method, "")
+    return [Check(f"s3:{action or method.capitalize() + 'Bucket' + name}", arn)]

@@ -1,13 +1,15 @@
 """DynamoDB as DynamoDB behaves, on top of moto's backend: atomic requests, transactions that conflict, and limits.
 
-- moto's backend is not safe under concurrent requests, so each request touches the tables under one lock.
+- moto's backend is not safe under concurrent requests, so each request touches the tables under one lock (the
+  server still takes requests concurrently, and a transaction's prepare phase runs outside that lock).
 - A transaction holds its items from prepare to commit (``transaction_seconds``, as DynamoDB's two phases take
   time). A TransactWriteItems that touches an item another transaction holds is cancelled with the reason
   ``TransactionConflict``; a PutItem, UpdateItem or DeleteItem on such an item fails with
   TransactionConflictException. Neither is retried by the AWS SDKs. ``conflict_rate`` rejects that share of
   transactions and single-item writes as conflicting, whatever the timing, so tests need not depend on load.
-- A transaction's conditions are all checked before any of its writes (moto copies whole tables instead); it takes
-  at most 100 actions, one per item, of at most 4 MB together; an item is at most 400 KB.
+- A transaction's conditions are all checked before any of its writes (moto copies whole tables instead), and a
+  write that fails midway undoes the ones before it; it takes at most 100 actions, one per item, of at most 4 MB
+  together; an item is at most 400 KB.
 - Item sizes follow DynamoDB's rules (``item_size``), for the capacity the meter counts.
 
 Source: DynamoDB Developer Guide, "Transaction conflict handling in DynamoDB" and "Amazon DynamoDB Transactions:
@@ -16,6 +18,7 @@ How it works"; API reference of TransactWriteItems.
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import random
@@ -229,26 +232,39 @@ def _commit(self: DynamoDBBackend, operations: list[tuple[str, dict[str, Any], d
         errors.append((None, None, None))
     if any(code is not None for code, _, _ in errors):
         raise TransactionCanceledException(errors)
-    for op_type, op, key in operations:
-        table = op["TableName"]
-        if op_type == "ConditionCheck":
-            continue
-        before = _size_of(self, table, key)
-        if op_type == "Put":
-            _original["put_item"](self, table, op["Item"])
-        elif op_type == "Update":
-            _original["update_item"](
-                self,
-                table,
-                key,
-                update_expression=op["UpdateExpression"],
-                condition_expression=None,
-                expression_attribute_names=op.get("ExpressionAttributeNames") or {},
-                expression_attribute_values=op.get("ExpressionAttributeValues") or {},
-            )
-        elif op_type == "Delete":
-            _original["delete_item"](self, table, key)
-        _notify(before, _size_of(self, table, key), True)
+    written: list[tuple[str, dict[str, Any], Item | None]] = []
+    sizes: list[tuple[int, int]] = []
+    try:
+        for op_type, op, key in operations:
+            table = op["TableName"]
+            if op_type == "ConditionCheck":
+                continue
+            previous = copy.deepcopy(_original["get_item"](self, table, key))
+            written.append((table, key, previous))
+            if op_type == "Put":
+                _original["put_item"](self, table, op["Item"])
+            elif op_type == "Update":
+                _original["update_item"](
+                    self,
+                    table,
+                    key,
+                    update_expression=op["UpdateExpression"],
+                    condition_expression=None,
+                    expression_attribute_names=op.get("ExpressionAttributeNames") or {},
+                    expression_attribute_values=op.get("ExpressionAttributeValues") or {},
+                )
+            elif op_type == "Delete":
+                _original["delete_item"](self, table, key)
+            sizes.append((item_size(previous), _size_of(self, table, key)))
+    except Exception:
+        for table, key, previous in reversed(written):  # all or nothing: undo what was written
+            if previous is None:
+                _original["delete_item"](self, table, key)
+            else:
+                _original["put_item"](self, table, previous.to_json()["Attributes"])
+        raise
+    for before, after in sizes:
+        _notify(before, after, True)
 
 
 def install() -> None:

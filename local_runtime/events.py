@@ -35,14 +35,10 @@ class EventBus:
         for rule, pattern in self._rules:
             if not pattern.matches_event(event):  # type: ignore[arg-type]
                 continue
-            for target in rule.targets:
-                if not self._may_invoke(rule, target.function):
-                    log.error(
-                        "rule %s may not invoke %s (no Lambda permission); event dropped",
-                        rule.logical_id,
-                        target.function,
-                    )
+            for function in rule.targets:
+                if not self._may_invoke(rule, function):
+                    log.error("rule %s may not invoke %s (no Lambda permission): dropped", rule.logical_id, function)
                     continue
                 delivered += 1
-                self._lambdas.invoke_async(self._stack.functions[target.function], event)
+                self._lambdas.invoke_async(self._stack.functions[function], event)
         return delivered

@@ -2,20 +2,25 @@
 
 An execution environment is a process started with only what Lambda gives a function: the variables the template
 sets, Lambda's reserved variables, its execution role's credentials, the function's code and the layer's package
-on the path (as /var/task and /opt/python). A new environment pays its init (importing the handler); a warm one is
-reused, one invocation at a time. Each environment writes its own log stream, with START, END and REPORT lines as
-Lambda writes them, and the runtime's log carries each REPORT line (duration, billed duration, memory, init).
-An invocation that runs past the function's timeout is stopped, and its environment with it.
+on the path (as /var/task and /opt/python), and no other site-packages than the layer's requirements (installed
+as ``sam build`` installs them) and boto3 (which Lambda's Python runtime brings): a package the layer forgets to
+require fails to import here as it would in Lambda. A new environment pays its init (importing the handler); a
+warm one is reused, one invocation at a time. Each environment writes its own log stream, with START, END and
+REPORT lines as Lambda writes them, and the runtime's log carries each REPORT line (duration, billed duration,
+memory, init). An invocation that runs past the function's timeout is stopped, and its environment with it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
 import importlib.util
 import json
 import logging
 import math
 import os
 import select
+import shutil
 import subprocess
 import sys
 import threading
@@ -75,11 +80,38 @@ class _Pool:
     condition: threading.Condition = field(default_factory=threading.Condition)
 
 
+def function_site(stack: LocalStack, cache: Path) -> Path:
+    """The third-party packages a function may import: its layers' requirements.txt and boto3, installed once per
+    their content into ``cache`` (pip --target, as sam build does for a layer)."""
+    requirements = sorted({path / "requirements.txt" for f in stack.functions.values() for path in f.layer_dirs})
+    runtime_packages = [f"boto3=={importlib.metadata.version('boto3')}"]
+    digest = hashlib.sha256()
+    for path in requirements:
+        digest.update(path.read_bytes() if path.exists() else b"")
+    digest.update(" ".join([sys.version, *runtime_packages]).encode())
+    site = cache / digest.hexdigest()[:16]
+    if not site.exists():
+        building = cache / f"{site.name}.{os.getpid()}.building"
+        command = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target"]
+        command += [str(building), *runtime_packages]
+        for path in requirements:
+            if path.exists():
+                command += ["-r", str(path)]
+        log.warning("installing the functions' packages (the layer's requirements and boto3) into %s", site)
+        subprocess.run(command, check=True)
+        try:
+            building.rename(site)
+        except OSError:  # another runtime built it meanwhile
+            shutil.rmtree(building, ignore_errors=True)
+    return site
+
+
 class LambdaBridge:
     def __init__(
-        self, stack: LocalStack, identities: Identities, aws_environment: dict[str, str], logs_dir: Path
+        self, stack: LocalStack, identities: Identities, aws_environment: dict[str, str], logs_dir: Path, site: Path
     ) -> None:
         self._stack = stack
+        self._site = site
         self._identities = identities
         self._aws_environment = aws_environment
         self._logs_dir = logs_dir
@@ -181,14 +213,14 @@ class LambdaBridge:
             "LAMBDA_TASK_ROOT": str(function.code_dir),
             "LANG": "en_US.UTF-8",
             "PATH": "/usr/local/bin:/usr/bin:/bin",
-            "PYTHONPATH": os.pathsep.join([str(function.code_dir), *layers]),
+            "PYTHONPATH": os.pathsep.join([str(function.code_dir), *layers, str(self._site)]),
             "TZ": ":UTC",
             "_HANDLER": function.handler,
         }
         read_fd, write_fd = os.pipe()
         with log_path.open("ab") as log_file:
             process = subprocess.Popen(
-                [sys.executable, "-u", str(BOOTSTRAP), str(write_fd), function.arn],
+                [sys.executable, "-S", "-u", str(BOOTSTRAP), str(write_fd), function.arn],  # -S: no site-packages
                 cwd=function.code_dir,
                 env=environ,
                 stdin=subprocess.PIPE,

@@ -14,6 +14,7 @@ from pathlib import Path
 import boto3
 
 from local_runtime import dynamodb, iam, meter, step_functions, template
+from local_runtime import lambdas as lambdas_module
 from local_runtime.api_gateway import ApiGateway
 from local_runtime.edge import Edge
 from local_runtime.events import EventBus
@@ -91,7 +92,8 @@ class LocalRuntime:
         self.stack = template.load(ROOT, opts.stack_name, opts.region, opts.parameters, opts.template_file)
         identities = Identities(self.stack)
         aws = {"AWS_REGION": opts.region, "AWS_DEFAULT_REGION": opts.region, "AWS_ENDPOINT_URL": self.edge_url}
-        lambdas = LambdaBridge(self.stack, identities, aws, opts.logs_dir)
+        site = lambdas_module.function_site(self.stack, ROOT / ".local-runtime" / "function-packages")
+        lambdas = LambdaBridge(self.stack, identities, aws, opts.logs_dir, site)
         bus = EventBus(self.stack, lambdas)
         self.fleet = Fleet(
             device_ids=list(opts.devices),

@@ -56,8 +56,6 @@ class Route:
     path: str
     """API Gateway resource path, e.g. /device-management/script-execution/{task_id}"""
     function: str
-    authorization: str
-    """AWS_IAM, NONE, or an authorizer's name"""
     credentials: str | None
     """The integration's credentials: None (the function's resource-based permission) or arn:aws:iam::*:user/*
     (the caller's own credentials invoke the function)"""
@@ -86,18 +84,12 @@ class RestApi:
 
 
 @dataclass(frozen=True)
-class RuleTarget:
-    function: str
-    max_retries: int
-    max_age_seconds: int
-
-
-@dataclass(frozen=True)
 class EventRule:
     logical_id: str
     arn: str
     pattern: dict[str, Any]
-    targets: list[RuleTarget]
+    targets: list[str]
+    """The functions (logical ids) it invokes"""
 
 
 @dataclass(frozen=True)
@@ -120,8 +112,6 @@ class Role:
     logical_id: str
     name: str
     arn: str
-    service: str
-    """Who assumes it, e.g. lambda.amazonaws.com"""
     policies: dict[str, dict[str, Any]]
     """policy name (inline) or ARN (managed) -> policy document; AWS managed policies are left to the caller"""
 
@@ -311,15 +301,7 @@ def load(
     functions_by_arn = {function.arn: function.logical_id for function in stack.functions.values()}
     for logical_id, resource in stack.of_type("AWS::Events::Rule").items():
         props = stack.resolve(resource["Properties"])
-        targets = [
-            RuleTarget(
-                function=functions_by_arn[target["Arn"]],
-                max_retries=int(target.get("RetryPolicy", {}).get("MaximumRetryAttempts", 185)),
-                max_age_seconds=int(target.get("RetryPolicy", {}).get("MaximumEventAgeInSeconds", 86_400)),
-            )
-            for target in props.get("Targets", [])
-            if target["Arn"] in functions_by_arn
-        ]
+        targets = [functions_by_arn[t["Arn"]] for t in props.get("Targets", []) if t["Arn"] in functions_by_arn]
         stack.event_rules.append(EventRule(logical_id, stack.arn(logical_id), props["EventPattern"], targets))
     functions_by_name = {function.name: function.logical_id for function in stack.functions.values()}
     for resource in stack.of_type("AWS::Lambda::Permission").values():
@@ -379,7 +361,6 @@ def _function(stack: LocalStack, logical_id: str, props: dict[str, Any]) -> Func
 
 def _role(stack: LocalStack, logical_id: str, props: dict[str, Any]) -> Role:
     props = stack.resolve(props)
-    trusted = props["AssumeRolePolicyDocument"]["Statement"][0]["Principal"].get("Service", [""])
     policies = {policy["PolicyName"]: policy["PolicyDocument"] for policy in props.get("Policies", [])}
     for arn in props.get("ManagedPolicyArns", []):
         policies[arn] = stack.managed_policies.get(arn, {})
@@ -387,7 +368,6 @@ def _role(stack: LocalStack, logical_id: str, props: dict[str, Any]) -> Role:
         logical_id=logical_id,
         name=stack.physical_id(logical_id),
         arn=stack.arn(logical_id),
-        service=trusted[0] if isinstance(trusted, list) else trusted,
         policies=policies,
     )
 
@@ -400,16 +380,7 @@ def _rest_api(stack: LocalStack, logical_id: str, props: dict[str, Any]) -> Rest
         for method, spec in methods.items():
             integration = spec["x-amazon-apigateway-integration"]
             function_arn = integration["uri"].split("/functions/", 1)[1].removesuffix("/invocations")
-            security = spec.get("security") or [{"NONE": []}]
-            routes.append(
-                Route(
-                    method.upper(),
-                    path,
-                    functions_by_arn[function_arn],
-                    next(iter(security[0])),
-                    integration.get("credentials"),
-                )
-            )
+            routes.append(Route(method.upper(), path, functions_by_arn[function_arn], integration.get("credentials")))
     responses = {}
     for kind, spec in body.get("x-amazon-apigateway-gateway-responses", {}).items():
         headers = {

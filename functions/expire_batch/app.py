@@ -1,4 +1,5 @@
-"""Workflow step: a batch's wait ran out; record its unreported devices TIMED_OUT and stop their scripts."""
+"""Workflow step: a batch's wait ran out; ask SSM how its unreported devices stand, record those that ended, stop
+the others."""
 
 from __future__ import annotations
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -144,3 +146,17 @@ def test_s3_answers_a_missing_key_403_to_a_role_that_may_not_list_the_bucket(ser
         as_device.list_objects_v2(Bucket=BUCKET)
     assert not_theirs.value.response["Error"]["Code"] == "AccessDenied"
     service.take_denials()  # these refusals were the point
+
+
+def test_a_function_imports_only_what_its_layer_requires_and_boto3(service: Service) -> None:
+    """As in Lambda: the functions' packages are the layer's requirements and boto3, nothing of the dev tools."""
+    sites = [path for path in (ROOT / ".local-runtime" / "function-packages").iterdir() if path.is_dir()]
+    assert sites
+    for module, importable in (("aws_lambda_powertools", True), ("pydantic", True), ("boto3", True), ("moto", False)):
+        probe = subprocess.run(
+            [sys.executable, "-S", "-c", f"import {module}"],
+            env={"PYTHONPATH": str(sorted(sites, key=lambda p: p.stat().st_mtime)[-1]), "PATH": "/usr/bin:/bin"},
+            capture_output=True,
+            check=False,
+        )
+        assert (probe.returncode == 0) is importable, (module, probe.stderr)

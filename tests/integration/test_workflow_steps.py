@@ -45,7 +45,9 @@ def test_start_run_plans_batches_without_device_ids(deployed: Deployment) -> Non
     plan = deployed.workflow.start_run(tid)
     assert plan == {"taskId": tid, "batches": [0, 1, 2], "batchesAtOnce": 2, "batchWaitSeconds": 600 + 120}
     assert deployed.store.get_task(tid).status is TaskStatus.IN_PROGRESS  # type: ignore[union-attr]
-    assert deployed.workflow.start_run(tid)["batches"] == []  # a repeated start changes nothing
+    assert deployed.workflow.start_run(tid) == plan  # a retry of the step (its answer lost) plans the same batches
+    deployed.store.change_status(tid, TaskStatus.CANCELLING, [TaskStatus.IN_PROGRESS])
+    assert deployed.workflow.start_run(tid)["batches"] == []  # a task no longer running starts nothing
 
 
 def test_finish_run_completes_with_the_outcome_of_each_device(deployed: Deployment) -> None:
@@ -80,3 +82,17 @@ def test_finish_run_with_an_error_fails_the_task_with_the_reason(deployed: Deplo
     status = deployed.workflow.finish_run(tid, {"Error": "States.Runtime", "Cause": "boom"})
     assert status == "FAILED"
     assert deployed.store.get_task(tid).status_reason == "the workflow failed: States.Runtime: boom"  # type: ignore[union-attr]
+
+
+def test_a_retried_batch_step_waits_on_its_new_token(deployed: Deployment) -> None:
+    """Each attempt of a .waitForTaskToken step has its own token: the batch's record must follow the latest, or the
+    command's end would hand back a token nobody waits on."""
+    boto3.client("s3").put_object(Bucket=deployed.bucket, Key="scripts/a.sh", Body=b"echo hi\n")
+    tid = new_task(deployed, devices=2)
+    deployed.workflow.start_run(tid)
+    deployed.workflow.run_batch(tid, 0, "token-of-the-first-attempt")
+    deployed.workflow.run_batch(tid, 0, "token-of-the-retry")
+    batch = deployed.store.get_batch(tid, 0)
+    assert batch is not None and batch.task_token == "token-of-the-retry"
+    task = deployed.store.get_task(tid)
+    assert task is not None and task.counts.FAILED == 2  # recorded once (no such devices), not twice

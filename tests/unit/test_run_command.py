@@ -103,3 +103,17 @@ def test_a_run_still_going_has_no_outcome_yet() -> None:
 def test_a_run_cancelled_before_it_began_never_started() -> None:
     found = run_command.outcome_of(invocation("Cancelled", runShellScript={"Status": "Cancelled", "ResponseCode": -1}))
     assert found is not None and found.status is DeviceStatus.NOT_STARTED and found.exit_code is None
+
+
+def test_a_step_that_never_ran_takes_the_invocations_status() -> None:
+    """A command that timed out before delivery leaves its steps Pending: the device never started."""
+    found = run_command.outcome_of(invocation("TimedOut", runShellScript={"Status": "Pending", "ResponseCode": -1}))
+    assert found is not None and found.status is DeviceStatus.NOT_STARTED
+
+
+def test_ssm_s_refusal_names_the_nodes_it_refused() -> None:
+    refused = run_command.NodesNotManaged(
+        "An error occurred (InvalidInstanceId) when calling the SendCommand operation: "
+        "Instances [[i-0123456789abcdef0, mi-0123456789abcdef1]] not in a valid state for account 123456789012"
+    )
+    assert refused.named == {"i-0123456789abcdef0", "mi-0123456789abcdef1"}

@@ -45,11 +45,19 @@ _SSM_STATUS = {
     "TimedOut": DeviceStatus.TIMED_OUT,
     "Cancelled": DeviceStatus.CANCELLED,
 }
-FINAL_SSM_STATUSES = (*_SSM_STATUS, "Undeliverable", "Terminated", "DeliveryTimedOut", "ExecutionTimedOut")
+"""The final values of an invocation's (or a step's) Status; StatusDetails says more (Undeliverable, ...)"""
+NOT_STARTED_SSM_STATUSES = ("Pending", "Delayed")
+REFUSED_NODES = re.compile(r"\b(?:mi|i)-[0-9a-f]{8,17}\b")
 
 
 class NodesNotManaged(Exception):
-    """SendCommand refused the command: some of its nodes are not SSM managed nodes (any more)."""
+    """SendCommand refused the command (InvalidInstanceId): some of its nodes are not managed nodes SSM can send to
+    (not registered, not running, or terminated)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.named = set(REFUSED_NODES.findall(message))
+        """The nodes SSM's message names, if it names them"""
 
 
 @cache
@@ -201,24 +209,36 @@ def cancel(command_id: str, node_ids: Sequence[str] | None = None) -> None:
             raise
 
 
-def finished_runs(command_id: str, node_id: str | None = None) -> dict[str, CommandOutcome]:
-    """How each node's run of a command ended (of one node, if given), by node; runs still going are left out."""
+@dataclass(frozen=True)
+class CommandRuns:
+    """How a command's runs stand, by node."""
+
+    ended: dict[str, CommandOutcome]
+    going: dict[str, bool]
+    """node -> whether its run has started (InProgress) rather than waiting to (Pending, Delayed)"""
+
+
+def command_runs(command_id: str, node_id: str | None = None) -> CommandRuns:
+    """How each node's run of a command stands (one node's, if given): read step by step from SSM."""
     query: dict[str, Any] = {"CommandId": command_id, "Details": True, "MaxResults": INVOCATIONS_PER_PAGE}
     if node_id is not None:
         query["InstanceId"] = node_id
-    found: dict[str, CommandOutcome] = {}
+    ended: dict[str, CommandOutcome] = {}
+    going: dict[str, bool] = {}
     for page in _ssm().get_paginator("list_command_invocations").paginate(**query):
         for invocation in page["CommandInvocations"]:
-            ended = outcome_of(dict(invocation))
-            if ended is not None:
-                found[ended.node_id] = ended
-    return found
+            outcome = outcome_of(dict(invocation))
+            if outcome is not None:
+                ended[outcome.node_id] = outcome
+            else:
+                going[invocation["InstanceId"]] = invocation["Status"] not in NOT_STARTED_SSM_STATUSES
+    return CommandRuns(ended=ended, going=going)
 
 
 def outcome_of(invocation: dict[str, Any]) -> CommandOutcome | None:
     """One node's finished run of the command, from its invocation and its steps; None while it runs."""
     ssm_status = invocation["Status"]
-    if ssm_status not in FINAL_SSM_STATUSES:
+    if ssm_status not in _SSM_STATUS:
         return None
     steps = {plugin["Name"]: plugin for plugin in invocation.get("CommandPlugins", [])}
     run, download = steps.get(RUN_STEP, {}), steps.get(DOWNLOAD_STEP, {})
@@ -236,7 +256,9 @@ def outcome_of(invocation: dict[str, Any]) -> CommandOutcome | None:
     if download.get("Status") == "Failed":
         why = _first_line(download.get("Output")) or download.get("StatusDetails", "Failed")
         return CommandOutcome(**common, status=DeviceStatus.FAILED, reason=f"the script could not be downloaded: {why}")
-    status = _SSM_STATUS.get(run.get("Status", ssm_status), DeviceStatus.FAILED)
+    # The script's step says how it ran; if it never reached a final status, the invocation's says why
+    step_status = run.get("Status") if run.get("Status") in _SSM_STATUS else ssm_status
+    status = _SSM_STATUS[step_status]
     if started is None and status in (DeviceStatus.CANCELLED, DeviceStatus.TIMED_OUT):
         status = DeviceStatus.NOT_STARTED  # cancelled or out of time before it began: it never ran
     exit_code = run.get("ResponseCode")

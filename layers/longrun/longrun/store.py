@@ -62,8 +62,8 @@ DETAIL_SK = "TASK#DETAIL"
 IDS_PER_RECORD = 1_000
 OWNER_INDEX = "ByOwner"
 OWNER_STATUS_INDEX = "ByOwnerStatus"
-MAX_REASON_CHARS = 300
-"""A device's reason is cut to this, so its record stays under 1 KB"""
+MAX_REASON_BYTES = 300
+"""A device's reason is cut to this (UTF-8), so its record stays under 1 KB"""
 CONFLICT_ATTEMPTS = 12
 CONFLICT_BACKOFF = (0.025, 1.0)
 """Full-jitter exponential backoff between attempts: first ceiling, largest ceiling (seconds)"""
@@ -321,6 +321,7 @@ class TaskStore:
                     "TableName": self._table_name,
                     "Key": {"PK": pk, "SK": DETAIL_SK},
                     "UpdateExpression": "SET " + ", ".join(detail_sets),
+                    "ConditionExpression": "attribute_exists(PK)",
                     "ExpressionAttributeNames": {"#s": "status"},
                     "ExpressionAttributeValues": detail_values,
                 }
@@ -437,6 +438,18 @@ class TaskStore:
                 UpdateExpression="SET commandId = :cmd, cutByDeadline = :cut",
                 ConditionExpression="attribute_exists(PK)",
                 ExpressionAttributeValues={":cmd": command_id, ":cut": cut_by_deadline},
+            )
+        )
+
+    def set_batch_token(self, task_id: str, number: int, task_token: str) -> None:
+        """The workflow now waits for a batch on another token (its step was retried)."""
+        self._write(
+            lambda: self._client.update_item(
+                TableName=self._table_name,
+                Key={"PK": _task_pk(task_id), "SK": _batch_sk(number)},
+                UpdateExpression="SET taskToken = :token",
+                ConditionExpression="attribute_exists(PK)",
+                ExpressionAttributeValues={":token": task_token},
             )
         )
 
@@ -558,7 +571,7 @@ class TaskStore:
             "SK": _device_sk(run.index),
             "deviceId": run.device_id,
             "status": run.status.value,
-            "reason": run.reason[:MAX_REASON_CHARS] if run.reason else None,
+            "reason": run.reason.encode()[:MAX_REASON_BYTES].decode(errors="ignore") if run.reason else None,
             "nodeId": run.node_id,
             "commandId": run.command_id,
             "exitCode": run.exit_code,

@@ -120,7 +120,7 @@ class ScriptExecutions:
         except ConditionFailed:
             return self.cancel(owner, task_id, links)  # it moved meanwhile: answer from its new state
         if task.execution_arn:
-            executions.stop(task.execution_arn, cause=f"cancelled by {owner}")
+            executions.stop(task.execution_arn, cause=reason)
         for batch in self._store.batches(task_id):
             if batch.command_id:
                 run_command.cancel(batch.command_id)

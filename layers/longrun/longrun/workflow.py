@@ -98,18 +98,21 @@ class Workflow:
         self._sent_batches: OrderedDict[tuple[str, int], Batch] = OrderedDict()
 
     def start_run(self, task_id: str) -> dict[str, Any]:
-        """First step: check the script is there, mark the task IN_PROGRESS, and plan the batches."""
+        """First step: check the script is there, mark the task IN_PROGRESS, and plan the batches. A retry of this
+        step (its first answer lost) plans the same batches again."""
         nothing = {"taskId": task_id, "batches": [], "batchesAtOnce": 1, "batchWaitSeconds": 1}
         task = self._store.get_task(task_id)
-        if task is None or task.status is not TaskStatus.SUBMITTED:
+        if task is None or task.status not in (TaskStatus.SUBMITTED, TaskStatus.IN_PROGRESS):
             logger.info("task is no longer waiting to start", extra={"status": task and task.status})
             return nothing
-        key = scripts.script_key(task.settings.script_url, self._config.scripts_bucket)
-        if not scripts.script_exists(self._config.scripts_bucket, key):
-            reason = f"the script s3://{self._config.scripts_bucket}/{key} does not exist (or longrun may not read it)"
-            lifecycle.finish(self._store, task_id, TaskStatus.FAILED, reason=reason)
-            return nothing
-        lifecycle.change_status(self._store, task_id, TaskStatus.IN_PROGRESS)
+        if task.status is TaskStatus.SUBMITTED:
+            key = scripts.script_key(task.settings.script_url, self._config.scripts_bucket)
+            if not scripts.script_exists(self._config.scripts_bucket, key):
+                bucket = self._config.scripts_bucket
+                reason = f"the script s3://{bucket}/{key} does not exist (or longrun may not read it)"
+                lifecycle.finish(self._store, task_id, TaskStatus.FAILED, reason=reason)
+                return nothing
+            lifecycle.change_status(self._store, task_id, TaskStatus.IN_PROGRESS)
         plan = _plan(task, self._config.report_grace_seconds)
         return {
             "taskId": task_id,
@@ -130,6 +133,9 @@ class Workflow:
             batch = self._record_batch(task, number, task_token)
             if batch is None:
                 return self._skip(task_token, task_id, number, "task is no longer in progress")
+        if batch.task_token != task_token:  # a retry of this step: the workflow now waits on the new token
+            self._store.set_batch_token(task_id, number, task_token)
+            batch = batch.model_copy(update={"task_token": task_token})
         if not batch.nodes:
             executions.resume(task_token, {"batch": number, "sent": 0})
             return {"batch": number, "commandId": None}
@@ -193,12 +199,12 @@ class Workflow:
                     comment=run_command.batch_comment(task.id, batch.number),
                 )
                 break
-            except run_command.NodesNotManaged:
+            except run_command.NodesNotManaged as error:
                 registered = run_command.registered_nodes(list(batch.nodes))
                 refused = {
                     node: run_command.not_managed(node, f"device {batch.device_at(index)}")
                     for node, index in batch.nodes.items()
-                    if node not in registered
+                    if node not in registered or node in error.named
                 }
                 if not refused:
                     raise
@@ -239,7 +245,7 @@ class Workflow:
     def record_outcome(self, command_id: str, node_id: str) -> str | None:
         """SSM reported that a node's run of a command ended: record the device's outcome once. Answers the task, or
         None when the report is not about longrun. (A cancelled task is settled when its commands end.)"""
-        outcome = run_command.finished_runs(command_id, node_id).get(node_id)
+        outcome = run_command.command_runs(command_id, node_id).ended.get(node_id)
         if outcome is None:
             raise InvocationStillRunning(f"SSM does not list {node_id}'s run of {command_id} as ended yet")
         batch = self._batch_of(outcome.comment)
@@ -258,9 +264,11 @@ class Workflow:
         batch = self._batch_of(run_command.command_comment(command_id))
         if batch is None:
             return None
-        ended = run_command.finished_runs(command_id)
+        runs = run_command.command_runs(command_id)
         for node_id, index in self._unrecorded(batch):
-            outcome = ended.get(node_id) or CommandOutcome(
+            if node_id in runs.going:
+                raise InvocationStillRunning(f"SSM still lists {node_id}'s run of {command_id} as going")
+            outcome = runs.ended.get(node_id) or CommandOutcome(
                 command_id=command_id,
                 node_id=node_id,
                 comment="",
@@ -268,7 +276,8 @@ class Workflow:
                 reason="SSM did not send the script to the device (max-errors reached or the command ended)",
             )
             self._store.finish_device(batch, index, _with_deadline(batch, outcome))
-        executions.resume(batch.task_token, {"batch": batch.number, "devices": len(batch.device_ids)})
+        latest = self._store.get_batch(batch.task_id, batch.number) or batch  # its token, if a retry replaced it
+        executions.resume(latest.task_token, {"batch": batch.number, "devices": len(batch.device_ids)})
         settle_cancel(self._store, batch.task_id)
         return batch.task_id
 
@@ -282,8 +291,8 @@ class Workflow:
 
     def expire_batch(self, task_id: str, number: int) -> None:
         """The batch's wait ran out, so some of its reports never came (SSM's events are delivered at best effort):
-        ask SSM how each silent device's run ended and record that; stop the runs still going and record those
-        TIMED_OUT."""
+        ask SSM how each silent device's run stands and record how it ended; stop the runs still going, and record
+        them TIMED_OUT (or NOT_STARTED if SSM had not started them)."""
         batch = self._store.get_batch(task_id, number)
         if batch is None:
             return
@@ -291,22 +300,22 @@ class Workflow:
         if not silent:
             settle_cancel(self._store, task_id)
             return
-        ended = run_command.finished_runs(batch.command_id) if batch.command_id else {}
-        going = sorted(node for node in silent if node not in ended)
+        runs = run_command.command_runs(batch.command_id) if batch.command_id else run_command.CommandRuns({}, {})
+        going = sorted(node for node in silent if node in runs.going)
         if batch.command_id and going:
             run_command.cancel(batch.command_id, going)
         for node_id, index in silent.items():
-            if node_id in ended:
-                outcome = _with_deadline(batch, ended[node_id])
+            if node_id in runs.ended:
+                outcome = _with_deadline(batch, runs.ended[node_id])
             else:
+                status, reason = DeviceStatus.NOT_STARTED, "SSM never sent the batch's script to the device"
+                if runs.going.get(node_id):
+                    status = DeviceStatus.TIMED_OUT
+                    reason = "SSM did not report the script's end in time; its run was cancelled"
+                elif node_id in runs.going:
+                    reason = "SSM had not started the script when the batch's time ran out; it was cancelled"
                 outcome = CommandOutcome(
-                    command_id=batch.command_id or "",
-                    node_id=node_id,
-                    comment="",
-                    status=DeviceStatus.TIMED_OUT if batch.command_id else DeviceStatus.NOT_STARTED,
-                    reason="SSM did not report the script's end in time; its run was cancelled"
-                    if batch.command_id
-                    else "the batch's SSM command was never sent",
+                    command_id=batch.command_id or "", node_id=node_id, comment="", status=status, reason=reason
                 )
             self._store.finish_device(batch, index, outcome)
         settle_cancel(self._store, task_id)
