@@ -345,8 +345,31 @@ class Fleet:
         }
 
     def list_commands(self, body: dict[str, Any]) -> dict[str, Any]:
-        command = self._command(body["CommandId"])
-        return {"Commands": [self._describe(command)]}
+        """One command by id, or the commands its filters select (DocumentName, InvokedAfter, InvokedBefore,
+        Status), newest first, in pages."""
+        if body.get("CommandId"):
+            return {"Commands": [self._describe(self._command(body["CommandId"]))]}
+        limit = int(body.get("MaxResults", 50))
+        if not 1 <= limit <= 50:
+            raise FleetError("ValidationException", "MaxResults must be 1..50")
+        commands = sorted(self._commands.values(), key=lambda c: c.requested, reverse=True)
+        for spec in body.get("Filters", []):
+            key, value = spec["key"], spec["value"]
+            if key == "DocumentName":
+                commands = [c for c in commands if c.document.name == value]
+            elif key in ("InvokedAfter", "InvokedBefore"):
+                moment = datetime.fromisoformat(value).timestamp()
+                after = key == "InvokedAfter"
+                commands = [c for c in commands if (c.requested >= moment) == after]
+            elif key == "Status":
+                commands = [c for c in commands if c.status == value]
+            else:
+                raise FleetError("InvalidFilterKey", f"the local fleet does not filter commands by {key}")
+        start = int(body.get("NextToken") or 0)
+        answer: dict[str, Any] = {"Commands": [self._describe(c) for c in commands[start : start + limit]]}
+        if start + limit < len(commands):
+            answer["NextToken"] = str(start + limit)
+        return answer
 
     def list_command_invocations(self, body: dict[str, Any]) -> dict[str, Any]:
         command = self._command(body["CommandId"])

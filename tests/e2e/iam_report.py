@@ -34,6 +34,10 @@ UNUSABLE_LOCALLY: dict[tuple[str, str, str], str] = {
     ("RunBatchFunction", "*", "ssm:CancelCommand"): (
         "cancels a command sent while the task was being cancelled: a race no test can time"
     ),
+    ("RunBatchFunction", "*", "ssm:ListCommands"): (
+        "finds the command an attempt sent before it died without recording it; tests/integration covers it"
+        " in-process (test_a_retried_batch_step_never_sends_its_command_twice), where no IAM check applies"
+    ),
     ("FinishRunFunction", "*", "ssm:CancelCommand"): (
         "cancels the commands still running when the workflow itself fails; tests/integration covers it in-process,"
         " where no IAM check applies"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import boto3
@@ -178,3 +179,26 @@ def test_events_can_be_dropped_by_kind(aws: None) -> None:
     )
     with pytest.raises(ValueError, match="expected one of"):
         EventFaults.parse(["device"], [])
+
+
+def test_commands_are_listed_by_document_and_time(fleet: tuple[Fleet, list[dict[str, Any]]]) -> None:
+    local, _ = fleet
+    before = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    first = send(local, [node_id_for("web-1")])["CommandId"]
+    second = send(local, [node_id_for("web-1")])["CommandId"]
+    listed = local.handle(
+        "ListCommands",
+        {
+            "Filters": [
+                {"key": "DocumentName", "value": "AWS-RunRemoteScript"},
+                {"key": "InvokedAfter", "value": before},
+            ]
+        },
+    )
+    assert [c["CommandId"] for c in listed["Commands"]] == [second, first]  # newest first
+    page = local.handle("ListCommands", {"MaxResults": 1})
+    assert len(page["Commands"]) == 1 and page["NextToken"] == "1"
+    with pytest.raises(FleetError, match="does not filter"):
+        local.handle("ListCommands", {"Filters": [{"key": "Comment", "value": "test"}]})
+    for command in (first, second):
+        wait(local, command)

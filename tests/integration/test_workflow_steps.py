@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-import boto3
+from datetime import datetime
 
+import boto3
+import pytest
+
+from longrun import run_command
 from longrun.models import Batch, DeviceStatus, ScriptExecutionRequest, TaskStatus
 from tests.integration.conftest import Deployment
 from tests.integration.test_store import caller, outcome, running_batch, task_id
@@ -96,3 +100,33 @@ def test_a_retried_batch_step_waits_on_its_new_token(deployed: Deployment) -> No
     assert batch is not None and batch.task_token == "token-of-the-retry"
     task = deployed.store.get_task(tid)
     assert task is not None and task.counts.FAILED == 2  # recorded once (no such devices), not twice
+
+
+def test_a_retried_batch_step_never_sends_its_command_twice(
+    deployed: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An attempt that sent the batch's command and died before recording it: the retry finds that command (by its
+    comment, among the commands sent since the attempt began) instead of running the script on the devices again."""
+    boto3.client("s3").put_object(Bucket=deployed.bucket, Key="scripts/a.sh", Body=b"echo hi\n")
+    tid = new_task(deployed, devices=2)
+    deployed.workflow.start_run(tid)
+    resolution = run_command.Resolution(nodes={"d0": "mi-00000000000000000", "d1": "mi-00000000000000001"}, unknown={})
+    monkeypatch.setattr(run_command, "resolve_devices", lambda devices, tag_key: resolution)
+    sent: list[str] = []
+    monkeypatch.setattr(run_command, "send_script", lambda **fields: sent.append(fields["comment"]) or "cmd-1")
+    looked_up: list[datetime] = []
+
+    def found(comment: str, since: datetime) -> str | None:
+        looked_up.append(since)
+        return "cmd-1" if comment in sent else None
+
+    monkeypatch.setattr(run_command, "sent_command", found)
+    real_record = deployed.store.set_batch_command
+    monkeypatch.setattr(deployed.store, "set_batch_command", lambda *args: (_ for _ in ()).throw(TimeoutError()))
+    with pytest.raises(TimeoutError):  # the first attempt dies once the command is sent
+        deployed.workflow.run_batch(tid, 0, "token-1")
+    monkeypatch.setattr(deployed.store, "set_batch_command", real_record)
+    assert deployed.workflow.run_batch(tid, 0, "token-2") == {"batch": 0, "commandId": "cmd-1"}
+    assert len(sent) == 1 and len(looked_up) == 1  # the retry looked, found it, and did not send again
+    batch = deployed.store.get_batch(tid, 0)
+    assert batch is not None and (batch.command_id, batch.task_token) == ("cmd-1", "token-2")

@@ -51,6 +51,7 @@ ALLOWED: dict[str, list[Check]] = {
         Check("ssm:SendCommand", NODE_ARN),
         Check("ssm:SendCommand", INSTANCE_ARN),
         Check("ssm:DescribeInstanceInformation", "*"),
+        Check("ssm:ListCommands", "*"),
         Check("tag:GetResources", "*"),
         Check("ssm:CancelCommand", "*"),
         Check("states:SendTaskSuccess", "*"),

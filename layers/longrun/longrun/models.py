@@ -297,6 +297,7 @@ class Batch(BaseModel):
     task_token: str
     command_id: str | None = None
     cut_by_deadline: bool = Field(default=False, description="Its scripts' time limit was cut to the deadline")
+    sending_since: datetime | None = Field(default=None, description="When a step first set out to send its command")
 
     @property
     def index_range(self) -> tuple[int, int]:

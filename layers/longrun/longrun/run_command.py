@@ -14,7 +14,7 @@ import re
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cache
 from posixpath import basename
 from typing import TYPE_CHECKING, Any
@@ -38,6 +38,8 @@ NODE_ID = re.compile(r"^(i|mi)-[0-9a-f]{8,17}$")
 COMMENT = re.compile(r"^longrun (?P<task>[0-9a-f-]{36}) batch (?P<batch>\d+)$")
 TAG_VALUES_PER_LOOKUP = 20  # the tagging API's limit on values in one tag filter
 INVOCATIONS_PER_PAGE = 50  # ListCommandInvocations' largest page with Details
+CLOCK_SKEW = timedelta(seconds=60)
+"""How far SSM's clock may be from the function's when it looks for a command it may have sent"""
 
 _SSM_STATUS = {
     "Success": DeviceStatus.SUCCESS,
@@ -195,6 +197,17 @@ def send_script(
             raise NodesNotManaged(str(error)) from error
         raise
     return response["Command"]["CommandId"]
+
+
+def sent_command(comment: str, since: datetime) -> str | None:
+    """The command sent with this comment since a moment (a step that died before it recorded what it sent)."""
+    after = (since - CLOCK_SKEW).isoformat(timespec="seconds").replace("+00:00", "Z")
+    filters: Any = [{"key": "DocumentName", "value": DOCUMENT}, {"key": "InvokedAfter", "value": after}]
+    for page in _ssm().get_paginator("list_commands").paginate(Filters=filters):
+        for command in page["Commands"]:
+            if command.get("Comment") == comment:
+                return command["CommandId"]
+    return None
 
 
 def cancel(command_id: str, node_ids: Sequence[str] | None = None) -> None:

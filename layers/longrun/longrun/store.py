@@ -441,6 +441,28 @@ class TaskStore:
             )
         )
 
+    def mark_batch_sending(self, task_id: str, number: int) -> tuple[datetime, bool]:
+        """Note, before a batch's command is sent, that it is being sent: (since when, whether an earlier attempt
+        of the step had already noted it and so may have sent it)."""
+        now = _iso(utc_now())
+        found: dict[str, Any] = {}
+
+        def mark() -> None:
+            found.update(
+                self._client.update_item(
+                    TableName=self._table_name,
+                    Key={"PK": _task_pk(task_id), "SK": _batch_sk(number)},
+                    UpdateExpression="SET sendingSince = if_not_exists(sendingSince, :now)",
+                    ConditionExpression="attribute_exists(PK)",
+                    ExpressionAttributeValues={":now": now},
+                    ReturnValues="ALL_NEW",
+                )["Attributes"]
+            )
+
+        self._write(mark)
+        since = str(found["sendingSince"])
+        return datetime.fromisoformat(since), since != now
+
     def set_batch_token(self, task_id: str, number: int, task_token: str) -> None:
         """The workflow now waits for a batch on another token (its step was retried)."""
         self._write(
@@ -633,6 +655,7 @@ class TaskStore:
             task_token=item["taskToken"],
             command_id=item.get("commandId"),
             cut_by_deadline=item.get("cutByDeadline", False),
+            sending_since=item.get("sendingSince"),
         )
 
     @staticmethod

@@ -179,13 +179,18 @@ class Workflow:
 
     def _send(self, task: Task, batch: Batch) -> str | None:
         """Send the batch's command, once, and record it. A node SSM refuses (no longer a managed node) ends FAILED
-        and the rest are sent; a cancel that came in meanwhile cancels the command at once."""
+        and the rest are sent; a cancel that came in meanwhile cancels the command at once. A retry of the step after
+        an attempt that may have sent the command but not recorded it looks for that command before sending: a
+        script never runs twice on a device."""
         plan = _plan(task, self._config.report_grace_seconds)
         settings = task.settings
         left = _seconds_left(task, utc_now())
         limit = error_limit(settings, task.device_count)
         time_limit = settings.timeout_seconds if left is None else max(1, min(settings.timeout_seconds, left))
-        while True:
+        comment = run_command.batch_comment(task.id, batch.number)
+        since, maybe_sent = self._store.mark_batch_sending(task.id, batch.number)
+        command_id = run_command.sent_command(comment, since) if maybe_sent else None
+        while command_id is None:
             try:
                 command_id = run_command.send_script(
                     node_ids=list(batch.nodes),  # request order
@@ -196,9 +201,8 @@ class Workflow:
                     max_concurrency=plan["batchSize"],
                     max_errors=None if limit is None else max(0, limit - _errors(task)),
                     output_prefix=scripts.output_prefix(self._config.output_prefix, task.id),
-                    comment=run_command.batch_comment(task.id, batch.number),
+                    comment=comment,
                 )
-                break
             except run_command.NodesNotManaged as error:
                 registered = run_command.registered_nodes(list(batch.nodes))
                 refused = {
