@@ -431,49 +431,41 @@ class TaskStore:
     def set_batch_command(self, task_id: str, number: int, command_id: str, cut_by_deadline: bool) -> None:
         """Record the SSM command sent for a batch (a write to the batch alone: it never waits on the task's
         per-device writes). The caller then checks that the task is still in progress."""
-        self._write(
-            lambda: self._client.update_item(
-                TableName=self._table_name,
-                Key={"PK": _task_pk(task_id), "SK": _batch_sk(number)},
-                UpdateExpression="SET commandId = :cmd, cutByDeadline = :cut",
-                ConditionExpression="attribute_exists(PK)",
-                ExpressionAttributeValues={":cmd": command_id, ":cut": cut_by_deadline},
-            )
-        )
+        values = {":cmd": command_id, ":cut": cut_by_deadline}
+        self._update_batch(task_id, number, "SET commandId = :cmd, cutByDeadline = :cut", values)
 
     def mark_batch_sending(self, task_id: str, number: int) -> tuple[datetime, bool]:
         """Note, before a batch's command is sent, that it is being sent: (since when, whether an earlier attempt
         of the step had already noted it and so may have sent it)."""
         now = _iso(utc_now())
-        found: dict[str, Any] = {}
-
-        def mark() -> None:
-            found.update(
-                self._client.update_item(
-                    TableName=self._table_name,
-                    Key={"PK": _task_pk(task_id), "SK": _batch_sk(number)},
-                    UpdateExpression="SET sendingSince = if_not_exists(sendingSince, :now)",
-                    ConditionExpression="attribute_exists(PK)",
-                    ExpressionAttributeValues={":now": now},
-                    ReturnValues="ALL_NEW",
-                )["Attributes"]
-            )
-
-        self._write(mark)
-        since = str(found["sendingSince"])
+        batch = self._update_batch(
+            task_id, number, "SET sendingSince = if_not_exists(sendingSince, :now)", {":now": now}
+        )
+        since = str(batch["sendingSince"])
         return datetime.fromisoformat(since), since != now
 
     def set_batch_token(self, task_id: str, number: int, task_token: str) -> None:
         """The workflow now waits for a batch on another token (its step was retried)."""
-        self._write(
-            lambda: self._client.update_item(
-                TableName=self._table_name,
-                Key={"PK": _task_pk(task_id), "SK": _batch_sk(number)},
-                UpdateExpression="SET taskToken = :token",
-                ConditionExpression="attribute_exists(PK)",
-                ExpressionAttributeValues={":token": task_token},
+        self._update_batch(task_id, number, "SET taskToken = :token", {":token": task_token})
+
+    def _update_batch(self, task_id: str, number: int, expression: str, values: dict[str, Any]) -> dict[str, Any]:
+        """Update a batch's record, which must exist; answer the record as it is now."""
+        updated: dict[str, Any] = {}
+
+        def update() -> None:
+            updated.update(
+                self._client.update_item(
+                    TableName=self._table_name,
+                    Key={"PK": _task_pk(task_id), "SK": _batch_sk(number)},
+                    UpdateExpression=expression,
+                    ConditionExpression="attribute_exists(PK)",
+                    ExpressionAttributeValues=values,
+                    ReturnValues="ALL_NEW",
+                )["Attributes"]
             )
-        )
+
+        self._write(update)
+        return updated
 
     def get_batch(self, task_id: str, number: int) -> Batch | None:
         item = self._table.get_item(Key={"PK": _task_pk(task_id), "SK": _batch_sk(number)}, ConsistentRead=True).get(
