@@ -9,6 +9,7 @@ import pytest
 
 from longrun import run_command
 from longrun.models import Batch, DeviceStatus, ScriptExecutionRequest, TaskStatus
+from longrun.workflow import InvocationStillRunning
 from tests.integration.conftest import Deployment
 from tests.integration.test_store import caller, outcome, running_batch, task_id
 
@@ -130,3 +131,28 @@ def test_a_retried_batch_step_never_sends_its_command_twice(
     assert len(sent) == 1 and len(looked_up) == 1  # the retry looked, found it, and did not send again
     batch = deployed.store.get_batch(tid, 0)
     assert batch is not None and (batch.command_id, batch.task_token) == ("cmd-1", "token-2")
+
+
+def test_a_command_s_end_does_not_record_a_run_ssm_still_lists_as_going(
+    deployed: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SSM's list can lag its events: a run it still shows as going is not recorded NOT_STARTED; the event is
+    retried (the handler fails, Lambda retries it) and records the run once SSM shows how it ended."""
+    boto3.client("s3").put_object(Bucket=deployed.bucket, Key="scripts/a.sh", Body=b"echo hi\n")
+    tid = new_task(deployed, devices=1)
+    deployed.workflow.start_run(tid)
+    batch = running_batch(deployed.store, tid, 1)
+    deployed.store.set_batch_command(tid, 0, "cmd-1", False)
+    monkeypatch.setattr(run_command, "command_comment", lambda command_id: run_command.batch_comment(tid, 0))
+    going = run_command.CommandRuns(ended={}, going={"mi-0": True})
+    monkeypatch.setattr(run_command, "command_runs", lambda command_id, node_id=None: going)
+    with pytest.raises(InvocationStillRunning):
+        deployed.workflow.record_command("cmd-1")
+    assert deployed.store.device_runs(tid, 0, 1) == {}
+    ended = run_command.CommandRuns(
+        ended={"mi-0": outcome("mi-0").model_copy(update={"command_id": "cmd-1"})}, going={}
+    )
+    monkeypatch.setattr(run_command, "command_runs", lambda command_id, node_id=None: ended)
+    assert deployed.workflow.record_command("cmd-1") == tid
+    assert deployed.store.device_runs(tid, 0, 1)[0].status is DeviceStatus.SUCCESS
+    assert batch.nodes == {"mi-0": 0}
