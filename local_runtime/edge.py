@@ -63,9 +63,9 @@ class Edge:
         principal = self._identities.principal(signed.access_key) if signed else ADMINISTRATOR
         target = request.headers.get("X-Amz-Target", "")
         if signed is not None:
-            _count(request, target, signed, principal)
-        if signed is not None and principal.restricted:
-            denied = self._authorize(principal, signed, request)
+            checks = aws_requests.checks(signed.service, signed.region, request)
+            _count(request, target, signed, principal, checks)
+            denied = self._authorize(principal, signed.service, request, checks) if principal.restricted else None
             if denied is not None:
                 return denied(environ, start_response)
         invoke = INVOKE_PATH.match(request.path) if request.method == "POST" else None
@@ -83,12 +83,14 @@ class Edge:
 
     # --- IAM --------------------------------------------------------------------------------------
 
-    def _authorize(self, principal: iam.Principal, signed: Signer, request: Request) -> Response | None:
-        for check in aws_requests.checks(signed.service, signed.region, request):
+    def _authorize(
+        self, principal: iam.Principal, service: str, request: Request, checks: list[iam.Check]
+    ) -> Response | None:
+        for check in checks:
             decision = iam.evaluate(principal, check)
             self._ledger.record(principal, check, decision)
             if not decision.allowed:
-                return _access_denied(signed.service, request, decision.message)
+                return _access_denied(service, request, decision.message)
         return None
 
     def _s3_read(
@@ -179,7 +181,7 @@ def _access_denied(service: str, request: Request, message: str) -> Response:
     return Response(json.dumps({"Type": "User", "Message": message}), 403, headers, content_type="application/json")
 
 
-def _count(request: Request, target: str, signed: Signer, principal: iam.Principal) -> None:
+def _count(request: Request, target: str, signed: Signer, principal: iam.Principal, checks: list[iam.Check]) -> None:
     """One API call, by who made it (a device's agent, or the service) and what it was."""
     service = signed.service
     if target:
@@ -187,7 +189,7 @@ def _count(request: Request, target: str, signed: Signer, principal: iam.Princip
     elif INVOKE_PATH.match(request.path):
         operation = "Invoke"
     elif service == "s3":  # named by the IAM action it needs (HeadObject is s3:GetObject)
-        operation = aws_requests.checks(service, signed.region, request)[0].action.removeprefix("s3:")
+        operation = checks[0].action.removeprefix("s3:")
     else:
         operation = request.args.get("Action", request.method)
     who = "device" if principal.name == "devices" else "service"

@@ -377,8 +377,7 @@ class TaskStore:
             },
         ]
         for index, reason in failed.items():
-            run = DeviceRun(index=index, device_id=batch.device_at(index), status=DeviceStatus.FAILED, reason=reason)
-            item = self._device_item(pk, run) | {"endedAt": now}
+            item = self._failed_device_item(batch, index, reason, now)
             actions.append({"Put": {"TableName": self._table_name, "Item": item}})
         self._transact(actions)
 
@@ -411,20 +410,9 @@ class TaskStore:
             },
         ]
         for node, reason in failed.items():
-            index = batch.nodes[node]
-            run = DeviceRun(
-                index=index, device_id=batch.device_at(index), status=DeviceStatus.FAILED, reason=reason, node_id=node
-            )
-            item = self._device_item(pk, run) | {"endedAt": now}
-            actions.append(
-                {
-                    "Put": {
-                        "TableName": self._table_name,
-                        "Item": item,
-                        "ConditionExpression": "attribute_not_exists(PK)",
-                    }
-                }
-            )
+            item = self._failed_device_item(batch, batch.nodes[node], reason, now, node)
+            put = {"TableName": self._table_name, "Item": item, "ConditionExpression": "attribute_not_exists(PK)"}
+            actions.append({"Put": put})
         self._transact(actions)
         return batch.model_copy(update={"nodes": kept})
 
@@ -577,6 +565,16 @@ class TaskStore:
                     raise WriteConflict(f"still conflicting after {CONFLICT_ATTEMPTS} attempts: {error}") from error
             first, largest = CONFLICT_BACKOFF
             time.sleep(random.uniform(0, min(largest, first * 2**attempt)))  # noqa: S311 - jitter, not secrets
+
+    @classmethod
+    def _failed_device_item(
+        cls, batch: Batch, index: int, reason: str, now: str | None, node_id: str | None = None
+    ) -> dict[str, Any]:
+        """The record of a batch's device that ends FAILED without running (no node, or SSM refused its node)."""
+        run = DeviceRun(
+            index=index, device_id=batch.device_at(index), status=DeviceStatus.FAILED, reason=reason, node_id=node_id
+        )
+        return cls._device_item(_task_pk(batch.task_id), run) | {"endedAt": now}
 
     @staticmethod
     def _device_item(pk: str, run: DeviceRun) -> dict[str, Any]:

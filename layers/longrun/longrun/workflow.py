@@ -70,11 +70,6 @@ def batch_range(number: int, size: int, device_count: int) -> tuple[int, int]:
     return number * size, min((number + 1) * size, device_count)
 
 
-def _plan(task: Task, grace_seconds: int) -> dict[str, int]:
-    limit = concurrency_limit(task.settings, task.device_count)
-    return batch_plan(task.device_count, limit, task.settings.timeout_seconds, grace_seconds)
-
-
 def _seconds_left(task: Task, now: datetime) -> int | None:
     deadline = task.deadline_at
     return None if deadline is None else math.floor((deadline - now).total_seconds())
@@ -97,6 +92,10 @@ class Workflow:
         self._config = config
         self._sent_batches: OrderedDict[tuple[str, int], Batch] = OrderedDict()
 
+    def _plan(self, task: Task) -> dict[str, int]:
+        limit = concurrency_limit(task.settings, task.device_count)
+        return batch_plan(task.device_count, limit, task.settings.timeout_seconds, self._config.report_grace_seconds)
+
     def start_run(self, task_id: str) -> dict[str, Any]:
         """First step: check the script is there, mark the task IN_PROGRESS, and plan the batches. A retry of this
         step (its first answer lost) plans the same batches again."""
@@ -113,7 +112,7 @@ class Workflow:
                 lifecycle.finish(self._store, task_id, TaskStatus.FAILED, reason=reason)
                 return nothing
             lifecycle.change_status(self._store, task_id, TaskStatus.IN_PROGRESS)
-        plan = _plan(task, self._config.report_grace_seconds)
+        plan = self._plan(task)
         return {
             "taskId": task_id,
             "batches": list(range(plan["batchCount"])),
@@ -155,7 +154,7 @@ class Workflow:
         return None
 
     def _record_batch(self, task: Task, number: int, task_token: str) -> Batch | None:
-        start, end = batch_range(number, _plan(task, self._config.report_grace_seconds)["batchSize"], task.device_count)
+        start, end = batch_range(number, self._plan(task)["batchSize"], task.device_count)
         devices = self._store.device_ids(task.id, start, end)
         resolution = run_command.resolve_devices(devices, self._config.device_id_tag_key)
         nodes: dict[str, int] = {}
@@ -182,7 +181,7 @@ class Workflow:
         and the rest are sent; a cancel that came in meanwhile cancels the command at once. A retry of the step after
         an attempt that may have sent the command but not recorded it looks for that command before sending: a
         script never runs twice on a device."""
-        plan = _plan(task, self._config.report_grace_seconds)
+        plan = self._plan(task)
         settings = task.settings
         left = _seconds_left(task, utc_now())
         limit = error_limit(settings, task.device_count)
