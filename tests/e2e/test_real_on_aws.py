@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 from botocore.exceptions import ClientError
@@ -140,17 +141,18 @@ def test_a_device_may_not_run_longer_than_the_document_allows(service: Service) 
     assert service.wait(task["id"], timeout=30)["status"] == "COMPLETE"
 
 
-def test_a_script_that_cannot_be_downloaded_fails_its_device_with_the_reason(service: Service) -> None:
+def test_a_script_that_cannot_be_downloaded_fails_its_device_with_the_reason(service: Service, tmp_path: Path) -> None:
     """Defect 14: when AWS-RunRemoteScript's downloadContent step fails, the device failed for that reason, not
     because of what the shell said about a missing file."""
     key = "scripts/vanishing.sh"
+    started = tmp_path / "web-1-started"  # the script touches it, so web-1 has downloaded it by then
     s3 = service.aws("s3")
-    s3.put_object(Bucket=BUCKET, Key=key, Body=b"#!/bin/sh\nsleep 2\necho ran\n")
+    s3.put_object(Bucket=BUCKET, Key=key, Body=f"#!/bin/sh\ntouch '{started}'\nsleep 2\necho ran\n".encode())
     task = service.submit(**{"device-ids": ["web-1", "web-2"], "script-url": key, "max-concurrency": 1})
     deadline = time.monotonic() + 20
-    while service.request("GET", f"{RESOURCE}/{task['id']}").body["deviceCounts"]["RUNNING"] == 0:
-        assert time.monotonic() < deadline, "web-1 did not start"
-        time.sleep(0.1)
+    while not started.exists():
+        assert time.monotonic() < deadline, "web-1 did not start its script"
+        time.sleep(0.05)
     s3.delete_object(Bucket=BUCKET, Key=key)  # gone before web-2's turn
     done = service.wait(task["id"], timeout=30)
     devices = service.devices(task["id"])
