@@ -11,7 +11,7 @@ SAM := $(VENV_SAM)/bin/sam
 SAM_CLI_VERSION := 1.170.0
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: run test lint validate openapi check clean bench bench-cost bench-fanout bench-latency bench-cold-start bench-memory
+.PHONY: run test lint validate openapi check clean bench bench-cost bench-fanout bench-latency bench-push-latency bench-cold-start bench-memory
 
 $(VENV)/.installed: requirements-dev.txt layers/longrun/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,8 @@ $(VENV_SAM)/.installed:
 	$(VENV_SAM)/bin/pip install --quiet aws-sam-cli==$(SAM_CLI_VERSION)
 	touch $@
 
-## run: the whole service on 127.0.0.1 (API on $$PORT, default 3000; AWS edge on $$EDGE_PORT, default 4566)
+## run: the whole service on 127.0.0.1 (API on $$PORT, default 3000; WebSocket API on $$WS_PORT, default 3001;
+##      AWS edge on $$EDGE_PORT, default 4566)
 run: $(VENV)/.installed $(VENV_SAM)/.installed
 	exec $(PY) -m local_runtime
 
@@ -46,16 +47,17 @@ validate: $(VENV)/.installed $(VENV_SAM)/.installed
 	$(VENV)/bin/cfn-lint template.yaml
 	$(SAM) build
 
-## openapi: regenerate docs/openapi.json from the API's code
+## openapi: regenerate docs/openapi.json from the API's code and docs/task-event.schema.json from the models
 openapi: $(VENV)/.installed
 	$(PY) -m tools.openapi > docs/openapi.json
+	$(PY) -m tools.event_schema > docs/task-event.schema.json
 
 ## bench: every benchmark (about 25 minutes); results in bench/results/, figures in docs/benchmarks/
 $(VENV)/.bench: $(VENV)/.installed $(VENV_SAM)/.installed bench/requirements.txt
 	$(PY) -m pip install --quiet -r bench/requirements.txt
 	touch $@
 
-bench: bench-cold-start bench-cost bench-fanout bench-latency bench-memory
+bench: bench-cold-start bench-cost bench-fanout bench-latency bench-push-latency bench-memory
 
 bench-cost: $(VENV)/.bench
 	$(PY) -m bench.cost_model
@@ -65,6 +67,9 @@ bench-fanout: $(VENV)/.bench
 
 bench-latency: $(VENV)/.bench
 	$(PY) -m bench.progress_latency
+
+bench-push-latency: $(VENV)/.bench
+	$(PY) -m bench.push_latency
 
 bench-cold-start: $(VENV)/.bench
 	$(PY) -m bench.cold_start

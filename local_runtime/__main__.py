@@ -13,6 +13,11 @@ from types import FrameType
 
 from local_runtime.fleet import EventFaults
 from local_runtime.runtime import DEFAULT_DEVICES, ROOT, LocalRuntime, Options
+from local_runtime.websocket_gateway import IDLE_TIMEOUT_SECONDS, MAX_DURATION_SECONDS
+
+LOCAL_PARAMETERS = {"WebhookAllowLoopbackHttp": "true"}
+"""Template parameters the local deployment sets unless told otherwise: a webhook receiver on this machine (plain
+http to a loopback address) is the only kind a laptop can try"""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,6 +26,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "3000")), help="API port ($PORT)")
     parser.add_argument(
         "--edge-port", type=int, default=int(os.environ.get("EDGE_PORT", "4566")), help="AWS edge port ($EDGE_PORT)"
+    )
+    parser.add_argument(
+        "--ws-port", type=int, default=int(os.environ.get("WS_PORT", "3001")), help="WebSocket API port ($WS_PORT)"
+    )
+    parser.add_argument(
+        "--ws-idle-timeout",
+        type=float,
+        default=IDLE_TIMEOUT_SECONDS,
+        metavar="SECONDS",
+        help="close a WebSocket connection with no message either way for this long (API Gateway: 600)",
+    )
+    parser.add_argument(
+        "--ws-max-duration",
+        type=float,
+        default=MAX_DURATION_SECONDS,
+        metavar="SECONDS",
+        help="close a WebSocket connection open this long (API Gateway: 7200)",
     )
     parser.add_argument(
         "--devices",
@@ -78,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = args.log_level.upper()
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    for noisy in ("werkzeug", "botocore"):  # moto's request log, and boto3's credential and endpoint notes
+    for noisy in ("werkzeug", "botocore", "websockets"):  # moto's request log, boto3's notes, each WebSocket's state
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
     devices = _listed(args.devices)
     devices += tuple(f"device-{n}" for n in range(1, args.fleet_size + 1))
@@ -87,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
             host=args.host,
             port=args.port,
             edge_port=args.edge_port,
+            ws_port=args.ws_port,
+            ws_idle_timeout=args.ws_idle_timeout,
+            ws_max_duration=args.ws_max_duration,
             devices=devices,
             caller=args.caller,
             unmanaged=_listed(args.unmanaged),
@@ -94,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             event_faults=EventFaults.parse(args.drop_events, args.delay_events),
             transaction_ms=args.transaction_ms,
             conflict_rate=args.transaction_conflict_rate,
-            parameters=dict(item.split("=", 1) for item in args.parameter),
+            parameters=LOCAL_PARAMETERS | dict(item.split("=", 1) for item in args.parameter),
             logs_dir=args.logs_dir,
             template_file=args.template,
         )

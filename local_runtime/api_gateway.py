@@ -11,7 +11,8 @@ AWS_IAM), which local callers do not have for Lambda, as API clients normally do
 
 Callers: a request signed with SigV4 is attributed to the access key's identity without checking the signature:
 ``NAME`` is the IAM user NAME, ``ROLE~SESSION`` a session of the assumed role ROLE; an unsigned request comes from the
-local default caller.
+local default caller. The HTTP server, the Lambda proxy integration and the caller's identity serve the WebSocket API
+too (websocket_gateway.py).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import logging
 import re
 import threading
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -33,7 +35,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from local_runtime.lambdas import Invocation, LambdaBridge
 from local_runtime.sigv4 import signer
-from local_runtime.template import ACCOUNT_ID, LocalStack, RestApi, Route
+from local_runtime.template import ACCOUNT_ID, Function, LocalStack, RestApi, Route
 
 log = logging.getLogger("local_runtime.api")
 INTEGRATION_TIMEOUT_SECONDS = 29
@@ -65,6 +67,8 @@ _DEFAULT_TEMPLATE = '{"message":$context.error.messageString}'
 _VARIABLE = re.compile(r"\$(?:\{(context(?:\.\w+)+)\}|(context(?:\.\w+)+))")
 
 Reply = tuple[int, dict[str, list[str]], bytes]
+Answer = Callable[[str, str, dict[str, list[str]], bytes], Reply]
+"""Answers one request: (method, target, headers, body) -> (status, headers, body)"""
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,10 @@ class GatewayError:
     status: int | None = None
     """The error's own status, for DEFAULT_4XX and DEFAULT_5XX"""
 
+    @property
+    def status_code(self) -> int:
+        return self.status or DEFAULT_STATUS.get(self.kind, 500)
+
 
 class ApiGateway:
     def __init__(self, stack: LocalStack, lambdas: LambdaBridge, default_caller: str) -> None:
@@ -100,7 +108,7 @@ class ApiGateway:
         self._api: RestApi = stack.apis[0]
         self._lambdas = lambdas
         self._default_caller = default_caller
-        self._server: ThreadingHTTPServer | None = None
+        self._server: GatewayServer | None = None
         self._integrations = ThreadPoolExecutor(max_workers=32, thread_name_prefix="api-integration")
 
     @property
@@ -125,16 +133,8 @@ class ApiGateway:
         if not self._may_invoke(route, method):
             return self._gateway_error(GatewayError("API_CONFIGURATION_ERROR", "Internal server error"), context)
         event = self._event(route, params, method, path, url.query, headers, body, context)
-        function = self._stack.functions[route.function]
-        future = self._integrations.submit(self._lambdas.invoke, function, event)
-        try:
-            result: Invocation = future.result(timeout=INTEGRATION_TIMEOUT_SECONDS)
-        except FutureTimeout:
-            return self._gateway_error(GatewayError("INTEGRATION_TIMEOUT", "Endpoint request timed out"), context)
-        reply = None if result.error else _proxy_reply(result.payload)
-        if reply is None:  # the function failed, or its answer is not a proxy response
-            return self._gateway_error(GatewayError("DEFAULT_5XX", "Internal server error", 502), context)
-        return reply
+        outcome = invoke_proxy(self._integrations, self._lambdas, self._stack.functions[route.function], event)
+        return self._gateway_error(outcome, context) if isinstance(outcome, GatewayError) else outcome
 
     def _route(self, method: str, path: str) -> tuple[Route | None, dict[str, str]]:
         for route in self._api.routes:
@@ -159,12 +159,8 @@ class ApiGateway:
         api = f"arn:aws:execute-api:{self._stack.region}:{ACCOUNT_ID}:{self._api.id}"
         source = f"{api}/{self._api.stage}/{method}{route.path}"
         source = re.sub(r"\{[^}]+\}", "x", source)
-        for permission in self._stack.permissions:
-            if permission.function != route.function or permission.principal != "apigateway.amazonaws.com":
-                continue
-            pattern = re.escape(permission.source_arn or "*").replace(r"\*", ".*")
-            if re.fullmatch(pattern, source):
-                return True
+        if self._lambdas.permits(route.function, "apigateway.amazonaws.com", source):
+            return True
         log.warning(
             "%s %s: no resource-based permission lets API Gateway invoke %s", method, route.path, route.function
         )
@@ -202,8 +198,6 @@ class ApiGateway:
     ) -> dict[str, Any]:
         query = parse_qs(query_string, keep_blank_values=True)
         text, is_base64 = _body(body)
-        signed = signer((headers.get("authorization") or [""])[0])
-        caller = Caller.of(signed.access_key if signed else None, self._default_caller)
         return {
             "resource": route.path,
             "path": path,
@@ -216,20 +210,7 @@ class ApiGateway:
             "stageVariables": None,
             "requestContext": {
                 **context,
-                "identity": {
-                    "accountId": ACCOUNT_ID,
-                    "caller": caller.caller,
-                    "user": caller.caller,
-                    "userArn": caller.user_arn,
-                    "accessKey": caller.access_key,
-                    "sourceIp": "127.0.0.1",
-                    "userAgent": (headers.get("user-agent") or [""])[0],
-                    "cognitoIdentityPoolId": None,
-                    "cognitoIdentityId": None,
-                    "cognitoAuthenticationType": None,
-                    "cognitoAuthenticationProvider": None,
-                    "principalOrgId": None,
-                },
+                "identity": iam_identity(headers, self._default_caller),
                 "authorizer": None,
             },
             "body": text,
@@ -240,49 +221,103 @@ class ApiGateway:
         return gateway_response(self._api, error, context)
 
     def serve(self, host: str, port: int) -> None:
-        gateway = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def _any(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
-                headers: dict[str, list[str]] = {}
-                for name, value in self.headers.items():
-                    headers.setdefault(name.lower(), []).append(value)
-                status, out_headers, data = gateway.handle(self.command, self.path, headers, body)
-                self.send_response(status)
-                for name, values in out_headers.items():
-                    if name.lower() in ("content-length", "connection"):
-                        continue
-                    for value in values:
-                        self.send_header(name, value)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(data)
-
-            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _any  # noqa: N815 - the stdlib's names
-
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's signature
-                log.info("%s %s", self.address_string(), format % args)
-
-        self._server = ThreadingHTTPServer((host, port), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True, name="api-gateway").start()
+        self._server = GatewayServer((host, port), GatewayHandler, self.handle, log)
+        self._server.start("api-gateway")
 
     def close(self) -> None:
         if self._server:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.stop()
         self._integrations.shutdown(wait=False, cancel_futures=True)
+
+
+class GatewayServer(ThreadingHTTPServer):
+    """HTTP/1.1 on a thread of its own, each request on a thread of its own, answered by ``answer(method, target,
+    headers, body)`` (header names in lower case)."""
+
+    daemon_threads = True
+
+    def __init__(
+        self, address: tuple[str, int], handler: type[GatewayHandler], answer: Answer, logger: logging.Logger
+    ) -> None:
+        super().__init__(address, handler)
+        self.answer = answer
+        self.logger = logger
+
+    def start(self, name: str) -> None:
+        threading.Thread(target=self.serve_forever, daemon=True, name=name).start()
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+
+
+class GatewayHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: GatewayServer
+
+    def answer(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        headers: dict[str, list[str]] = {}
+        for name, value in self.headers.items():
+            headers.setdefault(name.lower(), []).append(value)
+        status, out_headers, data = self.server.answer(self.command, self.path, headers, body)
+        self.send_response(status)
+        for name, values in out_headers.items():
+            if name.lower() in ("content-length", "connection"):
+                continue
+            for value in values:
+                self.send_header(name, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = answer  # noqa: N815 - the stdlib's names
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's signature
+        self.server.logger.info("%s %s", self.address_string(), format % args)
+
+
+def invoke_proxy(
+    integrations: ThreadPoolExecutor, lambdas: LambdaBridge, function: Function, event: Any
+) -> Reply | GatewayError:
+    """A Lambda proxy integration: the function's proxy response, or the error API Gateway answers instead (the
+    function failed, or its answer is not a proxy response: 502; it took longer than the integration timeout: 504)."""
+    future = integrations.submit(lambdas.invoke, function, event)
+    try:
+        result: Invocation = future.result(timeout=INTEGRATION_TIMEOUT_SECONDS)
+    except FutureTimeout:
+        return GatewayError("INTEGRATION_TIMEOUT", "Endpoint request timed out")
+    reply = None if result.error else proxy_reply(result.payload)
+    return GatewayError("DEFAULT_5XX", "Internal server error", 502) if reply is None else reply
+
+
+def iam_identity(headers: dict[str, list[str]], default_caller: str) -> dict[str, Any]:
+    """requestContext.identity as API Gateway fills it for an IAM-authorized request (header names in lower case):
+    the caller the SigV4 Authorization header's access key names, or the local default caller if it is unsigned."""
+    signed = signer((headers.get("authorization") or [""])[0])
+    caller = Caller.of(signed.access_key if signed else None, default_caller)
+    return {
+        "accountId": ACCOUNT_ID,
+        "caller": caller.caller,
+        "user": caller.caller,
+        "userArn": caller.user_arn,
+        "accessKey": caller.access_key,
+        "sourceIp": "127.0.0.1",
+        "userAgent": (headers.get("user-agent") or [""])[0],
+        "cognitoIdentityPoolId": None,
+        "cognitoIdentityId": None,
+        "cognitoAuthenticationType": None,
+        "cognitoAuthenticationProvider": None,
+        "principalOrgId": None,
+    }
 
 
 def gateway_response(api: RestApi, error: GatewayError, context: dict[str, Any]) -> Reply:
     """An error of API Gateway's own, through the API's gateway responses (or API Gateway's defaults), with the
     ``$context`` variables of the template substituted as API Gateway substitutes them."""
-    default_status = error.status or DEFAULT_STATUS.get(error.kind, 500)
+    default_status = error.status_code
     family = "DEFAULT_5XX" if default_status >= 500 else "DEFAULT_4XX"
     configured = api.gateway_responses.get(error.kind) or api.gateway_responses.get(family)
     status = default_status
@@ -313,7 +348,7 @@ def _error_type(kind: str) -> str:
     return special.get(kind, "".join(part.capitalize() for part in kind.split("_")) + "Exception")
 
 
-def _proxy_reply(response: Any) -> Reply | None:
+def proxy_reply(response: Any) -> Reply | None:
     """The function's proxy response as HTTP; None if it is not one."""
     if not isinstance(response, dict) or not isinstance(response.get("statusCode", 200), int):
         return None

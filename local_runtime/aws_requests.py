@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 from werkzeug.wrappers import Request
 
@@ -20,6 +20,14 @@ from local_runtime.template import ACCOUNT_ID
 IAM_PREFIX = {"tagging": "tag"}
 """Where a service's signing name is not its IAM prefix"""
 _INVOKE = re.compile(r"^/2015-03-31/functions/(?P<function>[^/]+)/invocations$")
+_STREAMS_TARGET = "DynamoDBStreams_20120810."
+"""DynamoDB Streams signs as dynamodb; its operations are told apart by their target"""
+_SQS_BATCH_ACTIONS = {
+    # the batch operations are authorized as the single-message actions (SQS has no actions of their own)
+    "SendMessageBatch": "SendMessage",
+    "DeleteMessageBatch": "DeleteMessage",
+    "ChangeMessageVisibilityBatch": "ChangeMessageVisibility",
+}
 _TRANSACT_ACTIONS = {
     "Put": "PutItem",
     "Update": "UpdateItem",
@@ -45,8 +53,12 @@ def checks(service: str, region: str, request: Request) -> list[Check]:
         return [Check(f"{prefix}:{action}", "*")]
     operation = target.rsplit(".", 1)[-1]
     body = _json(request)
+    if service == "dynamodb" and target.startswith(_STREAMS_TARGET):
+        return [Check(f"dynamodb:{operation}", _stream_arn(body))]
     if service == "dynamodb":
         return _dynamodb(operation, body, region)
+    if service == "sqs":
+        return [Check(f"sqs:{_SQS_BATCH_ACTIONS.get(operation, operation)}", _queue_arn(body, region))]
     if service == "ssm":
         return _ssm(operation, body, region)
     if service == "states":
@@ -82,6 +94,26 @@ def _dynamodb(operation: str, body: dict[str, Any], region: str) -> list[Check]:
     if "TableName" in body:
         return [Check(f"dynamodb:{operation}", _table_arn(body["TableName"], region, body.get("IndexName")))]
     return [Check(f"dynamodb:{operation}", "*")]
+
+
+def _stream_arn(body: dict[str, Any]) -> str:
+    """The stream a DynamoDB Streams request reads: its StreamArn, or the stream its shard iterator was issued for
+    (the local iterators begin with the stream's ARN); ``*`` for ListStreams."""
+    if "StreamArn" in body:
+        return str(body["StreamArn"])
+    iterator = str(body.get("ShardIterator", ""))
+    return iterator.split("|", 1)[0] if iterator.startswith("arn:") else "*"
+
+
+def _queue_arn(body: dict[str, Any], region: str) -> str:
+    """The queue an SQS request names, by its URL (``<endpoint>/<account>/<name>``) or, for CreateQueue and
+    GetQueueUrl, its name; ``*`` for the operations on no queue (ListQueues)."""
+    if "QueueUrl" in body:
+        account, _, name = urlsplit(str(body["QueueUrl"])).path.strip("/").rpartition("/")
+        return f"arn:aws:sqs:{region}:{account or ACCOUNT_ID}:{name}"
+    if "QueueName" in body:
+        return f"arn:aws:sqs:{region}:{body.get('QueueOwnerAWSAccountId', ACCOUNT_ID)}:{body['QueueName']}"
+    return "*"
 
 
 def _node_arn(node_id: str, region: str) -> str:

@@ -11,9 +11,14 @@
   write that fails midway undoes the ones before it; it takes at most 100 actions, one per item, of at most 4 MB
   together; an item is at most 400 KB.
 - Item sizes follow DynamoDB's rules (``item_size``), for the capacity the meter counts.
+- A table's stream gets one record per write that changed an item, once the write (or the whole transaction) has
+  succeeded, with the item's images before and after, as DynamoDB Streams writes it. moto's own records are
+  dropped: it records writes that change nothing, an UpdateItem that creates an item twice (the first with its key
+  only), and the writes of a transaction it then undoes. Shard iterators expire 15 minutes after they are issued.
 
-Source: DynamoDB Developer Guide, "Transaction conflict handling in DynamoDB" and "Amazon DynamoDB Transactions:
-How it works"; API reference of TransactWriteItems.
+Source: DynamoDB Developer Guide, "Transaction conflict handling in DynamoDB", "Amazon DynamoDB Transactions:
+How it works" and "Change data capture for DynamoDB Streams"; API reference of TransactWriteItems, and of
+DynamoDB Streams' GetShardIterator and GetRecords.
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ from moto.dynamodb.exceptions import (
 )
 from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.dynamo_type import DynamoType, Item
+from moto.dynamodb.models.table import StreamRecord, StreamShard
+from moto.dynamodbstreams.models import DynamoDBStreamsBackend
 
 LOCK = threading.RLock()
 MAX_TRANSACTION_ITEMS = 100
@@ -46,6 +53,16 @@ MAX_TRANSACTION_BYTES = 4 * 1024 * 1024
 CONFLICT = ("TransactionConflict", "Transaction is ongoing for the item", None)
 _READS = ("get_item", "query", "scan")
 _WRITES = ("put_item", "update_item", "delete_item")
+STREAM_EVENT_VERSION = "1.1"
+SHARD_ITERATOR_SECONDS = 15 * 60
+"""How long a shard iterator can be used (DynamoDB Streams API reference, GetShardIterator)"""
+
+
+class ExpiredIteratorException(DynamodbException):
+    error_type = "com.amazonaws.dynamodb.v20120810#ExpiredIteratorException"
+
+    def __init__(self) -> None:
+        super().__init__(self.error_type, "Iterator expired: a shard iterator expires 15 minutes after it is issued")
 
 
 class TransactionConflictException(DynamodbException):
@@ -138,11 +155,13 @@ def item_size(item: Item | None) -> int:
 _original: dict[str, Any] = {}
 
 
-def _size_of(backend: DynamoDBBackend, table: str, key: dict[str, Any]) -> int:
+def _stored(backend: DynamoDBBackend, table: str, key: dict[str, Any]) -> Item | None:
+    """A copy of the item as stored now (None if there is none)."""
     try:
-        return item_size(_original["get_item"](backend, table, key))
+        item: Item | None = copy.deepcopy(_original["get_item"](backend, table, key))
     except DynamodbException:
-        return 0
+        return None
+    return item
 
 
 def _notify(before: int, after: int, transactional: bool) -> None:
@@ -162,9 +181,11 @@ def _single_write(name: str) -> Callable[..., Any]:
                 RULES.conflicts += 1
                 raise TransactionConflictException()
         with LOCK:
-            before = _size_of(self, table_name, key)
+            before = _stored(self, table_name, key)
             result = original(self, table_name, *args, **kwargs)
-            _notify(before, _size_of(self, table_name, key), False)
+            after = _stored(self, table_name, key)
+            _notify(item_size(before), item_size(after), False)
+            _record_change(self, table_name, before, after)
         return result
 
     return write
@@ -233,13 +254,13 @@ def _commit(self: DynamoDBBackend, operations: list[tuple[str, dict[str, Any], d
     if any(code is not None for code, _, _ in errors):
         raise TransactionCanceledException(errors)
     written: list[tuple[str, dict[str, Any], Item | None]] = []
-    sizes: list[tuple[int, int]] = []
+    changes: list[tuple[str, Item | None, Item | None]] = []
     try:
         for op_type, op, key in operations:
             table = op["TableName"]
             if op_type == "ConditionCheck":
                 continue
-            previous = copy.deepcopy(_original["get_item"](self, table, key))
+            previous = _stored(self, table, key)
             written.append((table, key, previous))
             if op_type == "Put":
                 _original["put_item"](self, table, op["Item"])
@@ -255,7 +276,7 @@ def _commit(self: DynamoDBBackend, operations: list[tuple[str, dict[str, Any], d
                 )
             elif op_type == "Delete":
                 _original["delete_item"](self, table, key)
-            sizes.append((item_size(previous), _size_of(self, table, key)))
+            changes.append((table, previous, _stored(self, table, key)))
     except Exception:
         for table, key, previous in reversed(written):  # all or nothing: undo what was written
             if previous is None:
@@ -263,8 +284,73 @@ def _commit(self: DynamoDBBackend, operations: list[tuple[str, dict[str, Any], d
             else:
                 _original["put_item"](self, table, previous.to_json()["Attributes"])
         raise
-    for before, after in sizes:
-        _notify(before, after, True)
+    for table, before, after in changes:
+        _notify(item_size(before), item_size(after), True)
+        _record_change(self, table, before, after)
+
+
+# --- streams -----------------------------------------------------------------------------------------
+
+
+def _record_change(backend: DynamoDBBackend, table_name: str, old: Item | None, new: Item | None) -> None:
+    """The stream record of one item's change, appended to its table's stream (if it has one): none for a write that
+    changed nothing, as DynamoDB Streams records only changes. Called under LOCK, so records are in write order."""
+    table = backend.get_table(table_name)
+    shard = table.stream_shard
+    if shard is None or _attributes(old) == _attributes(new):
+        return
+    event_name = "INSERT" if old is None else "REMOVE" if new is None else "MODIFY"
+    view_type = (table.stream_specification or {})["StreamViewType"]
+    sequence_number = shard.starting_sequence_number + len(shard.items)
+    record = StreamRecord(table, view_type, event_name, old, new, sequence_number)
+    record.record.update(eventVersion=STREAM_EVENT_VERSION, awsRegion=backend.region_name)
+    details = record.record["dynamodb"]
+    # "in UNIX epoch time format and rounded down to the closest second" (DynamoDB Streams API reference)
+    details["ApproximateCreationDateTime"] = details["ApproximateCreationDateTime"].replace(microsecond=0)
+    keys = sum(len(name.encode()) + value_size(DynamoType(value)) for name, value in details["Keys"].items())
+    images = [item for name, item in (("NewImage", new), ("OldImage", old)) if name in details]
+    details["SizeBytes"] = keys + sum(item_size(item) for item in images)
+    shard.items.append(record)
+
+
+def _attributes(item: Item | None) -> dict[str, Any] | None:
+    return None if item is None else item.to_json()["Attributes"]
+
+
+def _no_stream_record(self: StreamShard, old: Item | None, new: Item | None) -> None:
+    """moto's own stream records, replaced by _record_change's."""
+
+
+_iterators_issued: dict[str, float] = {}
+"""Each shard iterator moto has issued (ARN) -> when (monotonic seconds)"""
+
+
+def _get_shard_iterator(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def get_shard_iterator(self: DynamoDBStreamsBackend, *args: Any, **kwargs: Any) -> Any:
+        with LOCK:
+            iterator = original(self, *args, **kwargs)
+            _iterators_issued[iterator.arn] = time.monotonic()
+        return iterator
+
+    return get_shard_iterator
+
+
+def _get_records(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def get_records(self: DynamoDBStreamsBackend, iterator_arn: str, limit: int) -> Any:
+        with LOCK:
+            now = time.monotonic()
+            for arn in [arn for arn, issued in _iterators_issued.items() if now - issued > SHARD_ITERATOR_SECONDS]:
+                del _iterators_issued[arn]
+                self.shard_iterators.pop(arn, None)
+            if iterator_arn not in self.shard_iterators:
+                raise ExpiredIteratorException()
+            result = original(self, iterator_arn, limit)
+            _iterators_issued[result["NextShardIterator"]] = now
+        return result
+
+    return get_records
 
 
 def install() -> None:
@@ -278,3 +364,7 @@ def install() -> None:
     for name in _WRITES:
         setattr(DynamoDBBackend, name, _single_write(name))
     DynamoDBBackend.transact_write_items = _transact_write_items  # type: ignore[method-assign]
+    StreamShard.add = _no_stream_record  # type: ignore[method-assign]
+    streams = DynamoDBStreamsBackend
+    streams.get_shard_iterator = _get_shard_iterator(streams.get_shard_iterator)  # type: ignore[method-assign]
+    streams.get_records = _get_records(streams.get_records)  # type: ignore[method-assign]

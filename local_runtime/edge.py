@@ -68,6 +68,18 @@ class Edge:
             denied = self._authorize(principal, signed.service, request, checks) if principal.restricted else None
             if denied is not None:
                 return denied(environ, start_response)
+        with meter.attributed_to(principal.name):
+            return self._dispatch(request, target, signed, principal, environ, start_response)
+
+    def _dispatch(
+        self,
+        request: Request,
+        target: str,
+        signed: Signer | None,
+        principal: iam.Principal,
+        environ: dict[str, Any],
+        start_response: Callable[..., Any],
+    ) -> Iterable[bytes]:
         invoke = INVOKE_PATH.match(request.path) if request.method == "POST" else None
         if invoke:
             response = self._invoke(unquote(invoke["function"]), request)
@@ -78,7 +90,7 @@ class Edge:
         ):
             return self._s3_read(principal, request, environ, start_response)
         else:
-            return self._moto(environ, start_response)
+            return list(self._moto(environ, start_response))
         return response(environ, start_response)
 
     # --- IAM --------------------------------------------------------------------------------------
@@ -193,4 +205,7 @@ def _count(request: Request, target: str, signed: Signer, principal: iam.Princip
     else:
         operation = request.args.get("Action", request.method)
     who = "device" if principal.name == "devices" else "service"
-    meter.count_call(f"{who}:{service}", operation)
+    meter.count_call(f"{who}:{service}", operation, principal.name)
+    if target == "AWSEvents.PutEvents":  # EventBridge bills each entry
+        entries = len(json.loads(request.get_data() or b"{}").get("Entries", []))
+        meter.count_call(f"{who}:{service}", "PutEventsEntries", principal.name, entries)

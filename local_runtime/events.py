@@ -12,7 +12,7 @@ from typing import Any
 from moto.events.models import EventPattern
 
 from local_runtime.lambdas import LambdaBridge
-from local_runtime.template import EventRule, LocalStack
+from local_runtime.template import LocalStack
 
 log = logging.getLogger("local_runtime.events")
 
@@ -23,12 +23,6 @@ class EventBus:
         self._lambdas = lambdas
         self._rules = [(rule, EventPattern.load(json.dumps(rule.pattern))) for rule in stack.event_rules]
 
-    def _may_invoke(self, rule: EventRule, function: str) -> bool:
-        return any(
-            p.function == function and p.principal == "events.amazonaws.com" and p.source_arn in (None, rule.arn)
-            for p in self._stack.permissions
-        )
-
     def put(self, event: dict[str, Any]) -> int:
         """Deliver one event; answer how many targets it went to."""
         delivered = 0
@@ -36,7 +30,7 @@ class EventBus:
             if not pattern.matches_event(event):  # type: ignore[arg-type]
                 continue
             for function in rule.targets:
-                if not self._may_invoke(rule, function):
+                if not self._lambdas.permits(function, "events.amazonaws.com", rule.arn):
                     log.error("rule %s may not invoke %s (no Lambda permission): dropped", rule.logical_id, function)
                     continue
                 delivered += 1

@@ -29,6 +29,42 @@ AWS_MANAGED_POLICIES: dict[str, dict[str, Any]] = {
             }
         ],
     },
+    # SAM adds these for a function's DynamoDB and SQS events: what Lambda's poller needs of the source.
+    "arn:aws:iam::aws:policy/service-role/AWSLambdaDynamoDBExecutionRole": {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": [
+                    "dynamodb:DescribeStream",
+                    "dynamodb:GetRecords",
+                    "dynamodb:GetShardIterator",
+                    "dynamodb:ListStreams",
+                    "logs:CreateLogGroup",
+                    "logs:CreateLogStream",
+                    "logs:PutLogEvents",
+                ],
+                "Resource": "*",
+            }
+        ],
+    },
+    "arn:aws:iam::aws:policy/service-role/AWSLambdaSQSQueueExecutionRole": {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": [
+                    "sqs:ReceiveMessage",
+                    "sqs:DeleteMessage",
+                    "sqs:GetQueueAttributes",
+                    "logs:CreateLogGroup",
+                    "logs:CreateLogStream",
+                    "logs:PutLogEvents",
+                ],
+                "Resource": "*",
+            }
+        ],
+    },
     "arn:aws:iam::aws:policy/AWSXrayWriteOnlyAccess": {
         "Version": "2012-10-17",
         "Statement": [
@@ -192,6 +228,12 @@ def unused_grants(principals: Iterable[Principal], used: Iterable[Iterable[str]]
                 if grant not in seen:
                     unused.append(grant)
     return unused
+
+
+def arn_like(pattern: str, arn: str) -> bool:
+    """The ArnLike condition a resource-based policy compares a source ARN with (a Lambda permission's SourceArn):
+    IAM's wildcards, case-sensitively."""
+    return _resource_matches(pattern, arn)
 
 
 def _strings(value: Any) -> tuple[str, ...]:

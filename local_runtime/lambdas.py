@@ -34,7 +34,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from local_runtime import meter
+from local_runtime import iam, meter
 from local_runtime.identities import Identities
 from local_runtime.template import Function, LocalStack
 
@@ -123,6 +123,17 @@ class LambdaBridge:
     def function(self, name_or_arn: str) -> Function | None:
         name = name_or_arn.split(":function:")[-1].split(":")[0] if ":function:" in name_or_arn else name_or_arn
         return self._by_name.get(name) or self._by_name.get(name_or_arn)
+
+    def permits(self, function: str, principal: str, source_arn: str) -> bool:
+        """Whether the function's resource-based policy (the template's Lambda permissions) lets the service
+        ``principal`` invoke it for ``source_arn`` (a rule, an API's route); a permission's SourceArn may hold
+        wildcards (Lambda compares it with ArnLike), and a permission without one allows any source."""
+        return any(
+            permission.function == function
+            and permission.principal == principal
+            and iam.arn_like(permission.source_arn or "*", source_arn)
+            for permission in self._stack.permissions
+        )
 
     def invoke(self, function: Function, event: Any) -> Invocation:
         """A synchronous (RequestResponse) invocation."""

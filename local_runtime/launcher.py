@@ -15,6 +15,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 READY = re.compile(rb"^READY (?P<url>\S+)\n", re.MULTILINE)
+WEBSOCKET = re.compile(rb"^  WebSocket +(?P<url>ws://\S+)", re.MULTILINE)
+"""The banner's line naming the WebSocket API's URL (when the template has one)"""
 
 
 def free_port() -> int:
@@ -30,14 +32,17 @@ class RuntimeProcess:
     """The API's base URL: its stage on the local host"""
     edge: str
     log: Path
+    websocket: str | None = None
+    """The WebSocket API's URL: its stage on the local host"""
 
     @classmethod
     def start(cls, *options: str, timeout: float = 60) -> RuntimeProcess:
-        port, edge_port = free_port(), free_port()
+        port, edge_port, ws_port = free_port(), free_port(), free_port()
         work = Path(tempfile.mkdtemp(prefix="longrun-local-"))
         log = work / "local-runtime.log"
         command = [
             sys.executable, "-m", "local_runtime", "--port", str(port), "--edge-port", str(edge_port),
+            "--ws-port", str(ws_port),
             "--logs-dir", str(work / "logs"), *options,
         ]  # fmt: skip
         with log.open("wb") as out:
@@ -50,9 +55,11 @@ class RuntimeProcess:
                 process.kill()
                 raise RuntimeError(f"the local runtime did not start in {timeout} s")
             time.sleep(0.1)
-        ready = READY.search(log.read_bytes())
+        output = log.read_bytes()
+        ready, websocket = READY.search(output), WEBSOCKET.search(output)
         assert ready is not None
-        return cls(process, ready["url"].decode(), f"http://127.0.0.1:{edge_port}", log)
+        edge = f"http://127.0.0.1:{edge_port}"
+        return cls(process, ready["url"].decode(), edge, log, websocket["url"].decode() if websocket else None)
 
     def stop(self, timeout: float = 30) -> int:
         """SIGTERM, as Ctrl-C or a service manager would; answer the exit code."""

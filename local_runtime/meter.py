@@ -1,7 +1,9 @@
 """What a run costs, counted as AWS would bill it: API calls by service and operation (at the edge), Lambda
 invocations and their duration (at the bridge), Step Functions state transitions (every state entered, child
 executions of a Distributed Map included) and DynamoDB capacity units (from the size of each item read or
-written). ``GET /_local/meter`` on the edge answers the counts; ``POST /_local/meter/reset`` zeroes them.
+written). ``GET /_local/meter`` on the edge answers the counts; ``POST /_local/meter/reset`` zeroes them. Calls and
+DynamoDB capacity are also counted by caller (a function by its logical id, ``devices``, ``administrator``), so a
+feature's own share of the bill (push, for one) can be told apart.
 
 DynamoDB units follow DynamoDB's rules, with item sizes as DynamoDB measures them: a write costs one unit per KB of
 the larger of the item before and after, twice that inside a transaction (a cancelled one costs nothing here); a
@@ -15,6 +17,8 @@ import functools
 import math
 import threading
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from moto.dynamodb.models import DynamoDBBackend
@@ -28,11 +32,32 @@ lambda_invocations: Counter[str] = Counter()
 lambda_milliseconds: Counter[str] = Counter()
 capacity: Counter[str] = Counter()
 transitions: Counter[str] = Counter()
+calls_by_caller: Counter[str] = Counter()
+capacity_by_caller: Counter[str] = Counter()
+_caller = threading.local()
 
 
-def count_call(service: str, operation: str) -> None:
+@contextmanager
+def attributed_to(who: str) -> Iterator[None]:
+    """Count the DynamoDB capacity the calls made inside use (in this thread) to ``who`` as well."""
+    previous = getattr(_caller, "who", None)
+    _caller.who = who
+    try:
+        yield
+    finally:
+        _caller.who = previous
+
+
+def _count_capacity(kind: str, units: int) -> None:
     with _lock:
-        calls[f"{service}:{operation}"] += 1
+        capacity[kind] += units
+        capacity_by_caller[f"{getattr(_caller, 'who', None) or 'unattributed'}:{kind}"] += units
+
+
+def count_call(service: str, operation: str, who: str, times: int = 1) -> None:
+    with _lock:
+        calls[f"{service}:{operation}"] += times
+        calls_by_caller[f"{who}:{service}:{operation}"] += times
 
 
 def count_invocation(function: str, milliseconds: float) -> None:
@@ -50,20 +75,27 @@ def snapshot() -> dict[str, Any]:
             "dynamodb": dict(capacity) | {"transactionConflicts": dynamodb.RULES.conflicts},
             "stateTransitions": sum(transitions.values()),
             "stateTransitionsByType": dict(transitions),
+            "byCaller": {"calls": dict(calls_by_caller), "dynamodb": dict(capacity_by_caller)},
         }
 
 
 def reset() -> None:
     with _lock:
-        for counter in (calls, lambda_invocations, lambda_milliseconds, capacity, transitions):
+        for counter in (
+            calls,
+            lambda_invocations,
+            lambda_milliseconds,
+            capacity,
+            transitions,
+            calls_by_caller,
+            capacity_by_caller,
+        ):
             counter.clear()
         dynamodb.RULES.conflicts = 0
 
 
 def _on_write(before: int, after: int, transactional: bool) -> None:
-    units = _write_units(before, after) * (2 if transactional else 1)
-    with _lock:
-        capacity["writeUnits"] += units
+    _count_capacity("writeUnits", _write_units(before, after) * (2 if transactional else 1))
 
 
 def _write_units(before: int, after: int) -> int:
@@ -80,8 +112,7 @@ def _metered_read(name: str, original: Any) -> Any:
         result = original(self, *args, **kwargs)
         items = [result] if name == "get_item" else result[0]
         size = sum(dynamodb.item_size(item) for item in items)
-        with _lock:
-            capacity["readUnits"] += _read_units(size)
+        _count_capacity("readUnits", _read_units(size))
         return result
 
     return read

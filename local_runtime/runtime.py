@@ -13,14 +13,16 @@ from pathlib import Path
 
 import boto3
 
-from local_runtime import dynamodb, iam, meter, step_functions, template
+from local_runtime import dynamodb, iam, meter, sqs, step_functions, template
 from local_runtime import lambdas as lambdas_module
 from local_runtime.api_gateway import ApiGateway
 from local_runtime.edge import Edge
+from local_runtime.event_sources import EventSources
 from local_runtime.events import EventBus
 from local_runtime.fleet import EventFaults, Fleet
 from local_runtime.identities import Identities
 from local_runtime.lambdas import LambdaBridge
+from local_runtime.websocket_gateway import IDLE_TIMEOUT_SECONDS, MAX_DURATION_SECONDS, WebSocketGateway
 
 log = logging.getLogger("local_runtime")
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,6 +36,12 @@ class Options:
     host: str = "127.0.0.1"
     port: int = 3000
     edge_port: int = 4566
+    ws_port: int = 3001
+    """The WebSocket API's port (its connections, and its @connections API)"""
+    ws_idle_timeout: float = IDLE_TIMEOUT_SECONDS
+    """How long a WebSocket connection may go without a message either way (API Gateway's 10 minutes)"""
+    ws_max_duration: float = MAX_DURATION_SECONDS
+    """How long a WebSocket connection may stay open (API Gateway's 2 hours; shorter for tests)"""
     devices: tuple[str, ...] = DEFAULT_DEVICES
     caller: str = "local-developer"
     region: str = "us-east-1"
@@ -69,6 +77,17 @@ class LocalRuntime:
         return f"http://{self.options.host}:{self.options.edge_port}"
 
     @property
+    def websocket_origin(self) -> str:
+        """Where the WebSocket API is served: its connections under the stage, and its @connections API."""
+        return f"http://{self.options.host}:{self.options.ws_port}"
+
+    @property
+    def websocket_url(self) -> str | None:
+        """The WebSocket API's URL, as the stack's WebSocketUrl output is in AWS (wss://<api>.execute-api.../v1)."""
+        apis = self.stack.websocket_apis
+        return f"ws://{self.options.host}:{self.options.ws_port}/{apis[0].stage}" if apis else None
+
+    @property
     def stage_url(self) -> str:
         """The API's base URL, as the stack's ApiUrl output is in AWS: the stage's path on the API's host."""
         return f"{self.api_url}/{self.stack.apis[0].stage}"
@@ -89,7 +108,14 @@ class LocalRuntime:
         )
         meter.install()  # makes moto's DynamoDB behave as DynamoDB, then counts what every call costs
         dynamodb.configure(transaction_ms=opts.transaction_ms, conflict_rate=opts.conflict_rate)
-        self.stack = template.load(ROOT, opts.stack_name, opts.region, opts.parameters, opts.template_file)
+        sqs.install()  # no message lost to concurrent requests
+        self.stack = template.load(
+            ROOT, opts.stack_name, opts.region, opts.parameters, opts.template_file, endpoint_url=self.edge_url
+        )
+        origins = {self.stack.apis[0].id: self.api_url}  # the APIs the runtime serves, as functions reach them
+        if self.stack.websocket_apis:
+            origins[self.stack.websocket_apis[0].id] = self.websocket_origin
+        self.stack.serve_apis_at(origins)
         identities = Identities(self.stack)
         aws = {"AWS_REGION": opts.region, "AWS_DEFAULT_REGION": opts.region, "AWS_ENDPOINT_URL": self.edge_url}
         site = lambdas_module.function_site(self.stack, ROOT / ".local-runtime" / "function-packages")
@@ -113,9 +139,18 @@ class LocalRuntime:
         step_functions.fail_maps_past_their_tolerated_failures()
         self._configure_moto()
         self._create_resources()
+        event_sources = EventSources(self.stack, lambdas, identities, self.edge_url)
+        event_sources.start()
+        self._closers.insert(0, event_sources.close)
         api = ApiGateway(self.stack, lambdas, default_caller=opts.caller)
         api.serve(opts.host, opts.port)
         self._closers.insert(0, api.close)
+        if self.stack.websocket_apis:
+            websockets = WebSocketGateway(
+                self.stack, lambdas, identities, self.ledger, opts.caller, opts.ws_idle_timeout, opts.ws_max_duration
+            )
+            websockets.serve(opts.host, opts.ws_port)
+            self._closers.insert(0, websockets.close)
 
     def _configure_moto(self) -> None:
         request = urllib.request.Request(  # noqa: S310 - our own loopback edge
@@ -129,6 +164,14 @@ class LocalRuntime:
         dynamodb = boto3.client("dynamodb")
         for table in self.stack.tables():
             dynamodb.create_table(**table)
+        for table_name, specification in self.stack.time_to_live():  # recorded; moto never deletes expired items
+            dynamodb.update_time_to_live(TableName=table_name, TimeToLiveSpecification=specification)  # type: ignore[arg-type]
+        queues = boto3.client("sqs")
+        for queue, attributes in self.stack.queues():  # dead-letter queues first
+            queues.create_queue(QueueName=queue, Attributes=attributes)
+        events = boto3.client("events")
+        for bus in self.stack.event_buses():
+            events.create_event_bus(Name=bus)
         s3 = boto3.client("s3")
         for bucket, props in self.stack.buckets():
             s3.create_bucket(Bucket=bucket)
@@ -164,11 +207,15 @@ class LocalRuntime:
         devices = ", ".join(listed) if len(listed) <= 12 else f"{', '.join(listed[:10])}, ... ({len(listed)} devices)"
         example = json.dumps({"device-ids": ["web-1", "web-2", "db-1"], "script-url": "scripts/fail-on-db.sh"})
         scripts = ", ".join(f"scripts/{p.name}" for p in sorted(self.options.scripts.glob("*")))
+        websocket = ""  # the launcher reads the WebSocket API's URL from this line
+        if self.websocket_url:
+            connections = f"{self.websocket_origin}/{self.stack.websocket_apis[0].stage}/@connections/<id>"
+            websocket = f"  WebSocket  {self.websocket_url}   (its @connections API: {connections})\n"
         return f"""
 longrun is running locally (AWS played by moto; nothing leaves this machine).
 
   API        {self.stage_url}/device-management/script-execution
-  AWS edge   {self.edge_url}   (AWS_ENDPOINT_URL for boto3, awslocal, localstack-client)
+{websocket}  AWS edge   {self.edge_url}   (AWS_ENDPOINT_URL for boto3, awslocal, localstack-client)
   devices    {devices}
   scripts    s3://{self.scripts_bucket}/  ({scripts})
   logs       {self.options.logs_dir}/<function>/  (one file per execution environment, as log streams)

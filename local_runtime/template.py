@@ -12,16 +12,21 @@ one account.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
 import re
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 ACCOUNT_ID = "123456789012"
+ANY_STREAM_LABEL = "*"
+"""The label !GetAtt Table.StreamArn resolves with. DynamoDB names a table's stream when it creates the table, so
+before then the ARN names any stream of the table: as an IAM resource it matches the table's stream, and an event
+source mapping reads the stream's real ARN (DescribeTable's LatestStreamArn) once the table exists."""
 CODE_BUCKET = "local-code"
 """Where SAM would have uploaded each code folder; its keys are the folders' paths in this repository."""
 SAM_PYTHON = "LONGRUN_SAM_PYTHON"
@@ -59,6 +64,8 @@ class Route:
     credentials: str | None
     """The integration's credentials: None (the function's resource-based permission) or arn:aws:iam::*:user/*
     (the caller's own credentials invoke the function)"""
+    streamed: bool = False
+    """responseTransferMode STREAM: the function is invoked with response streaming"""
 
     def match(self, path: str) -> dict[str, str] | None:
         pattern = "^" + re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(self.path)) + "$"
@@ -84,6 +91,27 @@ class RestApi:
 
 
 @dataclass(frozen=True)
+class WebSocketRoute:
+    key: str
+    """$connect, $disconnect, $default, or the value the route selection expression selects"""
+    function: str
+    """The logical id of the function its AWS_PROXY integration invokes"""
+    authorization: str
+    """NONE or AWS_IAM (API Gateway authorizes only $connect)"""
+
+
+@dataclass(frozen=True)
+class WebSocketApi:
+    logical_id: str
+    id: str
+    stage: str
+    route_selection: str
+    """The route selection expression, e.g. $request.body.action"""
+    routes: dict[str, WebSocketRoute]
+    """route key -> route"""
+
+
+@dataclass(frozen=True)
 class EventRule:
     logical_id: str
     arn: str
@@ -105,6 +133,8 @@ class Function:
     environment: dict[str, str]
     role: str
     """The ARN of its execution role"""
+    external_layers: tuple[str, ...] = ()
+    """ARNs of layers the template does not build (published by others, e.g. Lambda Web Adapter)"""
 
 
 @dataclass(frozen=True)
@@ -123,6 +153,48 @@ class LambdaPermission:
     source_arn: str | None
 
 
+@dataclass(frozen=True)
+class EventSourceMapping:
+    """An AWS::Lambda::EventSourceMapping: a queue, or a table's stream, that Lambda polls for a function."""
+
+    logical_id: str
+    function: str
+    """The logical id of the function it invokes"""
+    source_arn: str
+    """The queue's ARN, or the table's stream as !GetAtt Table.StreamArn resolves (see ANY_STREAM_LABEL)"""
+    batch_size: int
+    batching_window_seconds: int
+    starting_position: str | None
+    """TRIM_HORIZON or LATEST for a stream; None for a queue"""
+    filter_patterns: tuple[str, ...]
+    function_response_types: tuple[str, ...]
+    bisect_on_function_error: bool
+    maximum_retry_attempts: int
+    """Retries of a stream's failed batch before its records are discarded; -1: until the records expire"""
+    enabled: bool
+
+    @property
+    def from_queue(self) -> bool:
+        return self.source_arn.startswith("arn:aws:sqs:")
+
+
+MAPPING_PROPERTIES = {
+    "FunctionName", "EventSourceArn", "BatchSize", "MaximumBatchingWindowInSeconds", "StartingPosition",
+    "FilterCriteria", "FunctionResponseTypes", "BisectBatchOnFunctionError", "MaximumRetryAttempts", "Enabled",
+    "ParallelizationFactor",
+}  # fmt: skip
+"""The AWS::Lambda::EventSourceMapping properties the local runtime plays; a template using another (an on-failure
+destination, a tumbling window, a maximum record age, ...) is refused rather than deployed without it. A stream's
+batches are always processed one at a time per shard, whatever ParallelizationFactor says."""
+QUEUE_ATTRIBUTES = {
+    "ContentBasedDeduplication", "DeduplicationScope", "DelaySeconds", "FifoQueue", "FifoThroughputLimit",
+    "KmsDataKeyReusePeriodSeconds", "KmsMasterKeyId", "MaximumMessageSize", "MessageRetentionPeriod",
+    "ReceiveMessageWaitTimeSeconds", "RedriveAllowPolicy", "RedrivePolicy", "SqsManagedSseEnabled",
+    "VisibilityTimeout",
+}  # fmt: skip
+"""The AWS::SQS::Queue properties that are the queue's attributes in CreateQueue"""
+
+
 @dataclass
 class LocalStack:
     """The deployed template's resources, named for one local deployment."""
@@ -138,8 +210,15 @@ class LocalStack:
     managed_policies: dict[str, dict[str, Any]] = field(default_factory=dict)
     """ARN -> document of each AWS::IAM::ManagedPolicy the template creates"""
     apis: list[RestApi] = field(default_factory=list)
+    websocket_apis: list[WebSocketApi] = field(default_factory=list)
     event_rules: list[EventRule] = field(default_factory=list)
     permissions: list[LambdaPermission] = field(default_factory=list)
+    event_source_mappings: list[EventSourceMapping] = field(default_factory=list)
+    endpoint_url: str | None = None
+    """Where the stack's AWS services answer (the local runtime's edge), for the URLs CloudFormation gives (a queue's);
+    None: AWS's own endpoints"""
+    list_parameters: frozenset[str] = frozenset()
+    """The parameters of a list type (CommaDelimitedList, List<...>): !Ref gives their values as a list"""
 
     # --- what the runtime creates ------------------------------------------------------------
 
@@ -157,8 +236,37 @@ class LocalStack:
                 "LocalSecondaryIndexes",
                 "BillingMode",
             )
-            tables.append({"TableName": self.physical_id(logical_id)} | {k: props[k] for k in keep if k in props})
+            table = {"TableName": self.physical_id(logical_id)} | {k: props[k] for k in keep if k in props}
+            if "StreamSpecification" in props:  # CloudFormation's has no StreamEnabled: a view type enables it
+                table["StreamSpecification"] = {"StreamEnabled": True} | props["StreamSpecification"]
+            tables.append(table)
         return tables
+
+    def time_to_live(self) -> list[tuple[str, dict[str, Any]]]:
+        """(table name, TimeToLiveSpecification) of each table that has one."""
+        return [
+            (self.physical_id(logical_id), self.resolve(resource["Properties"]["TimeToLiveSpecification"]))
+            for logical_id, resource in self.of_type("AWS::DynamoDB::Table").items()
+            if "TimeToLiveSpecification" in resource["Properties"]
+        ]
+
+    def event_buses(self) -> list[str]:
+        """The name of each event bus the template creates."""
+        return [self.physical_id(logical_id) for logical_id in self.of_type("AWS::Events::EventBus")]
+
+    def queues(self) -> list[tuple[str, dict[str, str]]]:
+        """(name, attributes) of each queue, as CreateQueue takes them; dead-letter queues first, as a queue's
+        RedrivePolicy must name a queue that exists."""
+        queues = []
+        for logical_id, resource in self.of_type("AWS::SQS::Queue").items():
+            props = self.resolve(resource.get("Properties", {}))
+            attributes = {  # a policy as JSON, a boolean as true or false, a number as its digits
+                name: json.dumps(value) if isinstance(value, dict | bool) else str(value)
+                for name, value in props.items()
+                if name in QUEUE_ATTRIBUTES
+            }
+            queues.append((self.physical_id(logical_id), attributes))
+        return sorted(queues, key=lambda queue: "RedrivePolicy" in queue[1])
 
     def buckets(self) -> list[tuple[str, dict[str, Any]]]:
         """(name, properties) of each bucket."""
@@ -181,6 +289,23 @@ class LocalStack:
     def output(self, name: str) -> str:
         return str(self.resolve(self.outputs[name]["Value"]))
 
+    def serve_apis_at(self, origins: dict[str, str]) -> None:
+        """The local stand-in for DNS: in each function's environment, a URL on an API's ``execute-api`` host
+        (``https://<api id>.execute-api.<region>.amazonaws.com``) is made a URL on the origin that serves the API
+        locally (``origins``: API id -> ``http://host:port``); the stage's path that follows is kept."""
+        suffix = self.ref("AWS::URLSuffix")
+        hosts = {f"https://{api}.execute-api.{self.region}.{suffix}": origin for api, origin in origins.items()}
+
+        def local(value: str) -> str:
+            for host, origin in hosts.items():
+                if value == host or value.startswith(host + "/"):
+                    return origin + value.removeprefix(host)
+            return value
+
+        for logical_id, function in self.functions.items():
+            environment = {name: local(value) for name, value in function.environment.items()}
+            self.functions[logical_id] = replace(function, environment=environment)
+
     # --- names -------------------------------------------------------------------------------
 
     def physical_id(self, logical_id: str) -> str:
@@ -191,9 +316,22 @@ class LocalStack:
             return f"{self.stack_name}-{logical_id}".lower()
         if kind == "AWS::StepFunctions::StateMachine" and "StateMachineName" in props:
             return str(self.resolve(props["StateMachineName"]))
-        if kind == "AWS::ApiGateway::RestApi":
+        if kind in ("AWS::ApiGateway::RestApi", "AWS::ApiGatewayV2::Api"):
             return hashlib.sha256(f"{self.stack_name}/{logical_id}".encode()).hexdigest()[:10]
+        if kind == "AWS::Events::EventBus":
+            return str(self.resolve(props["Name"]))
+        if kind == "AWS::SQS::Queue":
+            return self._queue_name(logical_id, props)
         return f"{self.stack_name}-{logical_id}"
+
+    def _queue_name(self, logical_id: str, props: dict[str, Any]) -> str:
+        """Its QueueName, or the name CloudFormation makes up: stack-LogicalId-SUFFIX (here the suffix is derived
+        from both, so a stack's names stay the same), at most 80 characters, .fifo for a FIFO queue."""
+        if "QueueName" in props:
+            return str(self.resolve(props["QueueName"]))
+        digest = hashlib.sha256(f"{self.stack_name}/{logical_id}".encode()).digest()
+        suffix = "-" + base64.b32encode(digest).decode()[:12] + (".fifo" if props.get("FifoQueue") else "")
+        return f"{self.stack_name}-{logical_id}"[: 80 - len(suffix)] + suffix
 
     def arn(self, logical_id: str) -> str:
         kind = self.resources[logical_id]["Type"]
@@ -208,7 +346,14 @@ class LocalStack:
             "AWS::IAM::Role": f"arn:aws:iam::{ACCOUNT_ID}:role/{name}",
             "AWS::IAM::ManagedPolicy": f"arn:aws:iam::{ACCOUNT_ID}:policy/{name}",
             "AWS::Events::Rule": prefix.format("events") + f":rule/{name}",
+            "AWS::Events::EventBus": prefix.format("events") + f":event-bus/{name}",
+            "AWS::SQS::Queue": prefix.format("sqs") + f":{name}",
         }.get(kind, prefix.format("local") + f":{logical_id}")
+
+    def queue_url(self, logical_id: str) -> str:
+        """What !Ref gives for a queue: its URL, on the edge when the stack is deployed locally."""
+        endpoint = self.endpoint_url or f"https://sqs.{self.region}.amazonaws.com"
+        return f"{endpoint}/{ACCOUNT_ID}/{self.physical_id(logical_id)}"
 
     def ref(self, name: str) -> str:
         pseudo = {
@@ -225,6 +370,8 @@ class LocalStack:
         kind = self.resources[name]["Type"]
         if kind in ("AWS::StepFunctions::StateMachine", "AWS::Lambda::LayerVersion", "AWS::IAM::ManagedPolicy"):
             return self.arn(name)
+        if kind == "AWS::SQS::Queue":
+            return self.queue_url(name)
         return self.physical_id(name)
 
     def get_att(self, name: str, attribute: str) -> str:
@@ -234,6 +381,12 @@ class LocalStack:
             return self.physical_id(name)
         if attribute == "RootResourceId":
             return f"{self.physical_id(name)}-root"
+        if attribute == "StreamArn":
+            return f"{self.arn(name)}/stream/{ANY_STREAM_LABEL}"
+        if attribute == "QueueName":
+            return self.physical_id(name)
+        if attribute == "QueueUrl":
+            return self.queue_url(name)
         raise ValueError(f"the local runtime does not resolve !GetAtt {name}.{attribute}")
 
     def resolve(self, value: Any) -> Any:
@@ -242,6 +395,8 @@ class LocalStack:
         if not isinstance(value, dict):
             return value
         if set(value) == {"Ref"}:
+            if value["Ref"] in self.list_parameters:
+                return self.parameters[value["Ref"]].split(",")
             return self.ref(value["Ref"])
         if set(value) == {"Fn::GetAtt"}:
             target = value["Fn::GetAtt"]
@@ -277,9 +432,11 @@ def load(
     region: str,
     parameters: dict[str, str] | None = None,
     template_file: Path | None = None,
+    endpoint_url: str | None = None,
 ) -> LocalStack:
     """The template (root/template.yaml unless ``template_file``) as CloudFormation would deploy it after the SAM
-    transform, under ``stack_name``; code paths are relative to ``root``."""
+    transform, under ``stack_name``; code paths are relative to ``root``; queue URLs on ``endpoint_url`` (the edge)
+    rather than AWS's."""
     text = (template_file or root / "template.yaml").read_text()
     deployed, values = _sam_transform(root, text, parameters or {}, region)
     stack = LocalStack(
@@ -289,6 +446,12 @@ def load(
         resources=deployed["Resources"],
         parameters=values,
         outputs=deployed.get("Outputs", {}),
+        endpoint_url=endpoint_url,
+        list_parameters=frozenset(
+            name
+            for name, spec in deployed.get("Parameters", {}).items()
+            if spec.get("Type") == "CommaDelimitedList" or str(spec.get("Type")).startswith("List<")
+        ),
     )
     for logical_id, resource in stack.of_type("AWS::Lambda::Function").items():
         stack.functions[logical_id] = _function(stack, logical_id, resource["Properties"])
@@ -298,6 +461,9 @@ def load(
         stack.roles[logical_id] = _role(stack, logical_id, resource["Properties"])
     for logical_id, resource in stack.of_type("AWS::ApiGateway::RestApi").items():
         stack.apis.append(_rest_api(stack, logical_id, resource["Properties"]))
+    for logical_id, resource in stack.of_type("AWS::ApiGatewayV2::Api").items():
+        if resource["Properties"].get("ProtocolType") == "WEBSOCKET":
+            stack.websocket_apis.append(_websocket_api(stack, logical_id, resource["Properties"]))
     functions_by_arn = {function.arn: function.logical_id for function in stack.functions.values()}
     for logical_id, resource in stack.of_type("AWS::Events::Rule").items():
         props = stack.resolve(resource["Properties"])
@@ -309,7 +475,33 @@ def load(
         function = functions_by_name.get(props["FunctionName"]) or functions_by_arn.get(props["FunctionName"])
         if function is not None:
             stack.permissions.append(LambdaPermission(function, props["Principal"], props.get("SourceArn")))
+    for logical_id, resource in stack.of_type("AWS::Lambda::EventSourceMapping").items():
+        props = stack.resolve(resource["Properties"])
+        function = functions_by_name.get(props["FunctionName"]) or functions_by_arn[props["FunctionName"]]
+        stack.event_source_mappings.append(_event_source_mapping(logical_id, function, props))
     return stack
+
+
+def _event_source_mapping(logical_id: str, function: str, props: dict[str, Any]) -> EventSourceMapping:
+    """With Lambda's defaults (Lambda Developer Guide, "Lambda parameters for Amazon DynamoDB event source mappings",
+    "Lambda parameters for Amazon SQS event source mappings")."""
+    unplayed = sorted(set(props) - MAPPING_PROPERTIES)
+    if unplayed:
+        raise ValueError(f"the local runtime does not play {', '.join(unplayed)} of {logical_id}")
+    from_queue = props["EventSourceArn"].startswith("arn:aws:sqs:")
+    return EventSourceMapping(
+        logical_id=logical_id,
+        function=function,
+        source_arn=props["EventSourceArn"],
+        batch_size=int(props.get("BatchSize", 10 if from_queue else 100)),
+        batching_window_seconds=int(props.get("MaximumBatchingWindowInSeconds", 0)),
+        starting_position=props.get("StartingPosition"),
+        filter_patterns=tuple(spec["Pattern"] for spec in props.get("FilterCriteria", {}).get("Filters", [])),
+        function_response_types=tuple(props.get("FunctionResponseTypes", [])),
+        bisect_on_function_error=bool(props.get("BisectBatchOnFunctionError", False)),
+        maximum_retry_attempts=int(props.get("MaximumRetryAttempts", -1)),
+        enabled=bool(props.get("Enabled", True)),
+    )
 
 
 def _sam_transform(
@@ -340,9 +532,12 @@ def _sam_transform(
 
 
 def _function(stack: LocalStack, logical_id: str, props: dict[str, Any]) -> Function:
-    layer_dirs = []
+    layer_dirs, external_layers = [], []
     for layer in stack.resolve(props.get("Layers", [])):
-        layer_id = next(name for name in stack.of_type("AWS::Lambda::LayerVersion") if stack.arn(name) == layer)
+        layer_id = next((name for name in stack.of_type("AWS::Lambda::LayerVersion") if stack.arn(name) == layer), None)
+        if layer_id is None:
+            external_layers.append(layer)
+            continue
         layer_dirs.append(stack.root / stack.resources[layer_id]["Properties"]["Content"]["S3Key"])
     environment = stack.resolve(props.get("Environment", {}).get("Variables", {}))
     return Function(
@@ -356,6 +551,7 @@ def _function(stack: LocalStack, logical_id: str, props: dict[str, Any]) -> Func
         memory=int(props.get("MemorySize", 128)),
         environment={key: str(value) for key, value in environment.items()},
         role=stack.resolve(props["Role"]),
+        external_layers=tuple(external_layers),
     )
 
 
@@ -379,8 +575,9 @@ def _rest_api(stack: LocalStack, logical_id: str, props: dict[str, Any]) -> Rest
     for path, methods in body.get("paths", {}).items():
         for method, spec in methods.items():
             integration = spec["x-amazon-apigateway-integration"]
-            function_arn = integration["uri"].split("/functions/", 1)[1].removesuffix("/invocations")
-            routes.append(Route(method.upper(), path, functions_by_arn[function_arn], integration.get("credentials")))
+            function = functions_by_arn[_invoked_function(integration["uri"])]
+            streamed = integration.get("responseTransferMode") == "STREAM"
+            routes.append(Route(method.upper(), path, function, integration.get("credentials"), streamed))
     responses = {}
     for kind, spec in body.get("x-amazon-apigateway-gateway-responses", {}).items():
         headers = {
@@ -395,3 +592,38 @@ def _rest_api(stack: LocalStack, logical_id: str, props: dict[str, Any]) -> Rest
         if res["Properties"]["RestApiId"] == {"Ref": logical_id}
     ]
     return RestApi(logical_id, stack.physical_id(logical_id), stages[0], routes, responses)
+
+
+def _websocket_api(stack: LocalStack, logical_id: str, props: dict[str, Any]) -> WebSocketApi:
+    """A WebSocket API: its stage, its route selection expression, and each route's function (its AWS_PROXY
+    integration's) and authorization type."""
+    functions_by_arn = {function.arn: function.logical_id for function in stack.functions.values()}
+    integrations = {}
+    for name, resource in stack.of_type("AWS::ApiGatewayV2::Integration").items():
+        spec = stack.resolve(resource["Properties"])
+        if spec["ApiId"] != stack.physical_id(logical_id):
+            continue
+        if spec["IntegrationType"] != "AWS_PROXY":
+            raise ValueError(f"{name}: the local runtime serves only AWS_PROXY integrations of WebSocket routes")
+        integrations[stack.physical_id(name)] = functions_by_arn[_invoked_function(spec["IntegrationUri"])]
+    routes = {}
+    for resource in stack.of_type("AWS::ApiGatewayV2::Route").values():
+        spec = stack.resolve(resource["Properties"])
+        if spec["ApiId"] == stack.physical_id(logical_id):
+            function = integrations[spec["Target"].removeprefix("integrations/")]
+            key = spec["RouteKey"]
+            routes[key] = WebSocketRoute(key, function, spec.get("AuthorizationType", "NONE"))
+    stages = [
+        res["Properties"]["StageName"]
+        for res in stack.of_type("AWS::ApiGatewayV2::Stage").values()
+        if res["Properties"]["ApiId"] == {"Ref": logical_id}
+    ]
+    return WebSocketApi(logical_id, stack.physical_id(logical_id), stages[0], props["RouteSelectionExpression"], routes)
+
+
+def _invoked_function(integration_uri: str) -> str:
+    """The ARN of the function an API Gateway integration URI invokes
+    (arn:aws:apigateway:<region>:lambda:path/2015-03-31/functions/<function ARN>/invocations, or
+    .../2021-11-15/functions/<function ARN>/response-streaming-invocations)."""
+    invoked = integration_uri.split("/functions/", 1)[1]
+    return invoked.removesuffix("/response-streaming-invocations").removesuffix("/invocations")

@@ -49,6 +49,8 @@ class Service:
     process: psutil.Process | None
     log: Path | None = None
     """The local runtime's log (its functions' log streams are beside it, under logs/)"""
+    websocket_url: str | None = None
+    """The WebSocket API's URL, as the stack's WebSocketUrl output: wss://<api>.execute-api.<region>.amazonaws.com/v1"""
 
     @property
     def origin(self) -> str:
@@ -182,7 +184,9 @@ class LocalRuntimeProcess:
             "--devices", ",".join(DEVICES), "--unmanaged", ",".join(UNMANAGED), "--log-level", "INFO", *options
         )
         process = psutil.Process(runtime.process.pid)
-        service = Service(api=runtime.api, edge=runtime.edge, process=process, log=runtime.log)
+        service = Service(
+            api=runtime.api, edge=runtime.edge, process=process, log=runtime.log, websocket_url=runtime.websocket
+        )
         return cls(runtime, service, "--template" in options)
 
     def stop(self, refusals_expected: bool = False) -> list[dict[str, str]]:
@@ -204,11 +208,17 @@ class LocalRuntimeProcess:
 def service() -> Iterator[Service]:
     if os.environ.get("LONGRUN_API_URL"):
         yield Service(
-            api=os.environ["LONGRUN_API_URL"].rstrip("/"), edge=os.environ.get("AWS_ENDPOINT_URL", ""), process=None
+            api=os.environ["LONGRUN_API_URL"].rstrip("/"),
+            edge=os.environ.get("AWS_ENDPOINT_URL", ""),
+            process=None,
+            websocket_url=os.environ.get("LONGRUN_WEBSOCKET_URL"),
         )
         return
     # Every test on it also lives with DynamoDB refusing a share of writes as conflicting, as under load in AWS.
-    runtime = LocalRuntimeProcess.start("--transaction-conflict-rate", "0.05")
+    # Webhook deliveries are retried after 1 s instead of the schedule's 5 s, 5 min, ...
+    runtime = LocalRuntimeProcess.start(
+        "--transaction-conflict-rate", "0.05", "--parameter", "WebhookRetrySchedule=0,1,1,1"
+    )
     try:
         yield runtime.service
     finally:

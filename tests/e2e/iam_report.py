@@ -16,8 +16,12 @@ UNUSED_PER_RUNTIME: list[set[tuple[str, ...]]] = []
 
 UNUSABLE_LOCALLY: dict[tuple[str, str, str], str] = {
     # (principal, statement, action) patterns -> why no local call can use the grant
-    ("*", "AWSLambdaBasicExecutionRole#*", "logs:*"): (
+    ("*", "AWSLambda*ExecutionRole#*", "logs:*"): (
         "Lambda's runtime sends the function's output to CloudWatch Logs; locally it goes to log stream files"
+    ),
+    ("*", "AWSLambdaDynamoDBExecutionRole#*", "dynamodb:ListStreams"): (
+        "the local poller reads the stream its mapping names (DescribeStream), as CloudFormation resolved it; it"
+        " never lists streams"
     ),
     ("*", "AWSXrayWriteOnlyAccess#*", "xray:*"): (
         "X-Ray is not played locally: segments go to the X-Ray daemon, not through an API the edge serves"

@@ -68,3 +68,62 @@ def test_send_command_asks_for_the_document_and_each_node() -> None:
         "arn:aws:ssm:us-east-1:123456789012:managed-instance/mi-0123456789abcdef0",
         "arn:aws:ec2:us-east-1:123456789012:instance/i-0123456789abcdef0",
     ]
+
+
+def json_request(service: str, target: str, body: dict[str, object]) -> list[Check]:
+    builder = EnvironBuilder(method="POST", path="/", data=json.dumps(body), headers={"X-Amz-Target": target})
+    return checks(service, "us-east-1", Request(builder.get_environ()))
+
+
+STREAM = "arn:aws:dynamodb:us-east-1:123456789012:table/t/stream/2026-01-01T00:00:00.000"
+
+
+@pytest.mark.parametrize(
+    ("operation", "body", "expected"),
+    [
+        ("DescribeStream", {"StreamArn": STREAM}, Check("dynamodb:DescribeStream", STREAM)),
+        (
+            "GetShardIterator",
+            {"StreamArn": STREAM, "ShardId": "s", "ShardIteratorType": "TRIM_HORIZON"},
+            Check("dynamodb:GetShardIterator", STREAM),
+        ),
+        ("GetRecords", {"ShardIterator": f"{STREAM}|1|abc"}, Check("dynamodb:GetRecords", STREAM)),
+        ("GetRecords", {"ShardIterator": "opaque"}, Check("dynamodb:GetRecords", "*")),
+        ("ListStreams", {"TableName": "t"}, Check("dynamodb:ListStreams", "*")),
+    ],
+)
+def test_dynamodb_streams_operations_ask_for_the_stream(
+    operation: str, body: dict[str, object], expected: Check
+) -> None:
+    """DynamoDB Streams signs as dynamodb: its operations are told apart by their target, on the stream's ARN."""
+    assert json_request("dynamodb", f"DynamoDBStreams_20120810.{operation}", body) == [expected]
+
+
+QUEUE = "arn:aws:sqs:us-east-1:123456789012:q"
+
+
+@pytest.mark.parametrize(
+    ("operation", "body", "expected"),
+    [
+        ("ReceiveMessage", {"QueueUrl": "http://127.0.0.1:4566/123456789012/q"}, Check("sqs:ReceiveMessage", QUEUE)),
+        (
+            "SendMessage",
+            {"QueueUrl": "https://sqs.us-east-1.amazonaws.com/123456789012/q"},
+            Check("sqs:SendMessage", QUEUE),
+        ),
+        ("SendMessageBatch", {"QueueUrl": "http://x/123456789012/q"}, Check("sqs:SendMessage", QUEUE)),
+        ("DeleteMessageBatch", {"QueueUrl": "http://x/123456789012/q"}, Check("sqs:DeleteMessage", QUEUE)),
+        (
+            "ChangeMessageVisibilityBatch",
+            {"QueueUrl": "http://x/123456789012/q"},
+            Check("sqs:ChangeMessageVisibility", QUEUE),
+        ),
+        ("GetQueueUrl", {"QueueName": "q"}, Check("sqs:GetQueueUrl", QUEUE)),
+        ("ListQueues", {}, Check("sqs:ListQueues", "*")),
+    ],
+)
+def test_sqs_operations_ask_for_the_queue_their_url_names(
+    operation: str, body: dict[str, object], expected: Check
+) -> None:
+    """The batch operations are authorized as the single-message actions."""
+    assert json_request("sqs", f"AmazonSQS.{operation}", body) == [expected]

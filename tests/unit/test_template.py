@@ -1,0 +1,29 @@
+"""The template's intrinsic functions, resolved as CloudFormation resolves them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from local_runtime import template
+from tests.conftest import ROOT
+
+FIXTURE = ROOT / "tests" / "e2e" / "event_source_fixture" / "template.yaml"
+
+
+def test_a_ref_to_a_list_parameter_is_a_list(tmp_path: Path) -> None:
+    """!Ref of a CommaDelimitedList is the list of its values, so !Join puts them back together."""
+    text = (
+        FIXTURE.read_text()
+        .replace(
+            "Parameters:\n",
+            'Parameters:\n  Schedule:\n    Type: CommaDelimitedList\n    Default: "0,5,300"\n',
+        )
+        .replace(
+            "          QUEUE_URL: !Ref WorkQueue\n",
+            '          QUEUE_URL: !Ref WorkQueue\n          SCHEDULE: !Join [";", !Ref Schedule]\n',
+        )
+    )
+    (tmp_path / "template.yaml").write_text(text)
+    stack = template.load(ROOT, "longrun-local", "us-east-1", template_file=tmp_path / "template.yaml")
+    assert stack.functions["QueueRecorderFunction"].environment["SCHEDULE"] == "0;5;300"
+    assert stack.resolve({"Ref": "Schedule"}) == ["0", "5", "300"]
