@@ -15,7 +15,8 @@ VERSION = "1.0.0"
 DESCRIPTION = (
     "Long-running tasks behind a REST API. A script-execution task runs a script on a fleet of devices through "
     "SSM Run Command: POST answers 202 with a Location to poll, GET shows status and progress, /result the "
-    "per-device outcome, DELETE cancels. Errors are RFC 9457 problem details (application/problem+json). "
+    "per-device outcome, DELETE cancels; /events streams a task's events (Server-Sent Events), and webhooks push "
+    "them. Errors are RFC 9457 problem details (application/problem+json). "
     "The deployed API uses IAM authorization (SigV4)."
 )
 
@@ -25,8 +26,10 @@ def document() -> dict[str, Any]:
     if layer not in sys.path:
         sys.path.insert(0, layer)
     api = load_module("longrun_api_for_openapi", ROOT / "functions" / "api", "app")
-    schema: str = api.app.get_openapi_json_schema(title=TITLE, version=VERSION, description=DESCRIPTION)
-    return dict(json.loads(schema))
+    stream = load_module("longrun_event_stream_for_openapi", ROOT / "functions" / "event_stream", "app")
+    schema = dict(json.loads(api.app.get_openapi_json_schema(title=TITLE, version=VERSION, description=DESCRIPTION)))
+    schema["paths"][stream.ROUTE] = {"get": stream.OPENAPI_OPERATION}  # a streamed route: its own function
+    return schema
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
-"""The REST API of script-execution tasks: parse the request, call the domain, shape the response."""
+"""The REST API of script-execution tasks and webhook endpoints: parse the request, call the domain, shape the
+response."""
 
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from longrun.callers import owner_of
 from longrun.config import settings
 from longrun.errors import TaskError
+from longrun.links import TASKS, WEBHOOKS, Links
 from longrun.models import (
     FieldError,
     Owner,
@@ -25,13 +28,19 @@ from longrun.models import (
     ScriptExecutionRequest,
     ScriptExecutionResult,
     TaskStatus,
+    Webhook,
+    WebhookDelivery,
+    WebhookDeliveryPage,
+    WebhookPage,
+    WebhookRequest,
 )
-from longrun.services import script_executions
+from longrun.services import script_executions, webhooks
 from longrun.store import WriteConflict
-from longrun.tasks import RESOURCE, RESULT_PAGE_MAX, Links
+from longrun.tasks import RESULT_PAGE_MAX
 
 PROBLEM_JSON = "application/problem+json"
 TaskId = Annotated[str, Path(description="The task's id", pattern=r"^[0-9a-f-]{36}$")]
+WebhookId = Annotated[str, Path(description="The endpoint's id", pattern=r"^[0-9a-f-]{36}$")]
 
 logger = Logger()
 tracer = Tracer()
@@ -45,7 +54,7 @@ PROBLEMS: dict[int, OpenAPIResponse] = {
     for status, title in {
         400: "Malformed request",
         401: "No caller identity",
-        404: "No such task",
+        404: "No such task or webhook",
         409: "The task is not in a state that allows this",
         422: "The request is not valid",
         503: "The workflow could not be started, or the task is busy: retry after Retry-After",
@@ -67,18 +76,13 @@ def _problems(*statuses: int) -> dict[int, OpenAPIResponse]:
 
 
 def _caller() -> Owner:
-    """Who owns what this request makes and sees: the authorizer's principal, or the IAM caller (its unique id:
-    the IAM user, or the role and session name; every session of the role with OWNER_SCOPE=role)."""
+    """Who owns what this request makes and sees (longrun.callers)."""
     context = app.current_event.request_context
     principal = (context.authorizer.raw_event or {}).get("principalId") if context.authorizer else None
-    if principal:
-        return Owner(key=f"principal:{principal}", name=str(principal))
-    caller, arn = context.identity.caller, context.identity.user_arn or ""
-    if not caller:
+    owner = owner_of(principal, context.identity.caller, context.identity.user_arn, settings().owner_scope)
+    if owner is None:
         raise _Unauthenticated()
-    if settings().owner_scope == "role" and ":assumed-role/" in arn:
-        return Owner(key=f"iam:{caller.split(':', 1)[0]}", name=arn.rsplit("/", 1)[0])
-    return Owner(key=f"iam:{caller}", name=arn or caller)
+    return owner
 
 
 def _links() -> Links:
@@ -109,7 +113,7 @@ def _with_retry_after(view: ScriptExecution, status: int) -> Response[ScriptExec
 
 
 @app.post(
-    RESOURCE,
+    TASKS,
     summary="Run a script on a fleet of devices",
     description="Answers at once with 202 and a Location to poll; the script runs on every device in the background.",
     responses={
@@ -130,7 +134,7 @@ def submit(request: Annotated[ScriptExecutionRequest, Body()]) -> Response[Scrip
 
 
 @app.get(
-    RESOURCE,
+    TASKS,
     summary="List the caller's tasks, newest first",
     responses={200: {"description": "A page of tasks"}, **_problems(400, 401, 422)},
     tags=["script-execution"],
@@ -144,7 +148,7 @@ def list_tasks(
 
 
 @app.get(
-    f"{RESOURCE}/<task_id>",
+    f"{TASKS}/<task_id>",
     summary="A task's status and progress",
     responses={200: {"description": "The task", "headers": RETRY_AFTER}, **_problems(401, 404, 422)},
     tags=["script-execution"],
@@ -155,7 +159,7 @@ def describe(task_id: TaskId) -> Response[ScriptExecution]:
 
 
 @app.get(
-    f"{RESOURCE}/<task_id>/result",
+    f"{TASKS}/<task_id>/result",
     summary="Each device's outcome, once the task has finished",
     responses={200: {"description": "Per-device result"}, **_problems(400, 401, 404, 409, 422)},
     tags=["script-execution"],
@@ -170,7 +174,7 @@ def result(
 
 
 @app.delete(
-    f"{RESOURCE}/<task_id>",
+    f"{TASKS}/<task_id>",
     summary="Cancel a task (idempotent)",
     description="202 while running scripts are being stopped, 200 once the task is CANCELLED.",
     responses={
@@ -184,6 +188,90 @@ def cancel(task_id: TaskId) -> Response[ScriptExecution]:
     logger.set_correlation_id(task_id)
     view = script_executions().cancel(_caller(), task_id, _links())
     return _with_retry_after(view, 200 if view.status is TaskStatus.CANCELLED else 202)
+
+
+@app.post(
+    WEBHOOKS,
+    summary="Add a webhook endpoint",
+    description="The endpoint receives the caller's task events, signed as Standard Webhooks says. Its secret is "
+    "in this answer only.",
+    responses={201: {"description": "The endpoint, with its secret"}, **_problems(400, 401, 422)},
+    tags=["webhooks"],
+)
+def add_webhook(request: Annotated[WebhookRequest, Body()]) -> Response[Webhook]:
+    endpoint = webhooks().add(_caller(), request, _links())
+    response = _json(endpoint, 201)
+    response.headers["Location"] = endpoint.href
+    return response
+
+
+@app.get(
+    WEBHOOKS,
+    summary="List the caller's webhook endpoints",
+    responses={200: {"description": "A page of endpoints"}, **_problems(400, 401, 422)},
+    tags=["webhooks"],
+)
+def list_webhooks(
+    limit: Annotated[int, Query(ge=1, le=100, description="Endpoints per page")] = 20,
+    next_token: Annotated[str | None, Query(alias="next-token", description="From the previous page")] = None,
+) -> Response[WebhookPage]:
+    return _json(webhooks().list(_caller(), limit, next_token, _links()), 200)
+
+
+@app.get(
+    f"{WEBHOOKS}/<webhook_id>",
+    summary="A webhook endpoint",
+    responses={200: {"description": "The endpoint"}, **_problems(401, 404, 422)},
+    tags=["webhooks"],
+)
+def describe_webhook(webhook_id: WebhookId) -> Response[Webhook]:
+    return _json(webhooks().describe(_caller(), webhook_id, _links()), 200)
+
+
+@app.delete(
+    f"{WEBHOOKS}/<webhook_id>",
+    summary="Remove a webhook endpoint",
+    responses={204: {"description": "Removed"}, **_problems(401, 404, 422)},
+    tags=["webhooks"],
+)
+def remove_webhook(webhook_id: WebhookId) -> Response[None]:
+    webhooks().remove(_caller(), webhook_id)
+    return Response(status_code=204)
+
+
+@app.post(
+    f"{WEBHOOKS}/<webhook_id>/test",
+    summary="Send the endpoint a test event (webhook.ping)",
+    responses={202: {"description": "The delivery, queued"}, **_problems(401, 404, 422)},
+    tags=["webhooks"],
+)
+def ping_webhook(webhook_id: WebhookId) -> Response[WebhookDelivery]:
+    return _json(webhooks().ping(_caller(), webhook_id), 202)
+
+
+@app.post(
+    f"{WEBHOOKS}/<webhook_id>/rotate-secret",
+    summary="Give the endpoint a new secret",
+    description="Deliveries are signed with both the new and the previous secret for 24 hours.",
+    responses={200: {"description": "The endpoint, with its new secret"}, **_problems(401, 404, 422)},
+    tags=["webhooks"],
+)
+def rotate_webhook_secret(webhook_id: WebhookId) -> Response[Webhook]:
+    return _json(webhooks().rotate_secret(_caller(), webhook_id, _links()), 200)
+
+
+@app.get(
+    f"{WEBHOOKS}/<webhook_id>/deliveries",
+    summary="The endpoint's deliveries, newest first, each with every attempt",
+    responses={200: {"description": "A page of deliveries"}, **_problems(400, 401, 404, 422)},
+    tags=["webhooks"],
+)
+def list_webhook_deliveries(
+    webhook_id: WebhookId,
+    limit: Annotated[int, Query(ge=1, le=100, description="Deliveries per page")] = 20,
+    next_token: Annotated[str | None, Query(alias="next-token", description="From the previous page")] = None,
+) -> Response[WebhookDeliveryPage]:
+    return _json(webhooks().deliveries(_caller(), webhook_id, limit, next_token), 200)
 
 
 def _problem(status: int, title: str, detail: str | None, errors: list[FieldError] | None = None) -> Response[Any]:

@@ -30,6 +30,17 @@ def function_arn(logical_id: str) -> str:
     return f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{STACK}-{logical_id}"
 
 
+@cache
+def stack() -> template.LocalStack:
+    return template.load(ROOT, STACK, REGION)
+
+
+QUEUE = stack().arn("WebhookDeliveryQueue")
+STREAM = f"{TABLE}/stream/2026-11-27T12:00:00.000"
+BUS = stack().arn("EventBus")
+CONNECTION = f"arn:aws:execute-api:{REGION}:{ACCOUNT}:{stack().ref('WebSocketApi')}/v1/POST/@connections/abc="
+
+
 ITEMS = [Check(f"dynamodb:{action}", TABLE) for action in ("Query", "PutItem", "UpdateItem")]
 BATCH_READER = [*ITEMS, Check("dynamodb:GetItem", TABLE)]
 
@@ -43,6 +54,9 @@ ALLOWED: dict[str, list[Check]] = {
         Check("ssm:CancelCommand", "*"),
         Check("s3:GetObject", OUTPUT),
         Check("s3:ListBucket", BUCKET),
+        Check("dynamodb:GetItem", TABLE),
+        Check("dynamodb:DeleteItem", TABLE),
+        Check("sqs:SendMessage", QUEUE),
     ],
     "StartRunFunction": [*ITEMS, Check("s3:GetObject", SCRIPT)],
     "RunBatchFunction": [
@@ -64,6 +78,29 @@ ALLOWED: dict[str, list[Check]] = {
     ],
     "ExpireBatchFunction": [*BATCH_READER, Check("ssm:ListCommandInvocations", "*"), Check("ssm:CancelCommand", "*")],
     "FinishRunFunction": [*ITEMS, Check("ssm:CancelCommand", "*")],
+    "EventStreamFunction": ITEMS,
+    "PublishEventsFunction": [
+        *BATCH_READER,
+        Check("dynamodb:GetRecords", STREAM),
+        Check("dynamodb:GetShardIterator", STREAM),
+        Check("dynamodb:DescribeStream", STREAM),
+        Check("dynamodb:DeleteItem", TABLE),
+        Check("events:PutEvents", BUS),
+        Check("execute-api:ManageConnections", CONNECTION),
+        Check("sqs:SendMessage", QUEUE),
+    ],
+    "WebSocketFunction": [
+        *BATCH_READER,
+        Check("dynamodb:DeleteItem", TABLE),
+        Check("execute-api:ManageConnections", CONNECTION),
+    ],
+    "DeliverWebhooksFunction": [
+        *BATCH_READER,
+        Check("sqs:ChangeMessageVisibility", QUEUE),
+        Check("sqs:ReceiveMessage", QUEUE),
+        Check("sqs:DeleteMessage", QUEUE),
+        Check("sqs:GetQueueAttributes", QUEUE),
+    ],
     "ScriptExecutionStateMachine": [
         Check("lambda:InvokeFunction", function_arn(name))
         for name in ("StartRunFunction", "RunBatchFunction", "ExpireBatchFunction", "FinishRunFunction")
@@ -78,7 +115,9 @@ ALLOWED: dict[str, list[Check]] = {
 NEVER = [Check("dynamodb:Scan", TABLE), Check("dynamodb:DeleteItem", TABLE), Check("dynamodb:BatchGetItem", TABLE)]
 DENIED: dict[str, list[Check]] = {
     "ApiFunction": [
-        *NEVER,
+        Check("dynamodb:Scan", TABLE),
+        Check("dynamodb:BatchGetItem", TABLE),
+        Check("events:PutEvents", BUS),
         Check("ssm:SendCommand", DOCUMENT_ARN),
         Check("s3:GetObject", SCRIPT),
         Check("s3:PutObject", OUTPUT),
@@ -103,6 +142,20 @@ DENIED: dict[str, list[Check]] = {
     ],
     "ExpireBatchFunction": [*NEVER, Check("states:SendTaskSuccess", "*")],
     "FinishRunFunction": [*NEVER, Check("dynamodb:GetItem", TABLE), Check("ssm:SendCommand", NODE_ARN)],
+    "EventStreamFunction": [
+        *NEVER,
+        Check("dynamodb:GetItem", TABLE),
+        Check("events:PutEvents", BUS),
+        Check("execute-api:ManageConnections", CONNECTION),
+    ],
+    "PublishEventsFunction": [
+        Check("dynamodb:Scan", TABLE),
+        Check("sqs:DeleteMessage", QUEUE),
+        Check("execute-api:ManageConnections", CONNECTION.replace("/POST/", "/DELETE/")),
+        Check("events:PutEvents", f"arn:aws:events:{REGION}:{ACCOUNT}:event-bus/default"),
+    ],
+    "WebSocketFunction": [*NEVER[:1], Check("sqs:SendMessage", QUEUE), Check("events:PutEvents", BUS)],
+    "DeliverWebhooksFunction": [*NEVER, Check("sqs:SendMessage", QUEUE), Check("events:PutEvents", BUS)],
     "ScriptExecutionStateMachine": [
         Check("lambda:InvokeFunction", function_arn("ApiFunction")),
         Check("lambda:InvokeFunction", function_arn("CommandEventsFunction")),
@@ -113,7 +166,7 @@ DENIED: dict[str, list[Check]] = {
 
 @cache
 def principals() -> dict[str, Principal]:
-    identities = Identities(template.load(ROOT, STACK, REGION))
+    identities = Identities(stack())
     return {principal.name: principal for principal in identities.restricted()}
 
 

@@ -20,6 +20,11 @@ class TaskNotFound(TaskError):
     title = "Task not found"
 
 
+class WebhookNotFound(TaskError):
+    status = 404
+    title = "Webhook not found"
+
+
 class TaskConflict(TaskError):
     status = 409
     title = "Task is not in a state that allows this"

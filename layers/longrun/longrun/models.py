@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import (
     BaseModel,
@@ -235,6 +235,8 @@ class Task(BaseModel):
     updated_at: datetime
     started_at: datetime | None = None
     completed_at: datetime | None = None
+    version: int = Field(default=1, description="Counts every change of the task's state")
+    events_kept: bool = Field(default=False, description="Its progress events are kept: it has had a subscriber")
 
     @property
     def deadline_at(self) -> datetime | None:
@@ -308,6 +310,22 @@ class Batch(BaseModel):
         return self.device_ids[index - self.start]
 
 
+class TaskStateChange(BaseModel):
+    """A write to a task's state, as the table's stream tells it."""
+
+    task_id: str
+    sequence: str = Field(description="The stream record's sequence number")
+    version: int
+    status: TaskStatus
+    previous_status: TaskStatus | None = None
+    counts: DeviceCounts
+    previous_counts: DeviceCounts | None = None
+    updated_at: datetime
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    outcomes: list[DeviceOutcome] = Field(default_factory=list, description="Devices whose outcome it records")
+
+
 class CommandOutcome(BaseModel):
     """What SSM reports about one node's run of a command."""
 
@@ -360,11 +378,10 @@ class ScriptExecutionSummary(ApiModel):
     href: str
 
 
-class ScriptExecution(ApiModel):
-    """A script-execution task as a client sees it."""
+class ScriptExecutionState(ApiModel):
+    """A script-execution task without its device list and result: what a task's events carry."""
 
     id: str
-    device_ids: list[str | int] = Field(alias="device-ids")
     script_url: str = Field(alias="script-url")
     timeout_seconds: int = Field(alias="timeout-seconds")
     max_concurrency: int | str = Field(alias="max-concurrency")
@@ -384,8 +401,14 @@ class ScriptExecution(ApiModel):
         description="When the task should finish at the pace of its devices so far; once a few have finished",
     )
     completed_at: datetime | None = Field(default=None, alias="completedAt")
-    result: ResultSummary | None = None
     href: str
+
+
+class ScriptExecution(ScriptExecutionState):
+    """A script-execution task as a client sees it."""
+
+    device_ids: list[str | int] = Field(alias="device-ids")
+    result: ResultSummary | None = None
     retry_after: int | None = Field(default=None, exclude=True)
     """Seconds to wait before polling again (the Retry-After header); None once finished."""
 
@@ -433,3 +456,155 @@ class Problem(ApiModel):
     detail: str | None = None
     instance: str | None = None
     errors: list[FieldError] | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Task events: what the change feed pushes (WebSocket, webhooks, the event bus)
+
+MAX_EVENT_BYTES = 64 * 1024
+"""No event is larger: a WebSocket message stops at 128 KB, an EventBridge entry at 256 KB"""
+
+
+class TaskEventType(StrEnum):
+    STATUS_CHANGED = "script-execution.status-changed"
+    PROGRESS = "script-execution.progress"
+    FINISHED = "script-execution.finished"
+
+
+class DeviceOutcome(ApiModel):
+    """One device's outcome, in the progress event that follows its recording."""
+
+    device_id: str | int = Field(alias="device-id")
+    status: DeviceStatus
+    exit_code: int | None = Field(default=None, alias="exitCode")
+    reason: str | None = None
+
+
+class TaskEvent(ApiModel):
+    """A change of a task, as every push channel delivers it."""
+
+    type: TaskEventType
+    id: int = Field(
+        description="Increases with every event of the task (not by one): a receiver drops an id it has seen and"
+        " orders by it; the same change keeps its id when it is delivered again"
+    )
+    time: datetime = Field(description="When the change was recorded")
+    task_id: str = Field(alias="task-id")
+    owner: str = Field(description="Who owns the task (its caller's ARN)")
+    data: ScriptExecutionState
+    devices: list[DeviceOutcome] | None = Field(
+        default=None,
+        description="progress: the outcomes recorded since the previous progress event; finished: the devices that"
+        " never started",
+    )
+    result: ResultSummary | None = Field(
+        default=None,
+        description="finished only: the result summary; its device lists are left out (href has them) when they"
+        " would make the event larger than 64 KB",
+    )
+
+
+class SubscriptionRequest(BaseModel):
+    """A WebSocket client's message: subscribe to a task's events (after an event id, to resume), or unsubscribe."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    action: Literal["subscribe", "unsubscribe"]
+    task_id: StrictStr = Field(alias="task-id", pattern=r"^[0-9a-f-]{36}$")
+    after: StrictInt | None = Field(default=None, ge=0, description="Resume after this event id")
+
+
+# ---------------------------------------------------------------------------------------------
+# Webhooks
+
+WEBHOOK_PING = "webhook.ping"
+
+
+class WebhookRequest(BaseModel):
+    """``POST /device-management/webhooks``."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    url: StrictStr = Field(min_length=1, max_length=2048, description="https URL of a public address to POST to")
+    events: list[TaskEventType] = Field(
+        default_factory=lambda: list(TaskEventType),
+        min_length=1,
+        description="The event types to deliver (all of them when absent)",
+    )
+
+    @field_validator("events")
+    @classmethod
+    def _no_repeats(cls, events: list[TaskEventType]) -> list[TaskEventType]:
+        if len(set(events)) != len(events):
+            raise ValueError("lists an event type more than once")
+        return events
+
+
+class WebhookEndpoint(BaseModel):
+    """A webhook endpoint as the data-access module stores it."""
+
+    id: str
+    owner_key: str
+    url: str
+    events: list[TaskEventType]
+    secret: str
+    previous_secret: str | None = None
+    previous_secret_until: datetime | None = None
+    created_at: datetime
+    disabled_at: datetime | None = None
+    disabled_reason: str | None = None
+
+    def secrets(self, now: datetime) -> list[str]:
+        """The secrets a delivery is signed with: the current one, and the previous one for a day after a
+        rotation."""
+        if self.previous_secret and self.previous_secret_until and now < self.previous_secret_until:
+            return [self.secret, self.previous_secret]
+        return [self.secret]
+
+
+class Webhook(ApiModel):
+    id: str
+    url: str
+    events: list[TaskEventType]
+    enabled: bool
+    disabled_reason: str | None = Field(default=None, alias="disabledReason")
+    created_at: datetime = Field(alias="createdAt")
+    secret: str | None = Field(
+        default=None, description="whsec_...: shown only when the endpoint is made and when its secret is rotated"
+    )
+    href: str
+
+
+class WebhookPage(ApiModel):
+    items: list[Webhook]
+    next_token: str | None = Field(default=None, alias="next-token")
+
+
+class DeliveryAttempt(ApiModel):
+    time: datetime
+    status_code: int | None = Field(default=None, alias="statusCode")
+    latency_ms: int = Field(alias="latencyMs")
+    error: str | None = None
+
+
+class DeliveryStatus(StrEnum):
+    PENDING = "PENDING"
+    """An attempt failed and another is scheduled"""
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    """Every attempt failed, or the endpoint was disabled"""
+
+
+class WebhookDelivery(ApiModel):
+    id: str = Field(description="The webhook-id header: the same on every attempt")
+    event_type: str = Field(alias="eventType")
+    event_id: int | None = Field(default=None, alias="eventId")
+    task_id: str | None = Field(default=None, alias="task-id")
+    status: DeliveryStatus
+    created_at: datetime = Field(alias="createdAt")
+    attempts: list[DeliveryAttempt]
+
+
+class WebhookDeliveryPage(ApiModel):
+    items: list[WebhookDelivery]
+    next_token: str | None = Field(default=None, alias="next-token")

@@ -12,6 +12,16 @@ One table holds every record of a task under the task's partition::
     PK=TASK#<id>  SK=TASK#OUTCOMES        once finished: one status letter per device, in request order
     PK=TASK#<id>  SK=BATCH#<nnnnn>        one SSM command's devices and the workflow token waiting for them
     PK=TASK#<id>  SK=DEVICE#<nnnnn>       one device's outcome, by its position in the request (under 1 KB)
+    PK=TASK#<id>  SK=EVENT#<event id>     a pushed event, kept so subscribers can resume (status changes and the
+                                          end always; progress once the task has had a subscriber)
+    PK=TASK#<id>  SK=SUBSCRIBER#<conn>    a WebSocket connection subscribed to the task (expires with it)
+    PK=CONNECTION#<conn>  SK=CONNECTION   a WebSocket connection: its owner and the tasks it subscribed to (TTL)
+    PK=OWNER#<digest>  SK=WEBHOOK#<id>    one of an owner's webhook endpoints, with its secrets
+    PK=WEBHOOK#<id>  SK=DELIVERY#<id>     a delivery to an endpoint and each of its attempts (kept 30 days)
+
+The table's stream is the change feed: each write to a task's state (SK=TASK) counts up its ``version`` and
+carries, in ``outcomes``, the devices whose outcome it records; the publisher turns them into events numbered by the
+version, so a change keeps its event id however often the stream delivers it.
 
 A write costs a capacity unit per KB, twice that in a transaction; each device's outcome is one transaction of its
 own record and the task's counts, so both stay under 1 KB: 4 write units per device. The task and its detail are
@@ -29,22 +39,27 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import json
 import random
 import time
 from collections.abc import Iterable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, cast
 
 import boto3
+from boto3.dynamodb.types import TypeDeserializer
 from botocore.exceptions import ClientError
 
 from longrun.models import (
     Batch,
     CommandOutcome,
+    DeliveryAttempt,
+    DeliveryStatus,
     DeviceCounts,
+    DeviceOutcome,
     DeviceRun,
     DeviceStatus,
     ListedTask,
@@ -53,7 +68,10 @@ from longrun.models import (
     Task,
     TaskDevices,
     TaskSettings,
+    TaskStateChange,
     TaskStatus,
+    WebhookDelivery,
+    WebhookEndpoint,
 )
 
 TASK_SK = "TASK"
@@ -64,6 +82,9 @@ OWNER_INDEX = "ByOwner"
 OWNER_STATUS_INDEX = "ByOwnerStatus"
 MAX_REASON_BYTES = 300
 """A device's reason is cut to this (UTF-8), so its record stays under 1 KB"""
+VERSION_BUMP = " ADD version :one"
+"""Every write to a task's state counts its version up: the change feed numbers the task's events by it"""
+DELIVERY_LOG_DAYS = 30
 CONFLICT_ATTEMPTS = 12
 CONFLICT_BACKOFF = (0.025, 1.0)
 """Full-jitter exponential backoff between attempts: first ceiling, largest ceiling (seconds)"""
@@ -106,6 +127,31 @@ def _batch_sk(number: int) -> str:
     return f"BATCH#{number:05d}"
 
 
+def _event_sk(event_id: int) -> str:
+    return f"EVENT#{event_id:016d}"
+
+
+def _subscriber_sk(connection_id: str) -> str:
+    return f"SUBSCRIBER#{connection_id}"
+
+
+def _connection_key(connection_id: str) -> dict[str, str]:
+    return {"PK": f"CONNECTION#{connection_id}", "SK": "CONNECTION"}
+
+
+def _webhook_key(owner_key: str, webhook_id: str) -> dict[str, str]:
+    return {"PK": _owner_pk(owner_key), "SK": f"WEBHOOK#{webhook_id}"}
+
+
+def _delivery_key(webhook_id: str, queued_at: datetime, delivery_id: str) -> dict[str, str]:
+    """Sorted by when the delivery was queued, so a listing shows the newest first."""
+    return {"PK": f"WEBHOOK#{webhook_id}", "SK": f"DELIVERY#{_iso(queued_at)}#{delivery_id}"}
+
+
+def _epoch(moment: datetime) -> int:
+    return int(moment.timestamp())
+
+
 def _owner_pk(digest: str) -> str:
     return f"OWNER#{digest}"
 
@@ -143,6 +189,21 @@ def _decode_token(token: str, **expected: str) -> dict[str, Any]:
     if not isinstance(key, dict) or any(key.get(name) != value for name, value in expected.items()):
         raise InvalidPageToken("next-token does not belong to this listing")
     return key
+
+
+_DESERIALIZER = TypeDeserializer()
+
+
+def _image(image: dict[str, Any] | None) -> dict[str, Any]:
+    """A stream record's image as plain values."""
+    if not image:
+        return {}
+    return cast(dict[str, Any], _plain({name: _DESERIALIZER.deserialize(value) for name, value in image.items()}))
+
+
+def _outcome(device_item: dict[str, Any]) -> dict[str, Any]:
+    """What the task's state says of a device whose outcome the same write records: the change feed reads it."""
+    return {name: device_item[name] for name in ("deviceId", "status", "exitCode", "reason") if name in device_item}
 
 
 def _reasons(error: ClientError) -> set[str]:
@@ -187,6 +248,7 @@ class TaskStore:
             "executionArn": execution_arn,
             "createdAt": now,
             "updatedAt": now,
+            "version": 1,
         }
         detail = {
             "PK": pk,
@@ -285,7 +347,7 @@ class TaskStore:
             raise ConditionFailed(f"task {task_id} is {current.status if current else 'missing'}")
         pk = _task_pk(task_id)
         names = {"#s": "status"}
-        values: dict[str, Any] = {":to": to.value, ":from": current.status.value, ":now": now}
+        values: dict[str, Any] = {":to": to.value, ":from": current.status.value, ":now": now, ":one": 1}
         sets = ["#s = :to", "updatedAt = :now"]
         condition = "#s = :from"
         if to is TaskStatus.IN_PROGRESS:
@@ -310,7 +372,7 @@ class TaskStore:
                 "Update": {
                     "TableName": self._table_name,
                     "Key": {"PK": pk, "SK": TASK_SK},
-                    "UpdateExpression": "SET " + ", ".join(sets),
+                    "UpdateExpression": "SET " + ", ".join(sets) + " REMOVE outcomes" + VERSION_BUMP,
                     "ConditionExpression": condition,
                     "ExpressionAttributeNames": names,
                     "ExpressionAttributeValues": values,
@@ -343,6 +405,8 @@ class TaskStore:
         now = _iso(utc_now())
         pk = _task_pk(batch.task_id)
         running = len(batch.nodes)
+        failed_items = [self._failed_device_item(batch, index, reason, now) for index, reason in failed.items()]
+        outcomes = ", outcomes = :outcomes" if failed_items else ""
         actions: list[dict[str, Any]] = [
             {
                 "Put": {
@@ -363,7 +427,7 @@ class TaskStore:
                     "TableName": self._table_name,
                     "Key": {"PK": pk, "SK": TASK_SK},
                     "UpdateExpression": "SET #c.PENDING = #c.PENDING - :n, #c.RUNNING = #c.RUNNING + :r, "
-                    "#c.FAILED = #c.FAILED + :u, updatedAt = :now",
+                    "#c.FAILED = #c.FAILED + :u, updatedAt = :now" + (outcomes or " REMOVE outcomes") + VERSION_BUMP,
                     "ConditionExpression": "#s = :in_progress AND #c.PENDING >= :n",
                     "ExpressionAttributeNames": {"#c": "counts", "#s": "status"},
                     "ExpressionAttributeValues": {
@@ -372,12 +436,13 @@ class TaskStore:
                         ":u": len(failed),
                         ":now": now,
                         ":in_progress": TaskStatus.IN_PROGRESS.value,
-                    },
+                        ":one": 1,
+                    }
+                    | ({":outcomes": [_outcome(item) for item in failed_items]} if failed_items else {}),
                 }
             },
         ]
-        for index, reason in failed.items():
-            item = self._failed_device_item(batch, index, reason, now)
+        for item in failed_items:
             actions.append({"Put": {"TableName": self._table_name, "Item": item}})
         self._transact(actions)
 
@@ -387,6 +452,9 @@ class TaskStore:
         now = _iso(utc_now())
         pk = _task_pk(batch.task_id)
         kept = {node: index for node, index in batch.nodes.items() if node not in failed}
+        failed_items = [
+            self._failed_device_item(batch, batch.nodes[node], reason, now, node) for node, reason in failed.items()
+        ]
         actions: list[dict[str, Any]] = [
             {
                 "Update": {
@@ -402,15 +470,19 @@ class TaskStore:
                     "TableName": self._table_name,
                     "Key": {"PK": pk, "SK": TASK_SK},
                     "UpdateExpression": "SET #c.RUNNING = #c.RUNNING - :n, #c.FAILED = #c.FAILED + :n, "
-                    "updatedAt = :now",
+                    "updatedAt = :now, outcomes = :outcomes" + VERSION_BUMP,
                     "ConditionExpression": "#c.RUNNING >= :n",
                     "ExpressionAttributeNames": {"#c": "counts"},
-                    "ExpressionAttributeValues": {":n": len(failed), ":now": now},
+                    "ExpressionAttributeValues": {
+                        ":n": len(failed),
+                        ":now": now,
+                        ":one": 1,
+                        ":outcomes": [_outcome(item) for item in failed_items],
+                    },
                 }
             },
         ]
-        for node, reason in failed.items():
-            item = self._failed_device_item(batch, batch.nodes[node], reason, now, node)
+        for item in failed_items:
             put = {"TableName": self._table_name, "Item": item, "ConditionExpression": "attribute_not_exists(PK)"}
             actions.append({"Put": put})
         self._transact(actions)
@@ -481,13 +553,14 @@ class TaskStore:
             ended_at=outcome.ended_at or utc_now(),
             stdout_url=outcome.stdout_url,
         )
+        device = self._device_item(pk, run)
         try:
             self._transact(
                 [
                     {
                         "Put": {
                             "TableName": self._table_name,
-                            "Item": self._device_item(pk, run),
+                            "Item": device,
                             "ConditionExpression": "attribute_not_exists(PK)",
                         }
                     },
@@ -496,10 +569,14 @@ class TaskStore:
                             "TableName": self._table_name,
                             "Key": {"PK": pk, "SK": TASK_SK},
                             "UpdateExpression": "SET #c.RUNNING = #c.RUNNING - :one, #c.#to = #c.#to + :one, "
-                            "updatedAt = :now",
+                            "updatedAt = :now, outcomes = :outcomes" + VERSION_BUMP,
                             "ConditionExpression": "#c.RUNNING >= :one",
                             "ExpressionAttributeNames": {"#c": "counts", "#to": outcome.status.value},
-                            "ExpressionAttributeValues": {":one": 1, ":now": _iso(utc_now())},
+                            "ExpressionAttributeValues": {
+                                ":one": 1,
+                                ":now": _iso(utc_now()),
+                                ":outcomes": [_outcome(device)],
+                            },
                         }
                     },
                 ]
@@ -525,6 +602,288 @@ class TaskStore:
     def all_device_runs(self, task_id: str) -> Iterator[DeviceRun]:
         for item in self._query_prefix(task_id, "DEVICE#"):
             yield self._device_from_item(item)
+
+    # --- the change feed -----------------------------------------------------------------------
+
+    @staticmethod
+    def read_stream(records: list[dict[str, Any]]) -> list[TaskStateChange]:
+        """The changes of tasks' states in a batch of the table's stream records, in order (other records are
+        skipped): each with the outcomes of the devices recorded by that change."""
+        changes: list[TaskStateChange] = []
+        for record in records:
+            stream = record.get("dynamodb", {})
+            new, old = _image(stream.get("NewImage")), _image(stream.get("OldImage"))
+            if not new or new.get("SK") != TASK_SK or not str(new.get("PK", "")).startswith("TASK#"):
+                continue
+            changes.append(
+                TaskStateChange(
+                    task_id=new["PK"].removeprefix("TASK#"),
+                    sequence=str(stream.get("SequenceNumber", "")),
+                    version=new.get("version", 1),
+                    status=new["status"],
+                    previous_status=old.get("status") if old else None,
+                    counts=DeviceCounts.model_validate(new.get("counts", {})),
+                    previous_counts=DeviceCounts.model_validate(old["counts"]) if old else None,
+                    updated_at=new.get("updatedAt", new["createdAt"]),
+                    started_at=new.get("startedAt"),
+                    completed_at=new.get("completedAt"),
+                    outcomes=[
+                        DeviceOutcome(
+                            device_id=outcome["deviceId"],
+                            status=outcome["status"],
+                            exit_code=outcome.get("exitCode"),
+                            reason=outcome.get("reason"),
+                        )
+                        for outcome in new.get("outcomes", [])
+                    ],
+                )
+            )
+        return changes
+
+    def keep_events(self, task_id: str) -> None:
+        """From now on keep the task's progress events too (it has a subscriber who may resume)."""
+        key = {"PK": _task_pk(task_id), "SK": DETAIL_SK}
+        self._write(
+            lambda: self._client.update_item(
+                TableName=self._table_name,
+                Key=key,
+                UpdateExpression="SET eventsKept = :yes",
+                ConditionExpression="attribute_exists(PK)",
+                ExpressionAttributeValues={":yes": True},
+            )
+        )
+
+    def keep_event(self, task_id: str, event_id: int, body: str) -> None:
+        """Keep an event (as long as the task): the same event kept twice is one record."""
+        item = {"PK": _task_pk(task_id), "SK": _event_sk(event_id), "body": body}
+        self._write(lambda: self._client.put_item(TableName=self._table_name, Item=item))
+
+    def events_after(self, task_id: str, after: int) -> list[str]:
+        """The kept events of a task after the event ``after``, in order (their JSON bodies)."""
+        items = self._query_all(
+            "PK = :pk AND SK BETWEEN :first AND :last",
+            {":pk": _task_pk(task_id), ":first": _event_sk(after + 1), ":last": _event_sk(10**16 - 1)},
+        )
+        return [str(item["body"]) for item in items]
+
+    # --- WebSocket connections -----------------------------------------------------------------
+
+    def add_connection(self, connection_id: str, owner: Owner, expires_at: datetime) -> None:
+        item: dict[str, Any] = _connection_key(connection_id) | {
+            "ownerKey": owner_digest(owner.key),
+            "owner": owner.name,
+            "expiresAt": _epoch(expires_at),
+        }
+        self._write(lambda: self._client.put_item(TableName=self._table_name, Item=item))
+
+    def connection_owner(self, connection_id: str) -> str | None:
+        """The digest of the owner's key of a connection, None if it is not known (gone or expired)."""
+        item = _plain(self._table.get_item(Key=_connection_key(connection_id), ConsistentRead=True).get("Item"))
+        if item is None or item.get("expiresAt", 0) < _epoch(utc_now()):
+            return None
+        return str(item["ownerKey"])
+
+    def subscribe(self, connection_id: str, task_id: str, expires_at: datetime) -> None:
+        """Subscribe a connection to a task's events: the task's subscriber record and the connection's list."""
+        self._transact(
+            [
+                {
+                    "Put": {
+                        "TableName": self._table_name,
+                        "Item": {
+                            "PK": _task_pk(task_id),
+                            "SK": _subscriber_sk(connection_id),
+                            "expiresAt": _epoch(expires_at),
+                        },
+                    }
+                },
+                {
+                    "Update": {
+                        "TableName": self._table_name,
+                        "Key": _connection_key(connection_id),
+                        "UpdateExpression": "ADD tasks :task",
+                        "ConditionExpression": "attribute_exists(PK)",
+                        "ExpressionAttributeValues": {":task": {task_id}},
+                    }
+                },
+            ]
+        )
+
+    def unsubscribe(self, connection_id: str, task_id: str) -> None:
+        key = {"PK": _task_pk(task_id), "SK": _subscriber_sk(connection_id)}
+        self._write(lambda: self._client.delete_item(TableName=self._table_name, Key=key))
+
+    def remove_connection(self, connection_id: str) -> None:
+        """Forget a connection and its subscriptions (a connection already forgotten is no error)."""
+        item = _plain(self._table.get_item(Key=_connection_key(connection_id), ConsistentRead=True).get("Item"))
+        for task_id in item.get("tasks", set()) if item else set():
+            self.unsubscribe(connection_id, str(task_id))
+        key = _connection_key(connection_id)
+        self._write(lambda: self._client.delete_item(TableName=self._table_name, Key=key))
+
+    def subscribers(self, task_id: str) -> list[str]:
+        """The connections subscribed to a task that have not expired."""
+        now = _epoch(utc_now())
+        items = self._query_prefix(task_id, "SUBSCRIBER#")
+        return [item["SK"].removeprefix("SUBSCRIBER#") for item in items if int(item["expiresAt"]) >= now]
+
+    # --- webhooks ------------------------------------------------------------------------------
+
+    def add_webhook(self, endpoint: WebhookEndpoint) -> None:
+        item = _webhook_key(endpoint.owner_key, endpoint.id) | self._webhook_fields(endpoint)
+        put: dict[str, Any] = {
+            "TableName": self._table_name,
+            "Item": item,
+            "ConditionExpression": "attribute_not_exists(PK)",
+        }
+        self._write(lambda: self._client.put_item(**put))
+
+    def get_webhook(self, owner_key: str, webhook_id: str) -> WebhookEndpoint | None:
+        """One of an owner's endpoints (``owner_key`` is the digest of the owner's key), None if it has none such."""
+        key = _webhook_key(owner_key, webhook_id)
+        item = self._table.get_item(Key=key, ConsistentRead=True).get("Item")
+        return self._webhook_from_item(item) if item else None
+
+    def list_webhooks(
+        self, owner_key: str, limit: int, next_token: str | None
+    ) -> tuple[list[WebhookEndpoint], str | None]:
+        pk = _owner_pk(owner_key)
+        query: dict[str, Any] = {
+            "KeyConditionExpression": "PK = :pk AND begins_with(SK, :prefix)",
+            "ExpressionAttributeValues": {":pk": pk, ":prefix": "WEBHOOK#"},
+            "Limit": limit,
+        }
+        if next_token:
+            query["ExclusiveStartKey"] = _decode_token(next_token, PK=pk)
+        page = self._table.query(**query)
+        endpoints = [self._webhook_from_item(item) for item in page["Items"]]
+        return endpoints, _encode_token(page.get("LastEvaluatedKey"))
+
+    def webhooks_of(self, owner_key: str) -> list[WebhookEndpoint]:
+        """Every endpoint of an owner (an eventually consistent read: the publisher asks for each batch)."""
+        pk = _owner_pk(owner_key)
+        query: dict[str, Any] = {
+            "KeyConditionExpression": "PK = :pk AND begins_with(SK, :prefix)",
+            "ExpressionAttributeValues": {":pk": pk, ":prefix": "WEBHOOK#"},
+        }
+        endpoints: list[WebhookEndpoint] = []
+        while True:
+            page = self._table.query(**query)
+            endpoints += [self._webhook_from_item(item) for item in page["Items"]]
+            if "LastEvaluatedKey" not in page:
+                return endpoints
+            query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def remove_webhook(self, owner_key: str, webhook_id: str) -> bool:
+        """Remove an endpoint; False if the owner had no such endpoint."""
+        key = _webhook_key(owner_key, webhook_id)
+        try:
+            self._write(
+                lambda: self._client.delete_item(
+                    TableName=self._table_name, Key=key, ConditionExpression="attribute_exists(PK)"
+                )
+            )
+        except ConditionFailed:
+            return False
+        return True
+
+    def rotate_webhook_secret(
+        self, owner_key: str, webhook_id: str, secret: str, previous_until: datetime
+    ) -> WebhookEndpoint | None:
+        """Give an endpoint a new secret; the old one stays valid until ``previous_until``."""
+        key = _webhook_key(owner_key, webhook_id)
+        updated: dict[str, Any] = {}
+
+        def update() -> None:
+            updated.update(
+                self._client.update_item(
+                    TableName=self._table_name,
+                    Key=key,
+                    UpdateExpression="SET previousSecret = secret, secret = :secret, previousSecretUntil = :until",
+                    ConditionExpression="attribute_exists(PK)",
+                    ExpressionAttributeValues={":secret": secret, ":until": _iso(previous_until)},
+                    ReturnValues="ALL_NEW",
+                )["Attributes"]
+            )
+
+        try:
+            self._write(update)
+        except ConditionFailed:
+            return None
+        return self._webhook_from_item(updated)
+
+    def disable_webhook(self, owner_key: str, webhook_id: str, reason: str) -> None:
+        key = _webhook_key(owner_key, webhook_id)
+        with contextlib.suppress(ConditionFailed):  # removed meanwhile
+            self._write(
+                lambda: self._client.update_item(
+                    TableName=self._table_name,
+                    Key=key,
+                    UpdateExpression="SET disabledAt = :now, disabledReason = :reason",
+                    ConditionExpression="attribute_exists(PK)",
+                    ExpressionAttributeValues={":now": _iso(utc_now()), ":reason": reason},
+                )
+            )
+
+    def add_delivery(self, webhook_id: str, delivery: WebhookDelivery) -> None:
+        """Log a delivery about to be made (a delivery logged twice stays one)."""
+        item: dict[str, Any] = _delivery_key(webhook_id, delivery.created_at, delivery.id) | {
+            "eventType": delivery.event_type,
+            "eventId": delivery.event_id,
+            "taskId": delivery.task_id,
+            "status": delivery.status.value,
+            "createdAt": _iso(delivery.created_at),
+            "attempts": [],
+            "expiresAt": _epoch(delivery.created_at + timedelta(days=DELIVERY_LOG_DAYS)),
+        }
+        item = {name: value for name, value in item.items() if value is not None}
+        put: dict[str, Any] = {
+            "TableName": self._table_name,
+            "Item": item,
+            "ConditionExpression": "attribute_not_exists(PK)",
+        }
+        with contextlib.suppress(ConditionFailed):
+            self._write(lambda: self._client.put_item(**put))
+
+    def record_attempt(
+        self, webhook_id: str, delivery: WebhookDelivery, attempt: DeliveryAttempt, status: DeliveryStatus
+    ) -> None:
+        attempt_item = {
+            "time": _iso(attempt.time),
+            "latencyMs": attempt.latency_ms,
+            "statusCode": attempt.status_code,
+            "error": attempt.error,
+        }
+        attempt_item = {name: value for name, value in attempt_item.items() if value is not None}
+        key = _delivery_key(webhook_id, delivery.created_at, delivery.id)
+        self._write(
+            lambda: self._client.update_item(
+                TableName=self._table_name,
+                Key=key,
+                UpdateExpression="SET attempts = list_append(attempts, :attempt), #s = :status",
+                ConditionExpression="attribute_exists(PK)",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={":attempt": [attempt_item], ":status": status.value},
+            )
+        )
+
+    def list_deliveries(
+        self, webhook_id: str, limit: int, next_token: str | None
+    ) -> tuple[list[WebhookDelivery], str | None]:
+        """An endpoint's deliveries, newest first."""
+        pk = f"WEBHOOK#{webhook_id}"
+        query: dict[str, Any] = {
+            "KeyConditionExpression": "PK = :pk AND begins_with(SK, :prefix)",
+            "ExpressionAttributeValues": {":pk": pk, ":prefix": "DELIVERY#"},
+            "ScanIndexForward": False,
+            "ConsistentRead": True,
+            "Limit": limit,
+        }
+        if next_token:
+            query["ExclusiveStartKey"] = _decode_token(next_token, PK=pk)
+        page = self._table.query(**query)
+        deliveries = [self._delivery_from_item(item) for item in page["Items"]]
+        return deliveries, _encode_token(page.get("LastEvaluatedKey"))
 
     # --- helpers -------------------------------------------------------------------------------
 
@@ -617,6 +976,8 @@ class TaskStore:
             updated_at=state.get("updatedAt", state["createdAt"]),
             started_at=state.get("startedAt"),
             completed_at=state.get("completedAt"),
+            version=state.get("version", 1),
+            events_kept=detail.get("eventsKept", False),
         )
 
     @staticmethod
@@ -646,6 +1007,47 @@ class TaskStore:
             command_id=item.get("commandId"),
             cut_by_deadline=item.get("cutByDeadline", False),
             sending_since=item.get("sendingSince"),
+        )
+
+    @staticmethod
+    def _webhook_fields(endpoint: WebhookEndpoint) -> dict[str, Any]:
+        fields = {
+            "id": endpoint.id,
+            "ownerKey": endpoint.owner_key,
+            "url": endpoint.url,
+            "events": [event.value for event in endpoint.events],
+            "secret": endpoint.secret,
+            "createdAt": _iso(endpoint.created_at),
+        }
+        return fields
+
+    @staticmethod
+    def _webhook_from_item(item: dict[str, Any]) -> WebhookEndpoint:
+        item = _plain(item)
+        return WebhookEndpoint(
+            id=item["id"],
+            owner_key=item["ownerKey"],
+            url=item["url"],
+            events=item["events"],
+            secret=item["secret"],
+            previous_secret=item.get("previousSecret"),
+            previous_secret_until=item.get("previousSecretUntil"),
+            created_at=item["createdAt"],
+            disabled_at=item.get("disabledAt"),
+            disabled_reason=item.get("disabledReason"),
+        )
+
+    @staticmethod
+    def _delivery_from_item(item: dict[str, Any]) -> WebhookDelivery:
+        item = _plain(item)
+        return WebhookDelivery(
+            id=item["SK"].rsplit("#", 1)[1],
+            event_type=item["eventType"],
+            event_id=item.get("eventId"),
+            task_id=item.get("taskId"),
+            status=item["status"],
+            created_at=item["createdAt"],
+            attempts=[DeliveryAttempt.model_validate(attempt) for attempt in item.get("attempts", [])],
         )
 
     @staticmethod

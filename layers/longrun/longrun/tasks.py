@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import uuid
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -12,7 +11,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 from longrun import executions, lifecycle, run_command, scripts
 from longrun.config import Settings
 from longrun.errors import BadRequest, OrchestrationUnavailable, TaskConflict, TaskNotFound
+from longrun.links import Links
 from longrun.models import (
+    DeviceCounts,
     DeviceResult,
     DeviceRun,
     DeviceStatus,
@@ -24,6 +25,7 @@ from longrun.models import (
     ScriptExecutionPage,
     ScriptExecutionRequest,
     ScriptExecutionResult,
+    ScriptExecutionState,
     ScriptExecutionSummary,
     Task,
     TaskDevices,
@@ -32,25 +34,10 @@ from longrun.models import (
 from longrun.store import ConditionFailed, InvalidPageToken, TaskStore, owner_digest, utc_now
 
 KIND = "script-execution"
-RESOURCE = "/device-management/script-execution"
 RESULT_PAGE_MAX = 100
 ESTIMATE_AFTER_DEVICES = 3
 """How many devices must have finished before the task's pace is taken as its estimate."""
 MAX_RETRY_AFTER_SECONDS = 60
-
-
-@dataclass(frozen=True)
-class Links:
-    """Where the API's resources are for the client that asked: ``base`` is the path before the API's own paths on
-    the URL the client used (the stage on the execute-api URL, a custom domain's base path, or nothing)."""
-
-    base: str = ""
-
-    def task(self, task_id: str) -> str:
-        return f"{self.base}{RESOURCE}/{task_id}"
-
-    def result(self, task_id: str) -> str:
-        return f"{self.task(task_id)}/result"
 
 
 class ScriptExecutions:
@@ -135,48 +122,63 @@ class ScriptExecutions:
         return found
 
     def _view(self, task: Task, devices: TaskDevices, links: Links) -> ScriptExecution:
-        counts = task.counts
-        result = None
-        if task.status.finished and devices.outcomes:
-            prefix = f"s3://{self._config.scripts_bucket}/{scripts.output_prefix(self._config.output_prefix, task.id)}/"
-            statuses = [devices.status_of(i) for i in range(len(devices.ids))]
-            ran_without_success = {DeviceStatus.FAILED, DeviceStatus.TIMED_OUT, DeviceStatus.CANCELLED}
-            result = ResultSummary(
-                id=task.id,
-                success_on_devices=[d for d, s in zip(devices.ids, statuses, strict=True) if s is DeviceStatus.SUCCESS],
-                failed_on_devices=[d for d, s in zip(devices.ids, statuses, strict=True) if s in ran_without_success],
-                sys_log_location=prefix,
-                err_log_location=prefix,
-                href=links.result(task.id),
-            )
-        settings = task.settings
+        state = state_view(task, links)
         return ScriptExecution(
-            id=task.id,
+            **dict(state),
             device_ids=devices.ids,
-            script_url=settings.script_url,
-            timeout_seconds=settings.timeout_seconds,
-            max_concurrency=settings.max_concurrency,
-            max_errors=settings.max_errors,
-            deadline_seconds=settings.deadline_seconds,
-            status=task.status,
-            status_reason=task.status_reason,
-            percentage=percentage(task),
-            current_step=current_step(task),
-            device_counts=counts.model_dump(),
-            created_at=task.created_at,
-            updated_at=task.updated_at,
-            started_at=task.started_at,
-            estimated_completion_at=estimated_completion(task, utc_now()),
-            completed_at=task.completed_at,
-            result=result,
-            href=links.task(task.id),
+            result=self.result_summary(task, devices, links),
             retry_after=retry_after(task, utc_now()),
         )
 
+    def result_summary(self, task: Task, devices: TaskDevices, links: Links) -> ResultSummary | None:
+        """Which devices succeeded and which did not, once the task has finished."""
+        if not (task.status.finished and devices.outcomes):
+            return None
+        prefix = f"s3://{self._config.scripts_bucket}/{scripts.output_prefix(self._config.output_prefix, task.id)}/"
+        statuses = [devices.status_of(i) for i in range(len(devices.ids))]
+        ran_without_success = {DeviceStatus.FAILED, DeviceStatus.TIMED_OUT, DeviceStatus.CANCELLED}
+        return ResultSummary(
+            id=task.id,
+            success_on_devices=[d for d, s in zip(devices.ids, statuses, strict=True) if s is DeviceStatus.SUCCESS],
+            failed_on_devices=[d for d, s in zip(devices.ids, statuses, strict=True) if s in ran_without_success],
+            sys_log_location=prefix,
+            err_log_location=prefix,
+            href=links.result(task.id),
+        )
+
+
+def state_view(task: Task, links: Links) -> ScriptExecutionState:
+    """A task as a client sees it, without its device list and result."""
+    settings = task.settings
+    return ScriptExecutionState(
+        id=task.id,
+        script_url=settings.script_url,
+        timeout_seconds=settings.timeout_seconds,
+        max_concurrency=settings.max_concurrency,
+        max_errors=settings.max_errors,
+        deadline_seconds=settings.deadline_seconds,
+        status=task.status,
+        status_reason=task.status_reason,
+        percentage=percentage(task),
+        current_step=current_step(task),
+        device_counts=task.counts.model_dump(),
+        created_at=task.created_at,
+        updated_at=task.updated_at,
+        started_at=task.started_at,
+        estimated_completion_at=estimated_completion(task, utc_now()),
+        completed_at=task.completed_at,
+        href=links.task(task.id),
+    )
+
 
 def percentage(task: Task) -> int:
-    total = task.counts.total
-    return ((total - task.counts.unfinished) * 100) // total if total else 100
+    return percentage_of(task.counts)
+
+
+def percentage_of(counts: DeviceCounts) -> int:
+    """Devices finished, in whole percent of the task's devices."""
+    total = counts.total
+    return ((total - counts.unfinished) * 100) // total if total else 100
 
 
 def _pace(task: Task, now: datetime) -> float | None:

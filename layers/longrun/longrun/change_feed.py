@@ -1,0 +1,148 @@
+"""The change feed: what the table's stream says about a task becomes the events every push channel delivers.
+
+Each write to a task's state counts up its version and carries the outcomes of the devices it records, so each
+change is numbered by the task itself: an event's id is ``version * 4 + kind`` (0 progress, 1 status change,
+2 finished). Ids increase with the task's changes and stay the same when the stream delivers a change again, so a
+receiver drops an id it has seen and orders by id.
+
+Device outcomes are coalesced: the changes in one batch of the stream (Lambda reads a shard four times a second, so
+about 250 ms of changes) that only move counts become one progress event carrying every outcome they recorded (more
+than one when they would not fit in 64 KB). A status change is never coalesced away: the progress before it is sent
+first, then the status change, then (on a finishing status) the finished event with the result summary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from longrun.links import Links
+from longrun.models import (
+    MAX_EVENT_BYTES,
+    DeviceOutcome,
+    DeviceStatus,
+    ResultSummary,
+    Task,
+    TaskEvent,
+    TaskEventType,
+    TaskStateChange,
+)
+from longrun.tasks import state_view
+
+EVENT_KINDS = {TaskEventType.PROGRESS: 0, TaskEventType.STATUS_CHANGED: 1, TaskEventType.FINISHED: 2}
+IDS_PER_VERSION = 4
+FinishedLists = Callable[[Task], tuple[ResultSummary | None, list[DeviceOutcome]]]
+"""For a finished task: its result summary, and the devices that never started"""
+
+
+def event_id(version: int, kind: TaskEventType) -> int:
+    return version * IDS_PER_VERSION + EVENT_KINDS[kind]
+
+
+def task_events(task: Task, changes: list[TaskStateChange], links: Links, finished: FinishedLists) -> list[TaskEvent]:
+    """The events of one task's changes (in stream order). ``task`` is the task as it is now: its settings, owner
+    and reason; each event shows the state the task had at its change."""
+    events: list[TaskEvent] = []
+    pending: list[TaskStateChange] = []
+    for change in changes:
+        if change.previous_status is None or change.status is not change.previous_status:
+            events += _progress(task, pending, links)
+            pending = []
+            at = _at(task, change)
+            events.append(_event(TaskEventType.STATUS_CHANGED, at, change, links))
+            if change.status.finished:
+                result, never_started = finished(at)
+                events.append(_finished(at, change, links, result, never_started))
+        else:
+            pending.append(change)
+    return events + _progress(task, pending, links)
+
+
+def bus_worthy(event: TaskEvent, previous_percentage: int | None) -> bool:
+    """Whether the event bus carries an event: every status change and end, progress only when it crosses a whole
+    ten percent (the bus costs per event; WebSocket and webhooks carry every progress event)."""
+    if event.type is not TaskEventType.PROGRESS:
+        return True
+    return previous_percentage is None or event.data.percentage // 10 > previous_percentage // 10
+
+
+def _at(task: Task, change: TaskStateChange) -> Task:
+    return task.model_copy(
+        update={
+            "status": change.status,
+            "counts": change.counts,
+            "version": change.version,
+            "updated_at": change.updated_at,
+            "started_at": change.started_at,
+            "completed_at": change.completed_at,
+        }
+    )
+
+
+def _event(
+    kind: TaskEventType,
+    task: Task,
+    change: TaskStateChange,
+    links: Links,
+    devices: list[DeviceOutcome] | None = None,
+    result: ResultSummary | None = None,
+) -> TaskEvent:
+    return TaskEvent(
+        type=kind,
+        id=event_id(change.version, kind),
+        time=change.updated_at,
+        task_id=task.id,
+        owner=task.owner,
+        data=state_view(task, links),
+        devices=devices,
+        result=result,
+    )
+
+
+def _progress(task: Task, changes: list[TaskStateChange], links: Links) -> list[TaskEvent]:
+    """One progress event for changes that only moved counts, split where its outcomes would pass 64 KB."""
+    events: list[TaskEvent] = []
+    devices: list[DeviceOutcome] = []
+    for position, change in enumerate(changes):
+        devices += change.outcomes
+        last = position == len(changes) - 1
+        event = _event(TaskEventType.PROGRESS, _at(task, change), change, links, devices)
+        if last or _size(event) + _size_of_outcomes(changes[position + 1].outcomes) > MAX_EVENT_BYTES:
+            events.append(event)
+            devices = []
+    return events
+
+
+def _finished(
+    task: Task,
+    change: TaskStateChange,
+    links: Links,
+    result: ResultSummary | None,
+    never_started: list[DeviceOutcome],
+) -> TaskEvent:
+    event = _event(TaskEventType.FINISHED, task, change, links, never_started or None, result)
+    if result is not None and _size(event) > MAX_EVENT_BYTES:
+        lists_left_out = result.model_copy(update={"success_on_devices": [], "failed_on_devices": []})
+        event = event.model_copy(update={"result": lists_left_out})
+    if _size(event) > MAX_EVENT_BYTES:
+        event = event.model_copy(update={"devices": None})  # a huge fleet that never started: the result has it
+    return event
+
+
+def _size(event: TaskEvent) -> int:
+    return len(event.model_dump_json(by_alias=True))
+
+
+def _size_of_outcomes(outcomes: list[DeviceOutcome]) -> int:
+    return sum(len(outcome.model_dump_json(by_alias=True)) + 1 for outcome in outcomes)
+
+
+def never_started(ids: list[str | int], letters: str | None) -> list[DeviceOutcome]:
+    """The devices of a finished task that never started (they have no outcome record of their own)."""
+    if not letters:
+        return []
+    skipped = DeviceStatus.NOT_STARTED.letter
+    return [
+        DeviceOutcome(device_id=device, status=DeviceStatus.NOT_STARTED, reason="the device never started")
+        for device, letter in zip(ids, letters, strict=True)
+        if letter == skipped
+    ]

@@ -1,0 +1,70 @@
+"""Server-Sent Events of one task: the current state first, then each of the task's events as the publisher keeps
+it (``id:`` the event id, ``event:`` its type, ``data:`` its body), closing after ``script-execution.finished``.
+
+A client that reconnects sends ``Last-Event-ID`` and resumes right after that event. A stream lasts at most about
+14 minutes (API Gateway ends a streamed response at 15): the client reconnects with Last-Event-ID, as EventSource
+does on its own. The stream reads the task's kept events a few times a second; asking for a stream first makes the
+publisher keep every event of the task, so none is missed between reads.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+from longrun import change_feed
+from longrun.errors import BadRequest, TaskNotFound
+from longrun.links import Links
+from longrun.models import Owner, TaskEventType
+from longrun.store import TaskStore, owner_digest
+from longrun.tasks import KIND, state_view
+
+POLL_SECONDS = 0.25
+KEEP_ALIVE_SECONDS = 15.0
+LONGEST_STREAM_SECONDS = 14 * 60
+RETRY_MILLISECONDS = 1000
+
+
+class EventStream:
+    def __init__(self, store: TaskStore, links: Links) -> None:
+        self._store = store
+        self._links = links
+
+    def open(self, owner: Owner, task_id: str, last_event_id: str | None) -> Iterator[str]:
+        """Check the caller may read the task (TaskNotFound, BadRequest otherwise), then answer its frames."""
+        after = None
+        if last_event_id is not None:
+            if not last_event_id.isdigit():
+                raise BadRequest("Last-Event-ID is not an event id of this stream")
+            after = int(last_event_id)
+        task = self._store.get_task(task_id)
+        if task is None or task.owner_key != owner_digest(owner.key) or task.kind != KIND:
+            raise TaskNotFound(f"no script-execution task {task_id}")
+        if not task.events_kept:
+            self._store.keep_events(task_id)
+        return self._frames(task_id, after)
+
+    def _frames(self, task_id: str, after: int | None) -> Iterator[str]:
+        task = self._store.get_task(task_id)
+        if task is None:
+            return
+        state = state_view(task, self._links).model_dump_json(by_alias=True)
+        yield f"retry: {RETRY_MILLISECONDS}\nevent: state\ndata: {state}\n\n"
+        if after is None:  # the state shows everything up to its version; a finished task still sends its end
+            after = change_feed.event_id(task.version, TaskEventType.PROGRESS) - 1
+            if not task.status.finished:
+                after = change_feed.event_id(task.version + 1, TaskEventType.PROGRESS) - 1
+        started = last_sent = time.monotonic()
+        while time.monotonic() - started < LONGEST_STREAM_SECONDS:
+            for body in self._store.events_after(task_id, after):
+                event = json.loads(body)
+                after = int(event["id"])
+                last_sent = time.monotonic()
+                yield f"id: {after}\nevent: {event['type']}\ndata: {body}\n\n"
+                if event["type"] == TaskEventType.FINISHED.value:
+                    return
+            if time.monotonic() - last_sent > KEEP_ALIVE_SECONDS:
+                last_sent = time.monotonic()
+                yield ": keep-alive\n\n"
+            time.sleep(POLL_SECONDS)

@@ -1,0 +1,89 @@
+"""WebSocket subscribers of tasks' events: connect, subscribe to a task (resuming after an event id), unsubscribe,
+disconnect. The publisher (longrun.push) sends each subscriber its tasks' events as they happen."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any
+
+from pydantic import ValidationError
+
+from longrun import channels
+from longrun.config import Settings
+from longrun.links import Links
+from longrun.models import Owner, SubscriptionRequest, TaskEventType
+from longrun.store import TaskStore, utc_now
+from longrun.tasks import KIND, state_view
+
+CONNECTION_LIFETIME = timedelta(hours=2, minutes=10)
+"""API Gateway closes a WebSocket after 2 hours: its records outlive it a little, then expire (TTL)"""
+
+
+class Subscriptions:
+    def __init__(self, store: TaskStore, config: Settings) -> None:
+        self._store = store
+        self._config = config
+        self._links = Links(base=config.api_url.rstrip("/"))
+
+    def connect(self, connection_id: str, owner: Owner) -> None:
+        self._store.add_connection(connection_id, owner, utc_now() + CONNECTION_LIFETIME)
+
+    def disconnect(self, connection_id: str) -> None:
+        self._store.remove_connection(connection_id)
+
+    def receive(self, connection_id: str, body: str | None) -> list[str]:
+        """Act on a client's message; answer the messages to send it, in order."""
+        try:
+            request = SubscriptionRequest.model_validate(json.loads(body or ""))
+        except (ValueError, ValidationError) as error:
+            return [_error(400, "Invalid message", _describe(error))]
+        owner_key = self._store.connection_owner(connection_id)
+        if owner_key is None:
+            return [_error(410, "Connection unknown", "this connection is not registered; reconnect")]
+        task = self._store.get_task(request.task_id)
+        if task is None or task.owner_key != owner_key or task.kind != KIND:
+            return [_error(404, "Task not found", f"no script-execution task {request.task_id}", request.task_id)]
+        if request.action == "unsubscribe":
+            self._store.unsubscribe(connection_id, task.id)
+            return [channels.dumps({"type": "unsubscribed", "task-id": task.id})]
+        self._store.subscribe(connection_id, task.id, utc_now() + CONNECTION_LIFETIME)
+        if not task.events_kept:
+            self._store.keep_events(task.id)
+        task = self._store.get_task(task.id) or task  # as it is now that the publisher knows the subscriber
+        subscribed = {
+            "type": "subscribed",
+            "task-id": task.id,
+            "data": state_view(task, self._links).model_dump(mode="json", by_alias=True),
+        }
+        messages = [channels.dumps(subscribed)]
+        if request.after is not None:
+            messages += self._store.events_after(task.id, request.after)
+        elif task.status.finished:
+            kept = self._store.events_after(task.id, -1)
+            messages += [event for event in kept if json.loads(event)["type"] == TaskEventType.FINISHED.value]
+        return messages
+
+    def send(self, connection_id: str, messages: list[str]) -> None:
+        url = self._config.websocket_connections_url
+        if not url:
+            return
+        for message in messages:
+            if not channels.post_to_connection(url, connection_id, message):
+                self._store.remove_connection(connection_id)
+                return
+
+
+def _error(status: int, title: str, detail: str, task_id: str | None = None) -> str:
+    error: dict[str, Any] = {"type": "error", "status": status, "title": title, "detail": detail}
+    if task_id is not None:
+        error["task-id"] = task_id
+    return channels.dumps(error)
+
+
+def _describe(error: Exception) -> str:
+    if isinstance(error, ValidationError):
+        return "; ".join(
+            f"{'.'.join(str(p) for p in item['loc']) or 'message'}: {item['msg']}" for item in error.errors()
+        )
+    return 'a message is JSON: {"action": "subscribe" | "unsubscribe", "task-id": "...", "after": <event id>}'

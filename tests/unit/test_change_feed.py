@@ -1,0 +1,154 @@
+"""The change feed: a task's state changes (as the table's stream tells them) become numbered, coalesced events."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+from longrun import change_feed
+from longrun.links import Links
+from longrun.models import (
+    MAX_EVENT_BYTES,
+    DeviceCounts,
+    DeviceOutcome,
+    DeviceStatus,
+    ResultSummary,
+    Task,
+    TaskEventType,
+    TaskSettings,
+    TaskStateChange,
+    TaskStatus,
+)
+
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+LINKS = Links(base="https://api.example.com/v1")
+TASK = Task(
+    id="0b8d9c43-1111-4222-8333-944455556666",
+    kind="script-execution",
+    owner="arn:aws:iam::123456789012:user/ops",
+    owner_key="k",
+    status=TaskStatus.COMPLETE,
+    settings=TaskSettings(script_url="scripts/a.sh", timeout_seconds=60, max_concurrency=50),
+    device_count=3,
+    counts=DeviceCounts(SUCCESS=3),
+    created_at=NOW,
+    updated_at=NOW,
+)
+STATUS, PROGRESS, FINISHED = TaskEventType.STATUS_CHANGED, TaskEventType.PROGRESS, TaskEventType.FINISHED
+
+
+def change(version: int, status: TaskStatus, before: TaskStatus | None, *outcomes: DeviceOutcome, **counts: int):  # type: ignore[no-untyped-def]
+    previous = None if before is None else DeviceCounts(PENDING=3)
+    return TaskStateChange(
+        task_id=TASK.id,
+        sequence=str(1000 + version),
+        version=version,
+        status=status,
+        previous_status=before,
+        counts=DeviceCounts(**counts),
+        previous_counts=previous,
+        updated_at=NOW + timedelta(seconds=version),
+        outcomes=list(outcomes),
+    )
+
+
+def done(device: str, status: DeviceStatus = DeviceStatus.SUCCESS) -> DeviceOutcome:
+    return DeviceOutcome(device_id=device, status=status, exit_code=0 if status is DeviceStatus.SUCCESS else 1)
+
+
+def no_lists(task: Task) -> tuple[ResultSummary | None, list[DeviceOutcome]]:
+    return None, []
+
+
+IN, OK = TaskStatus.IN_PROGRESS, TaskStatus.COMPLETE
+
+
+def test_a_whole_run_gives_status_changes_coalesced_progress_and_the_end_in_order() -> None:
+    changes = [
+        change(1, TaskStatus.SUBMITTED, None, PENDING=3),
+        change(2, IN, TaskStatus.SUBMITTED, PENDING=3),
+        change(3, IN, IN, PENDING=0, RUNNING=3),
+        change(4, IN, IN, done("a"), RUNNING=2, SUCCESS=1),
+        change(5, IN, IN, done("b", DeviceStatus.FAILED), RUNNING=1, SUCCESS=1, FAILED=1),
+        change(6, IN, IN, done("c"), SUCCESS=2, FAILED=1),
+        change(7, OK, IN, SUCCESS=2, FAILED=1),
+    ]
+    events = change_feed.task_events(TASK, changes, LINKS, no_lists)
+    assert [(e.type, e.id) for e in events] == [
+        (STATUS, 5),
+        (STATUS, 9),
+        (PROGRESS, 24),
+        (STATUS, 29),
+        (FINISHED, 30),
+    ]
+    progress = events[2]
+    assert [d.device_id for d in progress.devices or []] == ["a", "b", "c"]
+    assert progress.data.percentage == 100 and progress.data.device_counts["FAILED"] == 1
+    assert (
+        events[3].data.status is OK
+        and events[3].data.href == f"https://api.example.com/v1/device-management/script-execution/{TASK.id}"
+    )
+    assert [e.id for e in events] == sorted(e.id for e in events)
+
+
+def test_the_same_changes_give_the_same_ids_when_the_stream_delivers_them_again() -> None:
+    changes = [change(4, IN, IN, done("a"), RUNNING=2, SUCCESS=1), change(5, IN, IN, done("b"), RUNNING=1, SUCCESS=2)]
+    first = change_feed.task_events(TASK, changes, LINKS, no_lists)
+    again = change_feed.task_events(TASK, changes, LINKS, no_lists)
+    assert [e.id for e in first] == [e.id for e in again] == [change_feed.event_id(5, PROGRESS)]
+
+
+def test_progress_that_would_pass_64_kb_is_split_and_every_outcome_is_sent_once() -> None:
+    reason = "x" * 300
+    changes = [
+        change(
+            v,
+            IN,
+            IN,
+            *[DeviceOutcome(device_id=f"d{v}-{n}", status=DeviceStatus.FAILED, reason=reason) for n in range(50)],
+            FAILED=v,
+        )
+        for v in range(10, 20)
+    ]
+    events = change_feed.task_events(TASK, changes, LINKS, no_lists)
+    assert len(events) > 1
+    assert all(len(e.model_dump_json(by_alias=True)) <= MAX_EVENT_BYTES for e in events)
+    sent = [d.device_id for e in events for d in e.devices or []]
+    assert len(sent) == len(set(sent)) == 500
+    assert [e.id for e in events] == sorted({e.id for e in events})
+
+
+def test_the_finished_event_carries_the_result_and_leaves_out_lists_that_would_not_fit() -> None:
+    ids = [f"device-{n:05d}" for n in range(9000)]
+    summary = ResultSummary(
+        id=TASK.id,
+        success_on_devices=ids,
+        failed_on_devices=[],
+        sys_log_location="s3://b/output/",
+        err_log_location="s3://b/output/",
+        href="https://api.example.com/v1/r",
+    )
+    never = [DeviceOutcome(device_id="late", status=DeviceStatus.NOT_STARTED, reason="the device never started")]
+    changes = [change(9, OK, IN, SUCCESS=9000)]
+    big = change_feed.task_events(TASK, changes, LINKS, lambda task: (summary, never))[-1]
+    assert big.type is FINISHED and big.result is not None and big.result.success_on_devices == []
+    assert big.devices == never and len(big.model_dump_json(by_alias=True)) <= MAX_EVENT_BYTES
+    small = summary.model_copy(update={"success_on_devices": ids[:3]})
+    fits = change_feed.task_events(TASK, changes, LINKS, lambda task: (small, []))[-1]
+    assert fits.result is not None and fits.result.success_on_devices == ids[:3]
+    body = json.loads(fits.model_dump_json(by_alias=True))
+    assert set(body) == {"type", "id", "time", "task-id", "owner", "data", "result"}
+    assert "device-ids" not in body["data"]
+
+
+def test_the_bus_carries_status_changes_and_progress_only_at_each_whole_ten_percent() -> None:
+    events = change_feed.task_events(TASK, [change(4, IN, IN, done("a"), PENDING=7, SUCCESS=3)], LINKS, no_lists)
+    assert change_feed.bus_worthy(events[0], previous_percentage=25)  # 25% -> 30%
+    assert not change_feed.bus_worthy(events[0], previous_percentage=30)
+    status = change_feed.task_events(TASK, [change(2, IN, TaskStatus.SUBMITTED, PENDING=3)], LINKS, no_lists)
+    assert change_feed.bus_worthy(status[0], previous_percentage=0)
+
+
+def test_devices_that_never_started_are_named_from_the_outcome_letters() -> None:
+    never = change_feed.never_started(["a", "b", 3], "SNN")
+    assert [(d.device_id, d.status) for d in never] == [("b", DeviceStatus.NOT_STARTED), (3, DeviceStatus.NOT_STARTED)]
