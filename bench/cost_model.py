@@ -1,10 +1,12 @@
 """Cost model: the project's design and the naive reference, side by side in one run of the local runtime.
 
 Both run the same script (sleep 60 s) on the local fleet. The meter counts every state transition (child
-executions of the Distributed Map included), every AWS API call by service, every Lambda invocation with its
-duration, and DynamoDB capacity units from the size of each item read or written. Counts are turned into dollars
-with bench/prices.json, per 1,000 and per 10,000 devices: the project's design is measured at two fleet sizes and
-extrapolated along the line through them; the naive design grows by device (its cost per device is measured).
+executions of the Distributed Map included), every AWS API call by service and caller, every Lambda invocation with
+its duration, and DynamoDB capacity units from the size of each item read or written, by caller. Counts are turned
+into dollars with bench/prices.json, per 1,000 and per 10,000 devices: the project's design is measured at two fleet
+sizes and extrapolated along the line through them; the naive design grows by device (its cost per device is
+measured). Push (the change feed and its channels) is its own line: measured with no subscriber, and again with one
+WebSocket subscriber and one webhook endpoint for the whole task.
 
     python -m bench.cost_model [--seconds 60] [--sizes 100 200] [--naive-size 100]
 """
@@ -13,19 +15,30 @@ from __future__ import annotations
 
 import argparse
 import json
+import threading
 import time
 from typing import Any
 
-from bench.common import FIGURES, PRICES, RESULTS, Local, save
+from bench.common import FIGURES, PRICES, RESULTS, Local, request, save
+from bench.push_latency import Arrivals, webhook_receiver, websocket_subscriber
 from local_runtime.fleet import node_id_for
 from local_runtime.launcher import ROOT
 from local_runtime.template import load
 
 MEMORY_GB = {name: function.memory / 1024 for name, function in load(ROOT, "longrun", "us-east-1").functions.items()}
 SCALES = (1_000, 10_000)
+PUSH_FUNCTIONS = ("PublishEventsFunction", "WebSocketFunction", "DeliverWebhooksFunction", "EventStreamFunction")
 
 
-def run_project(local: Local, devices: int, script: str) -> dict[str, Any]:
+def run_project(local: Local, devices: int, script: str, subscribed: bool = False) -> dict[str, Any]:
+    """One task on ``devices`` devices; with ``subscribed``, one WebSocket subscriber and one webhook endpoint
+    receive its events from start to end."""
+    arrivals = Arrivals()
+    receiver = webhook_receiver(Arrivals()) if subscribed else None
+    webhook = None
+    if receiver is not None:
+        url = f"http://127.0.0.1:{receiver.server_port}/"
+        webhook = request("POST", f"{local.runtime.api}/device-management/webhooks", {"url": url})
     local.meter(reset=True)
     started = time.monotonic()
     task = local.submit(
@@ -35,9 +48,21 @@ def run_project(local: Local, devices: int, script: str) -> dict[str, Any]:
             "max-concurrency": devices,
         }
     )
+    if subscribed:
+        args = (local.runtime.websocket, task["id"], arrivals)
+        subscriber = threading.Thread(target=websocket_subscriber, args=args)
+        subscriber.start()
     done = local.wait(task["id"], poll=5)
     assert done["status"] == "COMPLETE" and done["deviceCounts"]["SUCCESS"] == devices, done
-    return {"devices": devices, "seconds": round(time.monotonic() - started, 1), "meter": local.meter()}
+    if subscribed:
+        subscriber.join(timeout=120)
+    seconds = round(time.monotonic() - started, 1)
+    time.sleep(5)  # the last deliveries
+    meter = local.meter()
+    if receiver is not None and webhook is not None:
+        request("DELETE", f"{local.runtime.api}/device-management/webhooks/{webhook['id']}")
+        receiver.shutdown()
+    return {"devices": devices, "seconds": seconds, "subscribed": subscribed, "meter": meter}
 
 
 def run_naive(local: Local, devices: int, key: str) -> dict[str, Any]:
@@ -68,15 +93,36 @@ def run_naive(local: Local, devices: int, key: str) -> dict[str, Any]:
     return {"devices": devices, "seconds": round(time.monotonic() - started, 1), "meter": local.meter()}
 
 
-def units(meter: dict[str, Any]) -> dict[str, float]:
-    """What the bill counts, from one run's meter."""
-    calls = meter["calls"]
-    return {
+def _by_push(counts: dict[str, int], suffix: str) -> int:
+    return sum(n for key, n in counts.items() if key.split(":", 1)[0] in PUSH_FUNCTIONS and key.endswith(suffix))
+
+
+def units(meter: dict[str, Any], seconds: float = 0.0, subscribers: int = 0) -> dict[str, float]:
+    """What the bill counts, from one run's meter: the orchestration's units and push's apart."""
+    calls, by_caller = meter["calls"], meter.get("byCaller", {"calls": {}, "dynamodb": {}})
+    invocations, milliseconds = meter["lambdaInvocations"], meter["lambdaMilliseconds"]
+    push_capacity = by_caller["dynamodb"]
+    push = {
+        "pushLambdaRequests": sum(n for name, n in invocations.items() if name in PUSH_FUNCTIONS),
+        "pushLambdaGbSeconds": sum(
+            ms / 1000 * MEMORY_GB[name] for name, ms in milliseconds.items() if name in PUSH_FUNCTIONS
+        ),
+        "pushDynamodbWriteUnits": _by_push(push_capacity, ":writeUnits"),
+        "pushDynamodbReadUnits": _by_push(push_capacity, ":readUnits"),
+        "pushBusEvents": _by_push(by_caller["calls"], ":events:PutEventsEntries"),
+        "pushSqsRequests": sum(
+            n for key, n in by_caller["calls"].items() if key.split(":", 1)[0] in PUSH_FUNCTIONS and ":sqs:" in key
+        ),
+        "pushWebSocketMessages": _by_push(by_caller["calls"], ":execute-api:WebSocketMessages") + subscribers,
+        "pushWebSocketConnectionMinutes": subscribers * seconds / 60,
+    }
+    return push | {
         "stateTransitions": meter["stateTransitions"],
-        "lambdaRequests": sum(meter["lambdaInvocations"].values()),
-        "lambdaGbSeconds": sum(ms / 1000 * MEMORY_GB[name] for name, ms in meter["lambdaMilliseconds"].items()),
-        "dynamodbWriteUnits": meter["dynamodb"].get("writeUnits", 0),
-        "dynamodbReadUnits": meter["dynamodb"].get("readUnits", 0),
+        "lambdaRequests": sum(invocations.values()) - push["pushLambdaRequests"],
+        "lambdaGbSeconds": sum(ms / 1000 * MEMORY_GB[name] for name, ms in milliseconds.items())
+        - push["pushLambdaGbSeconds"],
+        "dynamodbWriteUnits": meter["dynamodb"].get("writeUnits", 0) - push["pushDynamodbWriteUnits"],
+        "dynamodbReadUnits": meter["dynamodb"].get("readUnits", 0) - push["pushDynamodbReadUnits"],
         "s3Puts": sum(n for call, n in calls.items() if call.startswith("service:s3:") and "Put" in call),
         "s3Gets": sum(n for call, n in calls.items() if call.startswith("service:s3:") and "Put" not in call),
         "deviceS3Puts": sum(n for call, n in calls.items() if call.startswith("device:s3:") and "Put" in call),
@@ -96,6 +142,16 @@ def dollars(quantities: dict[str, float]) -> dict[str, float]:
         "s3": quantities["s3Puts"] * p["s3_put_per_request"] + quantities["s3Gets"] * p["s3_get_per_request"],
     }
     bill["orchestration"] = sum(bill.values())
+    bill["push"] = (
+        quantities["pushLambdaRequests"] * p["lambda_per_request"]
+        + quantities["pushLambdaGbSeconds"] * p["lambda_x86_per_gb_second"]
+        + quantities["pushDynamodbWriteUnits"] * p["dynamodb_on_demand_per_write_unit"]
+        + quantities["pushDynamodbReadUnits"] * p["dynamodb_on_demand_per_read_unit"]
+        + quantities["pushBusEvents"] * p["eventbridge_custom_event_per_event"]
+        + quantities["pushSqsRequests"] * p["sqs_per_request"]
+        + quantities["pushWebSocketMessages"] * p["apigw_websocket_per_message"]
+        + quantities["pushWebSocketConnectionMinutes"] * p["apigw_websocket_per_connection_minute"]
+    )
     bill["devicesS3"] = (
         quantities["deviceS3Puts"] * p["s3_put_per_request"] + quantities["deviceS3Gets"] * p["s3_get_per_request"]
     )
@@ -138,6 +194,8 @@ def measure(seconds: int, small: int, large: int, naive: int) -> dict[str, Any]:
         return {
             "small": run_project(local, small, script),
             "large": run_project(local, large, script),
+            "subscribedSmall": run_project(local, small, script, subscribed=True),
+            "subscribedLarge": run_project(local, large, script, subscribed=True),
             "naive": run_naive(local, naive, script),
         }
     finally:
@@ -158,15 +216,26 @@ def main() -> None:
     else:
         small, large = args.sizes
         runs = measure(args.seconds, small, large, args.naive_size)
-    measured = {name: units(run["meter"]) for name, run in runs.items()}
+    measured = {
+        name: units(run["meter"], run["seconds"], 1 if run.get("subscribed") else 0) for name, run in runs.items()
+    }
     # longrun's own rule also hears the naive design's SSM events (same account) and ignores them; the naive
     # design itself has no Lambda function
     measured["naive"].update(lambdaRequests=0, lambdaGbSeconds=0)
-    result: dict[str, Any] = {"prices": PRICES, "scriptSeconds": args.seconds, "runs": runs, "project": {}, "naive": {}}
+    result: dict[str, Any] = {
+        "prices": PRICES,
+        "scriptSeconds": args.seconds,
+        "runs": runs,
+        "project": {},
+        "subscribed": {},
+        "naive": {},
+    }
     for scale in SCALES:
         project = extrapolate(measured["small"], measured["large"], small, large, scale)
         naive = {name: value * scale / args.naive_size for name, value in measured["naive"].items()}
         result["project"][str(scale)] = {"units": project, "dollars": dollars(project)}
+        subscribed = extrapolate(measured["subscribedSmall"], measured["subscribedLarge"], small, large, scale)
+        result["subscribed"][str(scale)] = {"units": subscribed, "dollars": dollars(subscribed)}
         result["naive"][str(scale)] = {"units": naive, "dollars": dollars(naive)}
         result[f"ratio{scale}"] = round(
             result["naive"][str(scale)]["dollars"]["orchestration"]
