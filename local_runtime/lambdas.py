@@ -27,12 +27,13 @@ import threading
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from local_runtime import iam, meter
 from local_runtime.identities import Identities
@@ -55,16 +56,45 @@ class Invocation:
 
 
 @dataclass
+class LogStream:
+    """An execution environment's log stream: a file of the logs dir that its process writes to, and where Lambda
+    writes START, END and REPORT lines; each REPORT line goes to the runtime's log too."""
+
+    function: Function
+    path: Path
+    name: str
+    """The stream's name, as AWS_LAMBDA_LOG_STREAM_NAME says it"""
+    init_ms: float | None = None
+    """How long the environment's init took, reported with its first invocation"""
+
+    def start(self, request_id: str) -> None:
+        _append(self.path, f"START RequestId: {request_id} Version: $LATEST\n")
+
+    def report(self, request_id: str, duration_ms: float, max_memory_mb: int, error_type: str | None) -> None:
+        function = self.function
+        line = (
+            f"REPORT RequestId: {request_id}\tDuration: {duration_ms:.2f} ms\t"
+            f"Billed Duration: {math.ceil(duration_ms)} ms\t"
+            f"Memory Size: {function.memory} MB\tMax Memory Used: {max_memory_mb} MB"
+        )
+        if self.init_ms is not None:
+            line += f"\tInit Duration: {self.init_ms:.2f} ms"
+            self.init_ms = None
+        if error_type:
+            line += f"\tStatus: error ({error_type})"
+        _append(self.path, f"END RequestId: {request_id}\n{line}\n")
+        log.info("%s %s", function.logical_id, line)
+
+
+@dataclass
 class _Environment:
     """One execution environment: a process running lambda_bootstrap.py."""
 
     function: Function
     process: subprocess.Popen[str]
     answers: _Lines
-    log_stream: Path
-    init_ms: float | None = None
+    log: LogStream
     init_error: Any = None
-    reported_init: bool = False
 
     def close(self) -> None:
         if self.process.poll() is None:
@@ -73,11 +103,58 @@ class _Environment:
         self.answers.close()
 
 
-@dataclass
-class _Pool:
-    idle: list[_Environment] = field(default_factory=list)
-    running: int = 0
-    condition: threading.Condition = field(default_factory=threading.Condition)
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
+
+E = TypeVar("E", bound=_Closable)
+
+
+class EnvironmentPool(Generic[E]):
+    """One function's execution environments: an idle one is reused, one invocation at a time; a new one starts when
+    none is idle, up to ENVIRONMENTS_PER_FUNCTION at once, and further invocations wait for one to be free."""
+
+    def __init__(self) -> None:
+        self._idle: list[E] = []
+        self._running = 0
+        self._closed = False
+        self._condition = threading.Condition()
+
+    def acquire(self, start: Callable[[], E], timeout: float | None = None) -> E:
+        """An idle environment, or a new one from ``start``; TimeoutError if none is free within ``timeout``."""
+        with self._condition:
+            if not self._condition.wait_for(
+                lambda: bool(self._idle) or self._running < ENVIRONMENTS_PER_FUNCTION, timeout
+            ):
+                raise TimeoutError(f"no execution environment was free within {timeout:.1f} s")
+            self._running += 1
+            if self._idle:
+                return self._idle.pop()
+        try:
+            return start()
+        except BaseException:
+            with self._condition:
+                self._running -= 1
+                self._condition.notify()
+            raise
+
+    def release(self, environment: E, reusable: bool) -> None:
+        """Done with an invocation: the environment is kept for the next one, or closed."""
+        with self._condition:
+            self._running -= 1
+            if reusable and not self._closed:
+                self._idle.append(environment)
+            else:
+                environment.close()
+            self._condition.notify()
+
+    def close(self) -> None:
+        """Close the idle environments, and each busy one once it is released."""
+        with self._condition:
+            self._closed = True
+            for environment in self._idle:
+                environment.close()
+            self._idle.clear()
 
 
 def function_site(stack: LocalStack, cache: Path) -> Path:
@@ -116,7 +193,7 @@ class LambdaBridge:
         self._aws_environment = aws_environment
         self._logs_dir = logs_dir
         self._by_name = {f.name: f for f in stack.functions.values()} | {f.arn: f for f in stack.functions.values()}
-        self._pools: dict[str, _Pool] = defaultdict(_Pool)
+        self._pools: dict[str, EnvironmentPool[_Environment]] = defaultdict(EnvironmentPool)
         self._async = ThreadPoolExecutor(max_workers=ASYNC_WORKERS, thread_name_prefix="lambda-async")
         self._closing = threading.Event()
 
@@ -138,14 +215,15 @@ class LambdaBridge:
     def invoke(self, function: Function, event: Any) -> Invocation:
         """A synchronous (RequestResponse) invocation."""
         request_id = str(uuid.uuid4())
-        environment = self._acquire(function)
+        pool = self._pools[function.logical_id]
+        environment = pool.acquire(lambda: self._start(function))
         started = time.perf_counter()
         healthy = False
         try:
             answer, healthy = self._run(environment, request_id, event)
         finally:
             meter.count_invocation(function.logical_id, (time.perf_counter() - started) * 1000)
-            self._release(function, environment, healthy)
+            pool.release(environment, healthy)
         return Invocation(payload=answer["payload"], error=answer["error"])
 
     def invoke_async(self, function: Function, event: Any, retries: int = ASYNC_RETRIES) -> None:
@@ -166,41 +244,14 @@ class LambdaBridge:
         self._closing.set()
         self._async.shutdown(wait=False, cancel_futures=True)
         for pool in self._pools.values():
-            with pool.condition:
-                for environment in pool.idle:
-                    environment.close()
-                pool.idle.clear()
+            pool.close()
 
     # --- execution environments -------------------------------------------------------------------
 
-    def _acquire(self, function: Function) -> _Environment:
-        pool = self._pools[function.logical_id]
-        with pool.condition:
-            while not pool.idle and pool.running >= ENVIRONMENTS_PER_FUNCTION:
-                pool.condition.wait()
-            pool.running += 1
-            if pool.idle:
-                return pool.idle.pop()
-        try:
-            return self._start(function)
-        except BaseException:
-            with pool.condition:
-                pool.running -= 1
-                pool.condition.notify()
-            raise
-
-    def _release(self, function: Function, environment: _Environment, healthy: bool) -> None:
-        pool = self._pools[function.logical_id]
-        with pool.condition:
-            pool.running -= 1
-            if healthy and not self._closing.is_set():
-                pool.idle.append(environment)
-            else:
-                environment.close()
-            pool.condition.notify()
-
-    def _start(self, function: Function) -> _Environment:
-        """A cold environment: a new process that imports the handler."""
+    def sandbox(self, function: Function) -> tuple[dict[str, str], LogStream]:
+        """What a new execution environment of ``function`` starts with: its process's environment variables (the
+        template's, Lambda's reserved ones, its role's credentials, its code and layers on PYTHONPATH), and its new
+        log stream."""
         now = datetime.now(UTC)
         stream = f"{now:%Y/%m/%d}/[$LATEST]{uuid.uuid4().hex}"
         log_path = self._logs_dir / function.name / (stream.replace("/", "-") + ".log")
@@ -228,8 +279,13 @@ class LambdaBridge:
             "TZ": ":UTC",
             "_HANDLER": function.handler,
         }
+        return environ, LogStream(function, log_path, stream)
+
+    def _start(self, function: Function) -> _Environment:
+        """A cold environment: a new process that imports the handler."""
+        environ, log_stream = self.sandbox(function)
         read_fd, write_fd = os.pipe()
-        with log_path.open("ab") as log_file:
+        with log_stream.path.open("ab") as log_file:
             process = subprocess.Popen(
                 [sys.executable, "-S", "-u", str(BOOTSTRAP), str(write_fd), function.arn],  # -S: no site-packages
                 cwd=function.code_dir,
@@ -242,12 +298,12 @@ class LambdaBridge:
                 start_new_session=True,
             )
         os.close(write_fd)
-        environment = _Environment(function, process, _Lines(read_fd), log_path)
+        environment = _Environment(function, process, _Lines(read_fd), log_stream)
         ready = environment.answers.read(function.timeout + 10)
         if ready is None:
             environment.close()
-            raise RuntimeError(f"{function.logical_id} did not start; see {log_path}")
-        environment.init_ms, environment.init_error = ready["initMs"], ready["error"]
+            raise RuntimeError(f"{function.logical_id} did not start; see {log_stream.path}")
+        log_stream.init_ms, environment.init_error = ready["initMs"], ready["error"]
         return environment
 
     def _run(self, environment: _Environment, request_id: str, event: Any) -> tuple[dict[str, Any], bool]:
@@ -255,7 +311,7 @@ class LambdaBridge:
         function = environment.function
         deadline = time.time() + function.timeout
         trace = f"Root=1-{int(time.time()):08x}-{uuid.uuid4().hex[:24]};Parent={uuid.uuid4().hex[:16]};Sampled=0"
-        _append(environment.log_stream, f"START RequestId: {request_id} Version: $LATEST\n")
+        environment.log.start(request_id)
         assert environment.process.stdin is not None
         try:
             environment.process.stdin.write(
@@ -286,23 +342,9 @@ class LambdaBridge:
             }
         elif environment.init_error is not None:
             healthy = False  # Lambda starts a new environment after a failed init
-        self._report(environment, request_id, answer)
+        error_type = answer["payload"].get("errorType") if answer["error"] else None
+        environment.log.report(request_id, float(answer["durationMs"]), answer["maxMemoryMB"], error_type)
         return answer, healthy
-
-    def _report(self, environment: _Environment, request_id: str, answer: dict[str, Any]) -> None:
-        function = environment.function
-        duration = float(answer["durationMs"])
-        line = (
-            f"REPORT RequestId: {request_id}\tDuration: {duration:.2f} ms\tBilled Duration: {math.ceil(duration)} ms\t"
-            f"Memory Size: {function.memory} MB\tMax Memory Used: {answer['maxMemoryMB']} MB"
-        )
-        if not environment.reported_init and environment.init_ms is not None:
-            line += f"\tInit Duration: {environment.init_ms:.2f} ms"
-            environment.reported_init = True
-        if answer["error"]:
-            line += f"\tStatus: error ({answer['payload'].get('errorType')})"
-        _append(environment.log_stream, f"END RequestId: {request_id}\n{line}\n")
-        log.info("%s %s", function.logical_id, line)
 
 
 def _append(path: Path, text: str) -> None:

@@ -747,32 +747,15 @@ class TaskStore:
     def list_webhooks(
         self, owner_key: str, limit: int, next_token: str | None
     ) -> tuple[list[WebhookEndpoint], str | None]:
-        pk = _owner_pk(owner_key)
-        query: dict[str, Any] = {
-            "KeyConditionExpression": "PK = :pk AND begins_with(SK, :prefix)",
-            "ExpressionAttributeValues": {":pk": pk, ":prefix": "WEBHOOK#"},
-            "Limit": limit,
-        }
-        if next_token:
-            query["ExclusiveStartKey"] = _decode_token(next_token, PK=pk)
-        page = self._table.query(**query)
-        endpoints = [self._webhook_from_item(item) for item in page["Items"]]
-        return endpoints, _encode_token(page.get("LastEvaluatedKey"))
+        items, token = self._page(_owner_pk(owner_key), "WEBHOOK#", limit, next_token)
+        return [self._webhook_from_item(item) for item in items], token
 
     def webhooks_of(self, owner_key: str) -> list[WebhookEndpoint]:
-        """Every endpoint of an owner (an eventually consistent read: the publisher asks for each batch)."""
-        pk = _owner_pk(owner_key)
-        query: dict[str, Any] = {
-            "KeyConditionExpression": "PK = :pk AND begins_with(SK, :prefix)",
-            "ExpressionAttributeValues": {":pk": pk, ":prefix": "WEBHOOK#"},
-        }
-        endpoints: list[WebhookEndpoint] = []
-        while True:
-            page = self._table.query(**query)
-            endpoints += [self._webhook_from_item(item) for item in page["Items"]]
-            if "LastEvaluatedKey" not in page:
-                return endpoints
-            query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        """Every endpoint of an owner."""
+        items = self._query_all(
+            "PK = :pk AND begins_with(SK, :prefix)", {":pk": _owner_pk(owner_key), ":prefix": "WEBHOOK#"}
+        )
+        return [self._webhook_from_item(item) for item in items]
 
     def remove_webhook(self, owner_key: str, webhook_id: str) -> bool:
         """Remove an endpoint; False if the owner had no such endpoint."""
@@ -871,24 +854,29 @@ class TaskStore:
         self, webhook_id: str, limit: int, next_token: str | None
     ) -> tuple[list[WebhookDelivery], str | None]:
         """An endpoint's deliveries, newest first."""
-        pk = f"WEBHOOK#{webhook_id}"
+        items, token = self._page(f"WEBHOOK#{webhook_id}", "DELIVERY#", limit, next_token, newest_first=True)
+        return [self._delivery_from_item(item) for item in items], token
+
+    # --- helpers -------------------------------------------------------------------------------
+
+    def _query_prefix(self, task_id: str, prefix: str) -> Iterator[dict[str, Any]]:
+        return self._query_all("PK = :pk AND begins_with(SK, :prefix)", {":pk": _task_pk(task_id), ":prefix": prefix})
+
+    def _page(
+        self, pk: str, prefix: str, limit: int, next_token: str | None, newest_first: bool = False
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of the items under ``pk`` whose sort key starts with ``prefix``, and the next page's token."""
         query: dict[str, Any] = {
             "KeyConditionExpression": "PK = :pk AND begins_with(SK, :prefix)",
-            "ExpressionAttributeValues": {":pk": pk, ":prefix": "DELIVERY#"},
-            "ScanIndexForward": False,
+            "ExpressionAttributeValues": {":pk": pk, ":prefix": prefix},
+            "ScanIndexForward": not newest_first,
             "ConsistentRead": True,
             "Limit": limit,
         }
         if next_token:
             query["ExclusiveStartKey"] = _decode_token(next_token, PK=pk)
         page = self._table.query(**query)
-        deliveries = [self._delivery_from_item(item) for item in page["Items"]]
-        return deliveries, _encode_token(page.get("LastEvaluatedKey"))
-
-    # --- helpers -------------------------------------------------------------------------------
-
-    def _query_prefix(self, task_id: str, prefix: str) -> Iterator[dict[str, Any]]:
-        return self._query_all("PK = :pk AND begins_with(SK, :prefix)", {":pk": _task_pk(task_id), ":prefix": prefix})
+        return page["Items"], _encode_token(page.get("LastEvaluatedKey"))
 
     def _query_all(self, condition: str, values: dict[str, Any]) -> Iterator[dict[str, Any]]:
         """Every item of a strongly consistent query, page after page."""
