@@ -1,6 +1,6 @@
 """The task lifecycle, generic over kinds of task. Every status change goes through ``change_status``, which makes
-the conditional write and then publishes the change: the one place later push channels (EventBridge, webhooks,
-WebSocket) attach to."""
+the conditional write and logs it. Clients hear of it through the change feed (longrun.change_feed): the table's
+stream carries every write, so nothing here has to publish, and a crash after the write loses no event."""
 
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def finish(store: TaskStore, task_id: str, to: TaskStatus, reason: str | None = 
 
 
 def publish(task: Task) -> None:
-    """Tell the world a task changed status. Today: one structured log line per change."""
+    """One structured log line per status change."""
     logger.info(
         "task status changed",
         extra={

@@ -1,0 +1,76 @@
+"""The push functions' handlers, given the sample events of events/ (as their triggers send them), against AWS
+APIs: a WebSocket connection and its subscription, a batch of the table's stream, a queued webhook delivery."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import boto3
+import pytest
+
+from longrun import config, services
+from longrun.models import Owner, ScriptExecutionRequest
+from longrun.store import owner_digest
+from tests.conftest import ROOT, function_module
+from tests.integration.conftest import Deployment
+from tests.integration.test_api import Context
+
+TASK = "0b8d9c43-1111-4222-8333-944455556666"
+ALICE = Owner(key="iam:AIDAEXAMPLEALICE00001", name="arn:aws:iam::123456789012:user/alice")
+
+
+def sample(name: str) -> dict[str, Any]:
+    return dict(json.loads((ROOT / "events" / name).read_text()))
+
+
+@pytest.fixture
+def push_env(deployed: Deployment, monkeypatch: pytest.MonkeyPatch) -> Deployment:
+    """The environment the push functions get from the template, with the bus and the queue it names."""
+    for name in ("PublishEventsFunction", "WebSocketFunction", "DeliverWebhooksFunction"):
+        for key, value in deployed.stack.functions[name].environment.items():
+            monkeypatch.setenv(key, value)
+    boto3.client("events").create_event_bus(
+        Name=deployed.stack.functions["PublishEventsFunction"].environment["EVENT_BUS_NAME"]
+    )
+    queue = boto3.client("sqs").create_queue(QueueName="deliveries")["QueueUrl"]
+    monkeypatch.setenv("WEBHOOK_DELIVERY_QUEUE_URL", queue)
+    for cached in (config.settings, services.task_store, services.script_executions, services.publisher):
+        cached.cache_clear()
+    services.subscriptions.cache_clear()
+    request = ScriptExecutionRequest.model_validate(
+        {"device-ids": ["web-1", "web-2", "db-1"], "script-url": "scripts/a.sh"}
+    )
+    services.task_store().create_task(TASK, "script-execution", ALICE, request, "arn:aws:states:::execution:m:x")
+    return deployed
+
+
+def test_a_websocket_connection_subscribes_to_its_callers_task(push_env: Deployment) -> None:
+    websocket = function_module("websocket")
+    connection = sample("websocket-connect.json")["requestContext"]["connectionId"]
+    assert websocket.handler(sample("websocket-connect.json"), Context()) == {"statusCode": 200}
+    assert services.task_store().connection_owner(connection) == owner_digest(ALICE.key)
+    assert websocket.handler(sample("websocket-subscribe.json"), Context()) == {"statusCode": 200}
+    assert services.task_store().subscribers(TASK) == [connection]
+    task = services.task_store().get_task(TASK)
+    assert task is not None and task.events_kept
+    disconnect = sample("websocket-connect.json")
+    disconnect["requestContext"] |= {"routeKey": "$disconnect", "eventType": "DISCONNECT"}
+    websocket.handler(disconnect, Context())
+    assert services.task_store().subscribers(TASK) == []
+
+
+def test_a_connection_without_an_iam_caller_is_refused(push_env: Deployment) -> None:
+    event = sample("websocket-connect.json")
+    event["requestContext"]["identity"] = {"sourceIp": "127.0.0.1"}
+    assert function_module("websocket").handler(event, Context()) == {"statusCode": 401}
+
+
+def test_a_stream_batch_is_published_without_failures(push_env: Deployment) -> None:
+    answer = function_module("publish_events").handler(sample("publish-events.json"), Context())
+    assert answer == {"batchItemFailures": []}
+
+
+def test_a_delivery_to_a_removed_endpoint_is_done_with(push_env: Deployment) -> None:
+    answer = function_module("deliver_webhooks").handler(sample("deliver-webhooks.json"), Context())
+    assert answer == {"batchItemFailures": []}
