@@ -231,3 +231,34 @@ def test_an_sqs_queue_behind_a_rule_on_the_bus_receives_the_events(service: Serv
         "IN_PROGRESS",
         "COMPLETE",
     ]
+
+
+def test_after_a_rotation_deliveries_verify_with_the_new_secret_and_the_old_one(
+    service: Service, receiver: Receiver
+) -> None:
+    made = service.request("POST", WEBHOOKS, {"url": receiver.url})
+    try:
+        rotated = service.request("POST", f"{WEBHOOKS}/{made.body['id']}/rotate-secret")
+        assert rotated.status == 200 and rotated.body["secret"] not in (None, made.body["secret"])
+        ping = service.request("POST", f"{WEBHOOKS}/{made.body['id']}/test")
+        wait_for(lambda: any(headers["webhook-id"] == ping.body["id"] for headers, _ in receiver.received))
+        headers, raw = next((h, r) for h, r in receiver.received if h["webhook-id"] == ping.body["id"])
+        assert len(headers["webhook-signature"].split(" ")) == 2  # both secrets sign for a day
+        for secret in (rotated.body["secret"], made.body["secret"]):
+            assert Verifier(secret).verify(raw, headers)["type"] == "webhook.ping"
+    finally:
+        service.request("DELETE", f"{WEBHOOKS}/{made.body['id']}")
+
+
+def test_a_receiver_answering_410_gone_disables_its_endpoint(service: Service, receiver: Receiver) -> None:
+    receiver.answers = [410]
+    made = service.request("POST", WEBHOOKS, {"url": receiver.url})
+    try:
+        service.request("POST", f"{WEBHOOKS}/{made.body['id']}/test")
+        wait_for(lambda: not service.request("GET", f"{WEBHOOKS}/{made.body['id']}").body["enabled"])
+        endpoint = service.request("GET", f"{WEBHOOKS}/{made.body['id']}").body
+        assert endpoint["disabledReason"] == "the endpoint answered 410 Gone"
+        listed = service.request("GET", f"{WEBHOOKS}/{made.body['id']}/deliveries").body["items"]
+        assert [(d["status"], [a.get("statusCode") for a in d["attempts"]]) for d in listed] == [("FAILED", [410])]
+    finally:
+        service.request("DELETE", f"{WEBHOOKS}/{made.body['id']}")
