@@ -110,8 +110,12 @@ def units(meter: dict[str, Any], seconds: float = 0.0, subscribers: int = 0) -> 
         "pushDynamodbWriteUnits": _by_push(push_capacity, ":writeUnits"),
         "pushDynamodbReadUnits": _by_push(push_capacity, ":readUnits"),
         "pushBusEvents": _by_push(by_caller["calls"], ":events:PutEventsEntries"),
+        # Every SQS request but the pollers' empty receives (an idle cost of the deployment, not of a task: see
+        # docs/benchmarks.md); a receive that found messages is one per batch deleted.
         "pushSqsRequests": sum(
-            n for key, n in by_caller["calls"].items() if key.split(":", 1)[0] in PUSH_FUNCTIONS and ":sqs:" in key
+            n * (2 if key.endswith(("DeleteMessage", "DeleteMessageBatch")) else 1)
+            for key, n in by_caller["calls"].items()
+            if key.split(":", 1)[0] in PUSH_FUNCTIONS and ":sqs:" in key and not key.endswith("ReceiveMessage")
         ),
         "pushWebSocketMessages": _by_push(by_caller["calls"], ":execute-api:WebSocketMessages") + subscribers,
         "pushWebSocketConnectionMinutes": subscribers * seconds / 60,
