@@ -9,6 +9,15 @@ the request context, identity of the caller, base64 bodies); the function is inv
 with its resource-based permission for API Gateway, or with the caller's own credentials (SAM's default for
 AWS_IAM), which local callers do not have for Lambda, as API clients normally do not. Integrations time out after 29 s.
 
+A streamed route (responseTransferMode STREAM) invokes its function through Lambda Web Adapter (web_adapter.py) with
+the same proxy event, after the same permission check, and streams the response: its status and headers once the
+function has sent them, then each piece of the body as soon as it comes (chunked). The stream ends at the
+integration's timeoutInMillis (at most 15 minutes) or the function's timeout, or after the idle timeout of the API's
+endpoint type (30 s edge-optimized, 5 minutes regional or private) without a byte, counted from the request until
+the status and headers too; a stream cut short ends without its last chunk, as API Gateway cuts it. A function that
+fails before it answers is a 502, one that does not answer in time a 504; a client that goes away closes the
+connection to the function.
+
 Callers: a request signed with SigV4 is attributed to the access key's identity without checking the signature:
 ``NAME`` is the IAM user NAME, ``ROLE~SESSION`` a session of the assumed role ROLE; an unsigned request comes from the
 local default caller. The HTTP server, the Lambda proxy integration and the caller's identity serve the WebSocket API
@@ -22,9 +31,12 @@ import hashlib
 import json
 import logging
 import re
+import select
+import socket
 import threading
+import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -36,10 +48,15 @@ from urllib.parse import parse_qs, urlsplit
 from local_runtime.lambdas import Invocation, LambdaBridge
 from local_runtime.sigv4 import signer
 from local_runtime.template import ACCOUNT_ID, Function, LocalStack, RestApi, Route
+from local_runtime.web_adapter import InvocationFailed, Streaming, WebAdapter
 
 log = logging.getLogger("local_runtime.api")
 INTEGRATION_TIMEOUT_SECONDS = 29
 MAX_PAYLOAD_BYTES = 10 * 1024 * 1024
+STREAM_IDLE_TIMEOUT_SECONDS = {"EDGE": 30.0, "REGIONAL": 300.0, "PRIVATE": 300.0}
+"""How long a streamed response may go without a byte, by the API's endpoint type"""
+_NOT_STREAMED = {"connection", "content-length", "date", "keep-alive", "transfer-encoding"}
+"""Response headers of the function's that do not reach the client of a stream (sent chunked, dated by the API)"""
 CALLER_CREDENTIALS = "arn:aws:iam::*:user/*"
 DEFAULT_STATUS = {
     "ACCESS_DENIED": 403,
@@ -67,8 +84,6 @@ _DEFAULT_TEMPLATE = '{"message":$context.error.messageString}'
 _VARIABLE = re.compile(r"\$(?:\{(context(?:\.\w+)+)\}|(context(?:\.\w+)+))")
 
 Reply = tuple[int, dict[str, list[str]], bytes]
-Answer = Callable[[str, str, dict[str, list[str]], bytes], Reply]
-"""Answers one request: (method, target, headers, body) -> (status, headers, body)"""
 
 
 @dataclass(frozen=True)
@@ -102,6 +117,42 @@ class GatewayError:
         return self.status or DEFAULT_STATUS.get(self.kind, 500)
 
 
+@dataclass
+class Streamed:
+    """A streamed integration response: the function's status and headers, then its body as it comes."""
+
+    response: Streaming
+    deadline: float
+    """When the stream ends at the latest (time.monotonic())"""
+    idle_timeout: float
+    request: str
+    """METHOD path, for the log"""
+
+    def chunks(self) -> Iterator[bytes]:
+        """Each piece of the body as soon as it has come, until it ends, or the stream is cut short (``complete``
+        says which)."""
+        while (left := self.deadline - time.monotonic()) > 0:
+            try:
+                chunk = self.response.read(min(self.idle_timeout, left))
+            except TimeoutError:
+                if time.monotonic() < self.deadline:
+                    log.info("%s: the stream was idle for %.0f s: cut short", self.request, self.idle_timeout)
+                    return
+                break
+            if not chunk:
+                return
+            yield chunk
+        log.info("%s: the stream reached its integration's or its function's timeout: cut short", self.request)
+
+    @property
+    def complete(self) -> bool:
+        return self.response.complete
+
+
+Answer = Callable[[str, str, dict[str, list[str]], bytes], Reply | Streamed]
+"""Answers one request: (method, target, headers, body) -> (status, headers, body), or a stream"""
+
+
 class ApiGateway:
     def __init__(self, stack: LocalStack, lambdas: LambdaBridge, default_caller: str) -> None:
         self._stack = stack
@@ -110,12 +161,14 @@ class ApiGateway:
         self._default_caller = default_caller
         self._server: GatewayServer | None = None
         self._integrations = ThreadPoolExecutor(max_workers=32, thread_name_prefix="api-integration")
+        streamed = {route.function: stack.functions[route.function] for route in self._api.routes if route.streamed}
+        self._adapter = WebAdapter(lambdas, streamed.values())
 
     @property
     def stage(self) -> str:
         return self._api.stage
 
-    def handle(self, method: str, target: str, headers: dict[str, list[str]], body: bytes) -> Reply:
+    def handle(self, method: str, target: str, headers: dict[str, list[str]], body: bytes) -> Reply | Streamed:
         url = urlsplit(target)
         stage, _, rest = url.path.lstrip("/").partition("/")
         if stage != self._api.stage:
@@ -133,8 +186,30 @@ class ApiGateway:
         if not self._may_invoke(route, method):
             return self._gateway_error(GatewayError("API_CONFIGURATION_ERROR", "Internal server error"), context)
         event = self._event(route, params, method, path, url.query, headers, body, context)
+        if route.streamed:
+            return self._stream(route, event, context)
         outcome = invoke_proxy(self._integrations, self._lambdas, self._stack.functions[route.function], event)
         return self._gateway_error(outcome, context) if isinstance(outcome, GatewayError) else outcome
+
+    def _stream(self, route: Route, event: dict[str, Any], context: dict[str, Any]) -> Reply | Streamed:
+        """A Lambda proxy integration with response streaming: the function's response once its status and headers
+        have come, or the error API Gateway answers instead (the function failed before it answered: 502; it did not
+        answer within the integration's timeout or the idle timeout: 504)."""
+        started = time.monotonic()
+        deadline = started + route.timeout_ms / 1000
+        idle_timeout = STREAM_IDLE_TIMEOUT_SECONDS[self._api.endpoint_type]
+        request = f"{context['httpMethod']} {context['path']}"
+        try:
+            response = self._adapter.invoke(
+                self._stack.functions[route.function], event, min(deadline, started + idle_timeout)
+            )
+        except TimeoutError:
+            log.info("%s: no answer from %s in time", request, route.function)
+            return self._gateway_error(GatewayError("INTEGRATION_TIMEOUT", "Endpoint request timed out"), context)
+        except InvocationFailed as error:
+            log.warning("%s: %s failed: %s", request, route.function, error)
+            return self._gateway_error(GatewayError("DEFAULT_5XX", "Internal server error", 502), context)
+        return Streamed(response, min(deadline, response.deadline), idle_timeout, request)
 
     def _route(self, method: str, path: str) -> tuple[Route | None, dict[str, str]]:
         for route in self._api.routes:
@@ -228,6 +303,7 @@ class ApiGateway:
         if self._server:
             self._server.stop()
         self._integrations.shutdown(wait=False, cancel_futures=True)
+        self._adapter.close()
 
 
 class GatewayServer(ThreadingHTTPServer):
@@ -261,7 +337,11 @@ class GatewayHandler(BaseHTTPRequestHandler):
         headers: dict[str, list[str]] = {}
         for name, value in self.headers.items():
             headers.setdefault(name.lower(), []).append(value)
-        status, out_headers, data = self.server.answer(self.command, self.path, headers, body)
+        reply = self.server.answer(self.command, self.path, headers, body)
+        if isinstance(reply, Streamed):
+            self._stream(reply)
+            return
+        status, out_headers, data = reply
         self.send_response(status)
         for name, values in out_headers.items():
             if name.lower() in ("content-length", "connection"):
@@ -273,10 +353,53 @@ class GatewayHandler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(data)
 
+    def _stream(self, reply: Streamed) -> None:
+        """The status and headers, then each piece of the body as it comes (chunked); a stream cut short ends
+        without its last chunk, the connection closed. A client that goes away closes the function's connection."""
+        done = threading.Event()
+        watcher = threading.Thread(target=_watch, args=(self.connection, reply.response.abort, done), daemon=True)
+        watcher.start()
+        try:
+            self.log_request(reply.response.status)
+            self.send_response_only(reply.response.status)
+            self.send_header("Date", self.date_time_string())
+            for name, values in reply.response.headers.items():
+                if name.lower() not in _NOT_STREAMED:
+                    for value in values:
+                        self.send_header(name, value)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for chunk in reply.chunks():
+                if self.command != "HEAD":
+                    self.wfile.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+            if reply.complete and self.command != "HEAD":
+                self.wfile.write(b"0\r\n\r\n")
+        except OSError:
+            self.server.logger.info("%s: the client went away", reply.request)
+            reply.response.abort()
+        finally:
+            done.set()
+            reply.response.close()
+        if not reply.complete:
+            self.close_connection = True
+
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = answer  # noqa: N815 - the stdlib's names
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's signature
         self.server.logger.info("%s %s", self.address_string(), format % args)
+
+
+def _watch(client: socket.socket, gone: Callable[[], None], done: threading.Event) -> None:
+    """Call ``gone`` if the client closes its connection before ``done`` is set (it sends nothing meanwhile)."""
+    while not done.is_set():
+        if select.select([client], [], [], 0.5)[0]:
+            try:
+                closed = not client.recv(1, socket.MSG_PEEK)
+            except OSError:
+                closed = True
+            if closed:
+                gone()
+            return
 
 
 def invoke_proxy(

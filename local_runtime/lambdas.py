@@ -310,7 +310,7 @@ class LambdaBridge:
         """One invocation in a given environment: (the answer, whether the environment can be reused)."""
         function = environment.function
         deadline = time.time() + function.timeout
-        trace = f"Root=1-{int(time.time()):08x}-{uuid.uuid4().hex[:24]};Parent={uuid.uuid4().hex[:16]};Sampled=0"
+        trace = trace_id()
         environment.log.start(request_id)
         assert environment.process.stdin is not None
         try:
@@ -345,6 +345,11 @@ class LambdaBridge:
         error_type = answer["payload"].get("errorType") if answer["error"] else None
         environment.log.report(request_id, float(answer["durationMs"]), answer["maxMemoryMB"], error_type)
         return answer, healthy
+
+
+def trace_id() -> str:
+    """An invocation's X-Ray trace header (_X_AMZN_TRACE_ID), not sampled: X-Ray is not played."""
+    return f"Root=1-{int(time.time()):08x}-{uuid.uuid4().hex[:24]};Parent={uuid.uuid4().hex[:16]};Sampled=0"
 
 
 def _append(path: Path, text: str) -> None:

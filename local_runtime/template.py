@@ -29,6 +29,10 @@ before then the ARN names any stream of the table: as an IAM resource it matches
 source mapping reads the stream's real ARN (DescribeTable's LatestStreamArn) once the table exists."""
 CODE_BUCKET = "local-code"
 """Where SAM would have uploaded each code folder; its keys are the folders' paths in this repository."""
+DEFAULT_INTEGRATION_TIMEOUT_MS = 29_000
+"""An integration's timeoutInMillis when the API does not set it"""
+MAX_STREAMED_TIMEOUT_MS = 15 * 60 * 1000
+"""API Gateway streams a response for at most 15 minutes: a streamed integration's timeoutInMillis is 50 ms to 15 min"""
 SAM_PYTHON = "LONGRUN_SAM_PYTHON"
 """Names the Python of SAM CLI's environment (by default .venv-sam/bin/python in the repository)"""
 _TRANSFORM = """
@@ -66,6 +70,8 @@ class Route:
     (the caller's own credentials invoke the function)"""
     streamed: bool = False
     """responseTransferMode STREAM: the function is invoked with response streaming"""
+    timeout_ms: int = DEFAULT_INTEGRATION_TIMEOUT_MS
+    """The integration's timeoutInMillis"""
 
     def match(self, path: str) -> dict[str, str] | None:
         pattern = "^" + re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(self.path)) + "$"
@@ -88,6 +94,8 @@ class RestApi:
     stage: str
     routes: list[Route]
     gateway_responses: dict[str, GatewayResponse]
+    endpoint_type: str = "EDGE"
+    """EDGE (a REST API's default), REGIONAL or PRIVATE"""
 
 
 @dataclass(frozen=True)
@@ -577,7 +585,10 @@ def _rest_api(stack: LocalStack, logical_id: str, props: dict[str, Any]) -> Rest
             integration = spec["x-amazon-apigateway-integration"]
             function = functions_by_arn[_invoked_function(integration["uri"])]
             streamed = integration.get("responseTransferMode") == "STREAM"
-            routes.append(Route(method.upper(), path, function, integration.get("credentials"), streamed))
+            timeout_ms = int(integration.get("timeoutInMillis", DEFAULT_INTEGRATION_TIMEOUT_MS))
+            if streamed and not 50 <= timeout_ms <= MAX_STREAMED_TIMEOUT_MS:
+                raise ValueError(f"{method.upper()} {path}: a streamed integration times out within 50 ms to 15 min")
+            routes.append(Route(method.upper(), path, function, integration.get("credentials"), streamed, timeout_ms))
     responses = {}
     for kind, spec in body.get("x-amazon-apigateway-gateway-responses", {}).items():
         headers = {
@@ -591,7 +602,8 @@ def _rest_api(stack: LocalStack, logical_id: str, props: dict[str, Any]) -> Rest
         for res in stack.of_type("AWS::ApiGateway::Stage").values()
         if res["Properties"]["RestApiId"] == {"Ref": logical_id}
     ]
-    return RestApi(logical_id, stack.physical_id(logical_id), stages[0], routes, responses)
+    endpoint = stack.resolve(props.get("EndpointConfiguration", {})).get("Types", ["EDGE"])[0]
+    return RestApi(logical_id, stack.physical_id(logical_id), stages[0], routes, responses, endpoint)
 
 
 def _websocket_api(stack: LocalStack, logical_id: str, props: dict[str, Any]) -> WebSocketApi:

@@ -159,9 +159,10 @@ def _is_alive(process: psutil.Process) -> bool:
 
 
 def _is_lambda(process: psutil.Process) -> bool:
+    """One of the runtime's execution environments (lambda_bootstrap.py, or a web app behind Lambda Web Adapter)."""
     try:
-        return any(part.endswith("lambda_bootstrap.py") for part in process.cmdline())
-    except psutil.NoSuchProcess:
+        return "AWS_LAMBDA_FUNCTION_NAME" in process.environ()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
         return False
 
 
