@@ -43,6 +43,7 @@ OPENAPI_OPERATION: dict[str, Any] = {
     ],
     "responses": {
         "200": {"description": "The stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+        "204": {"description": "The task has finished and Last-Event-ID was its last event: nothing more will come"},
         **{
             str(status): {
                 "description": title,
@@ -84,6 +85,11 @@ class Handler(BaseHTTPRequestHandler):
             frames = stream.open(owner, found["task_id"], self.headers.get("Last-Event-ID"))
         except TaskError as error:
             return self._problem(error.status, error.title, error.detail)
+        if frames is None:  # the task has ended and the client has its last event: 204 stops EventSource
+            self.send_response(204)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return None
         self.send_response(200)
         self.send_header("Content-Type", EVENT_STREAM)
         self.send_header("Cache-Control", "no-cache")

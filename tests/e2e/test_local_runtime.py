@@ -13,6 +13,7 @@ from botocore.exceptions import ClientError
 
 from local_runtime import template
 from local_runtime.identities import Identities
+from local_runtime.lambdas import function_site
 from tests.conftest import ROOT
 from tests.e2e.conftest import BUCKET, RESOURCE, LocalRuntimeProcess, Service
 
@@ -150,13 +151,14 @@ def test_s3_answers_a_missing_key_403_to_a_role_that_may_not_list_the_bucket(ser
 
 def test_a_function_imports_only_what_its_layer_requires_and_boto3(service: Service) -> None:
     """As in Lambda: the functions' packages are the layer's requirements and boto3, nothing of the dev tools."""
-    packages = ROOT / ".local-runtime" / "function-packages"
-    sites = [path for path in packages.iterdir() if path.is_dir() and "." not in path.name]  # not one being built
-    assert sites
+    # the site the session's runtime installed for template.yaml's functions (built already: found, not rebuilt)
+    site = function_site(
+        template.load(ROOT, "longrun-local", "us-east-1"), ROOT / ".local-runtime" / "function-packages"
+    )
     for module, importable in (("aws_lambda_powertools", True), ("pydantic", True), ("boto3", True), ("moto", False)):
         probe = subprocess.run(
             [sys.executable, "-S", "-c", f"import {module}"],
-            env={"PYTHONPATH": str(sorted(sites, key=lambda p: p.stat().st_mtime)[-1]), "PATH": "/usr/bin:/bin"},
+            env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"},
             capture_output=True,
             check=False,
         )

@@ -31,8 +31,10 @@ class EventStream:
         self._store = store
         self._links = links
 
-    def open(self, owner: Owner, task_id: str, last_event_id: str | None) -> Iterator[str]:
-        """Check the caller may read the task (TaskNotFound, BadRequest otherwise), then answer its frames."""
+    def open(self, owner: Owner, task_id: str, last_event_id: str | None) -> Iterator[str] | None:
+        """Check the caller may read the task (TaskNotFound, BadRequest otherwise), then answer its frames; None when
+        nothing is left to send: the task has finished and the client has its last event (a reconnecting EventSource,
+        which 204 No Content stops)."""
         after = None
         if last_event_id is not None:
             if not last_event_id.isdigit():
@@ -41,6 +43,8 @@ class EventStream:
         task = self._store.get_task(task_id)
         if task is None or task.owner_key != owner_digest(owner.key) or task.kind != KIND:
             raise TaskNotFound(f"no script-execution task {task_id}")
+        if after is not None and task.status.finished and not self._store.events_after(task_id, after):
+            return None
         if not task.events_kept:
             self._store.keep_events(task_id)
         return self._frames(task_id, after)
