@@ -8,11 +8,31 @@ poll that counts k finished devices, less the moment its script exited (its ende
 from __future__ import annotations
 
 import argparse
-import threading
 import time
 from datetime import UTC, datetime
 
 from bench.common import FIGURES, Local, percentile, save
+
+
+def poll_progress(local: Local, task_id: str, every: float = 0.05) -> list[tuple[float, int]]:
+    """(when, devices finished) of each GET of the task, every ``every`` seconds until it has finished."""
+    polls: list[tuple[float, int]] = []
+    while True:
+        state = local.get(task_id)
+        counts = state["deviceCounts"]
+        polls.append((time.time(), counts["SUCCESS"] + counts["FAILED"]))
+        if state["status"] == "COMPLETE":
+            return polls
+        time.sleep(every)
+
+
+def shown_after(polls: list[tuple[float, int]], ended: list[float]) -> list[float]:
+    """For the k-th device to end, the first poll that counts k finished devices, less the moment it ended."""
+    latencies = []
+    for k, moment in enumerate(sorted(ended), start=1):
+        shown = next(t for t, finished in polls if finished >= k)
+        latencies.append(max(0.0, shown - moment))
+    return latencies
 
 
 def main() -> None:
@@ -32,30 +52,12 @@ def main() -> None:
                 "max-concurrency": args.devices,
             }
         )
-        polls: list[tuple[float, int]] = []
-        stop = threading.Event()
-
-        def poll() -> None:
-            while not stop.is_set():
-                state = local.get(task["id"])
-                counts = state["deviceCounts"]
-                polls.append((time.time(), state["deviceCounts"]["SUCCESS"] + counts["FAILED"]))
-                if state["status"] == "COMPLETE":
-                    return
-                time.sleep(0.05)
-
-        poller = threading.Thread(target=poll)
-        poller.start()
-        poller.join(timeout=600)
-        stop.set()
+        polls = poll_progress(local, task["id"])
         devices = local.devices(task["id"])
     finally:
         local.stop()
-    ended = sorted(datetime.fromisoformat(d["endedAt"]).replace(tzinfo=UTC).timestamp() for d in devices)
-    latencies = []
-    for k, moment in enumerate(ended, start=1):
-        shown = next(t for t, finished in polls if finished >= k)
-        latencies.append(max(0.0, shown - moment))
+    ended = [datetime.fromisoformat(d["endedAt"]).replace(tzinfo=UTC).timestamp() for d in devices]
+    latencies = shown_after(polls, ended)
     save(
         "progress_latency",
         {

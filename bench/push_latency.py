@@ -1,7 +1,8 @@
 """Push latency: from a device's script exit to the message that shows it, on each push channel. Devices end one
 after another (device-k sleeps 2 + k x step seconds); a WebSocket subscriber, a webhook receiver on loopback and a
 Server-Sent Events client note when each device's outcome reaches them (in a progress event's ``devices``); the
-latency is that moment less the moment its script exited (its endedAt).
+latency is that moment less the moment its script exited (its endedAt). A poller GETs the task every 50 ms in the
+same run, as the progress-latency benchmark does: the floor every channel starts from (the outcome recorded).
 
     python -m bench.push_latency [--devices 40] [--step 0.25]
 """
@@ -20,6 +21,7 @@ from typing import Any
 from websockets.sync.client import connect
 
 from bench.common import RESOURCE, Local, percentile, request, save
+from bench.progress_latency import poll_progress, shown_after
 
 PROGRESS = "script-execution.progress"
 FINISHED = "script-execution.finished"
@@ -79,6 +81,16 @@ def sse_client(url: str, arrivals: Arrivals) -> None:
                     arrivals.note(json.loads(line[6:]))
 
 
+def _summary(latencies: list[float]) -> dict[str, float]:
+    latencies = [max(0.0, latency) for latency in latencies]
+    return {
+        "received": len(latencies),
+        "p50Seconds": round(percentile(latencies, 0.5), 3),
+        "p95Seconds": round(percentile(latencies, 0.95), 3),
+        "maxSeconds": round(max(latencies), 3),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--devices", type=int, default=40)
@@ -109,7 +121,7 @@ def main() -> None:
         ]
         for reader in readers:
             reader.start()
-        local.wait(task["id"])
+        polls = poll_progress(local, task["id"])
         for arrivals in channels.values():
             arrivals.finished.wait(timeout=120)
         for reader in readers:
@@ -120,14 +132,9 @@ def main() -> None:
         local.stop()
     ended = {str(d["device-id"]): datetime.fromisoformat(d["endedAt"]).timestamp() for d in devices}
     result: dict[str, Any] = {"devices": args.devices, "stepSeconds": args.step}
+    result["poll"] = _summary(shown_after(polls, list(ended.values())))
     for name, arrivals in channels.items():
-        latencies = [max(0.0, arrivals.at[device] - ended[device]) for device in ended if device in arrivals.at]
-        result[name] = {
-            "received": len(latencies),
-            "p50Seconds": round(percentile(latencies, 0.5), 3),
-            "p95Seconds": round(percentile(latencies, 0.95), 3),
-            "maxSeconds": round(max(latencies), 3),
-        }
+        result[name] = _summary([arrivals.at[d] - ended[d] for d in ended if d in arrivals.at])
     save("push_latency", result)
 
 

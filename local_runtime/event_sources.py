@@ -269,6 +269,7 @@ class _StreamPoller(_Poller):
         pending: dict[str, list[dict[str, Any]]] = {shard: [] for shard in iterators}
         waiting_since: dict[str, float] = {}
         while not self._stopping.is_set():
+            polled = time.monotonic()
             for shard, iterator in list(iterators.items()):
                 if iterator is None:  # a closed shard, read to its end
                     continue
@@ -286,7 +287,8 @@ class _StreamPoller(_Poller):
                             self._deliver(shard, batch)
                         pending[shard] = []
                         del waiting_since[shard]
-            self._stopping.wait(STREAM_POLL_SECONDS)
+            # four polls a second, counted from the start of each (an invocation's time is part of the wait)
+            self._stopping.wait(max(0.0, STREAM_POLL_SECONDS - (time.monotonic() - polled)))
 
     def _stream_arn(self) -> str:
         """The stream's ARN: the one the mapping names, or the table's latest when the template could only name the

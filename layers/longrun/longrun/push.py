@@ -55,11 +55,12 @@ class Publisher:
         events = change_feed.task_events(task, changes, self._links, self._finished_lists)
         if not events:
             return
+        # the nearest receivers first: the task's WebSocket subscribers, then the webhooks' queue
+        self._to_subscribers(task_id, events)
+        self._to_webhooks(task, events)
         for event in events:
             if event.type in KEPT_ALWAYS or task.events_kept:
                 self._store.keep_event(task_id, event.id, channels.body(event))
-        self._to_subscribers(task_id, events)
-        self._to_webhooks(task, events)
         self._to_bus(changes[0], events)
 
     def _finished_lists(self, task: Task) -> tuple[ResultSummary | None, list[DeviceOutcome]]:
