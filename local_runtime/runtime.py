@@ -226,6 +226,8 @@ Try it:
   curl -s {self.stage_url}/device-management/script-execution/<id>
   curl -s {self.stage_url}/device-management/script-execution/<id>/result
   curl -si -X DELETE {self.stage_url}/device-management/script-execution/<id>
+  curl -N -H 'Accept: text/event-stream' {self.stage_url}/device-management/script-execution/<id>/events
+  (a task's events are pushed too: WebSocket, webhooks, the event bus; see the README's "Push")
 
 Ctrl-C stops everything.
 """
