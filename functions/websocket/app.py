@@ -33,6 +33,5 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         case "$disconnect":
             subscriptions().disconnect(connection_id)
         case _:
-            messages = subscriptions().receive(connection_id, event.get("body"))
-            subscriptions().send(connection_id, messages)
+            subscriptions().receive(connection_id, event.get("body"))
     return {"statusCode": 200}

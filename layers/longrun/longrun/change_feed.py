@@ -38,6 +38,14 @@ def event_id(version: int, kind: TaskEventType) -> int:
     return version * IDS_PER_VERSION + EVENT_KINDS[kind]
 
 
+def shown_by_state(task: Task) -> int:
+    """The last event id a client that was shown the task as it is now has no need of: every event of its version
+    and before, except that a finished task's status change and end are still sent (its end is the stream's)."""
+    if task.status.finished:
+        return event_id(task.version, TaskEventType.PROGRESS) - 1
+    return event_id(task.version + 1, TaskEventType.PROGRESS) - 1
+
+
 def task_events(task: Task, changes: list[TaskStateChange], links: Links, finished: FinishedLists) -> list[TaskEvent]:
     """The events of one task's changes (in stream order). ``task`` is the task as it is now: its settings, owner
     and reason; each event shows the state the task had at its change."""

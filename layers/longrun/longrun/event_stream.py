@@ -57,10 +57,8 @@ class EventStream:
             return
         state = state_view(task, self._links).model_dump_json(by_alias=True)
         yield f"retry: {RETRY_MILLISECONDS}\nevent: state\ndata: {state}\n\n"
-        if after is None:  # the state shows everything up to its version; a finished task still sends its end
-            after = change_feed.event_id(task.version, TaskEventType.PROGRESS) - 1
-            if not task.status.finished:
-                after = change_feed.event_id(task.version + 1, TaskEventType.PROGRESS) - 1
+        if after is None:
+            after = change_feed.shown_by_state(task)
         started = last_sent = time.monotonic()
         while time.monotonic() - started < LONGEST_STREAM_SECONDS:
             for body in self._store.events_after(task_id, after):

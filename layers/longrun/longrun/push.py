@@ -55,12 +55,13 @@ class Publisher:
         events = change_feed.task_events(task, changes, self._links, self._finished_lists)
         if not events:
             return
-        # the nearest receivers first: the task's WebSocket subscribers, then the webhooks' queue
-        self._to_subscribers(task_id, events)
-        self._to_webhooks(task, events)
+        # Kept before the subscribers are read: a client subscribing meanwhile reads what it missed from the kept
+        # events once its subscription is written, so an event is either kept before that read or posted to it
         for event in events:
             if event.type in KEPT_ALWAYS or task.events_kept:
                 self._store.keep_event(task_id, event.id, channels.body(event))
+        self._to_subscribers(task_id, events)
+        self._to_webhooks(task, events)
         self._to_bus(changes[0], events)
 
     def _finished_lists(self, task: Task) -> tuple[ResultSummary | None, list[DeviceOutcome]]:

@@ -510,21 +510,24 @@ class TaskStore:
 
     def _update_batch(self, task_id: str, number: int, expression: str, values: dict[str, Any]) -> dict[str, Any]:
         """Update a batch's record, which must exist; answer the record as it is now."""
+        return self._update_existing({"PK": _task_pk(task_id), "SK": _batch_sk(number)}, expression, values)
+
+    def _update_existing(
+        self, key: dict[str, str], expression: str, values: dict[str, Any], names: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        """Update an item that must exist (ConditionFailed otherwise); answer the item as it is now."""
         updated: dict[str, Any] = {}
-
-        def update() -> None:
-            updated.update(
-                self._client.update_item(
-                    TableName=self._table_name,
-                    Key={"PK": _task_pk(task_id), "SK": _batch_sk(number)},
-                    UpdateExpression=expression,
-                    ConditionExpression="attribute_exists(PK)",
-                    ExpressionAttributeValues=values,
-                    ReturnValues="ALL_NEW",
-                )["Attributes"]
-            )
-
-        self._write(update)
+        update: dict[str, Any] = {
+            "TableName": self._table_name,
+            "Key": key,
+            "UpdateExpression": expression,
+            "ConditionExpression": "attribute_exists(PK)",
+            "ExpressionAttributeValues": values,
+            "ReturnValues": "ALL_NEW",
+        }
+        if names:
+            update["ExpressionAttributeNames"] = names
+        self._write(lambda: updated.update(self._client.update_item(**update)["Attributes"]))
         return updated
 
     def get_batch(self, task_id: str, number: int) -> Batch | None:
@@ -642,16 +645,7 @@ class TaskStore:
 
     def keep_events(self, task_id: str) -> None:
         """From now on keep the task's progress events too (it has a subscriber who may resume)."""
-        key = {"PK": _task_pk(task_id), "SK": DETAIL_SK}
-        self._write(
-            lambda: self._client.update_item(
-                TableName=self._table_name,
-                Key=key,
-                UpdateExpression="SET eventsKept = :yes",
-                ConditionExpression="attribute_exists(PK)",
-                ExpressionAttributeValues={":yes": True},
-            )
-        )
+        self._update_existing({"PK": _task_pk(task_id), "SK": DETAIL_SK}, "SET eventsKept = :yes", {":yes": True})
 
     def keep_event(self, task_id: str, event_id: int, body: str) -> None:
         """Keep an event (as long as the task): the same event kept twice is one record."""
@@ -774,38 +768,22 @@ class TaskStore:
         self, owner_key: str, webhook_id: str, secret: str, previous_until: datetime
     ) -> WebhookEndpoint | None:
         """Give an endpoint a new secret; the old one stays valid until ``previous_until``."""
-        key = _webhook_key(owner_key, webhook_id)
-        updated: dict[str, Any] = {}
-
-        def update() -> None:
-            updated.update(
-                self._client.update_item(
-                    TableName=self._table_name,
-                    Key=key,
-                    UpdateExpression="SET previousSecret = secret, secret = :secret, previousSecretUntil = :until",
-                    ConditionExpression="attribute_exists(PK)",
-                    ExpressionAttributeValues={":secret": secret, ":until": _iso(previous_until)},
-                    ReturnValues="ALL_NEW",
-                )["Attributes"]
-            )
-
         try:
-            self._write(update)
+            updated = self._update_existing(
+                _webhook_key(owner_key, webhook_id),
+                "SET previousSecret = secret, secret = :secret, previousSecretUntil = :until",
+                {":secret": secret, ":until": _iso(previous_until)},
+            )
         except ConditionFailed:
             return None
         return self._webhook_from_item(updated)
 
     def disable_webhook(self, owner_key: str, webhook_id: str, reason: str) -> None:
-        key = _webhook_key(owner_key, webhook_id)
         with contextlib.suppress(ConditionFailed):  # removed meanwhile
-            self._write(
-                lambda: self._client.update_item(
-                    TableName=self._table_name,
-                    Key=key,
-                    UpdateExpression="SET disabledAt = :now, disabledReason = :reason",
-                    ConditionExpression="attribute_exists(PK)",
-                    ExpressionAttributeValues={":now": _iso(utc_now()), ":reason": reason},
-                )
+            self._update_existing(
+                _webhook_key(owner_key, webhook_id),
+                "SET disabledAt = :now, disabledReason = :reason",
+                {":now": _iso(utc_now()), ":reason": reason},
             )
 
     def add_delivery(self, webhook_id: str, delivery: WebhookDelivery) -> None:
@@ -838,16 +816,11 @@ class TaskStore:
             "error": attempt.error,
         }
         attempt_item = {name: value for name, value in attempt_item.items() if value is not None}
-        key = _delivery_key(webhook_id, delivery.created_at, delivery.id)
-        self._write(
-            lambda: self._client.update_item(
-                TableName=self._table_name,
-                Key=key,
-                UpdateExpression="SET attempts = list_append(attempts, :attempt), #s = :status",
-                ConditionExpression="attribute_exists(PK)",
-                ExpressionAttributeNames={"#s": "status"},
-                ExpressionAttributeValues={":attempt": [attempt_item], ":status": status.value},
-            )
+        self._update_existing(
+            _delivery_key(webhook_id, delivery.created_at, delivery.id),
+            "SET attempts = list_append(attempts, :attempt), #s = :status",
+            {":attempt": [attempt_item], ":status": status.value},
+            {"#s": "status"},
         )
 
     def list_deliveries(

@@ -9,10 +9,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from longrun import channels
+from longrun import change_feed, channels
 from longrun.config import Settings
 from longrun.links import Links
-from longrun.models import Owner, SubscriptionRequest, TaskEventType
+from longrun.models import Owner, SubscriptionRequest
 from longrun.store import TaskStore, utc_now
 from longrun.tasks import KIND, state_view
 
@@ -32,46 +32,51 @@ class Subscriptions:
     def disconnect(self, connection_id: str) -> None:
         self._store.remove_connection(connection_id)
 
-    def receive(self, connection_id: str, body: str | None) -> list[str]:
-        """Act on a client's message; answer the messages to send it, in order."""
+    def receive(self, connection_id: str, body: str | None) -> bool:
+        """Act on a client's message and answer it. A subscriber gets ``subscribed`` (the task as it is now) first,
+        then the kept events after ``after`` (or after what that state shows), and from then on every event the
+        publisher sends it; the two can overlap, and the event ids tell the repeats."""
         try:
             request = SubscriptionRequest.model_validate(json.loads(body or ""))
         except (ValueError, ValidationError) as error:
-            return [_error(400, "Invalid message", _describe(error))]
+            return self._send(connection_id, [_error(400, "Invalid message", _describe(error))])
         owner_key = self._store.connection_owner(connection_id)
         if owner_key is None:
-            return [_error(410, "Connection unknown", "this connection is not registered; reconnect")]
+            return self._send(connection_id, [_error(410, "Connection unknown", "this connection is not registered")])
         task = self._store.get_task(request.task_id)
         if task is None or task.owner_key != owner_key or task.kind != KIND:
-            return [_error(404, "Task not found", f"no script-execution task {request.task_id}", request.task_id)]
+            missing = _error(404, "Task not found", f"no script-execution task {request.task_id}", request.task_id)
+            return self._send(connection_id, [missing])
         if request.action == "unsubscribe":
             self._store.unsubscribe(connection_id, task.id)
-            return [channels.dumps({"type": "unsubscribed", "task-id": task.id})]
-        self._store.subscribe(connection_id, task.id, utc_now() + CONNECTION_LIFETIME)
-        if not task.events_kept:
+            return self._send(connection_id, [channels.dumps({"type": "unsubscribed", "task-id": task.id})])
+        if not task.events_kept:  # before the state is read: no event after it can go unkept
             self._store.keep_events(task.id)
-        task = self._store.get_task(task.id) or task  # as it is now that the publisher knows the subscriber
+            task = self._store.get_task(task.id) or task
         subscribed = {
             "type": "subscribed",
             "task-id": task.id,
             "data": state_view(task, self._links).model_dump(mode="json", by_alias=True),
         }
-        messages = [channels.dumps(subscribed)]
-        if request.after is not None:
-            messages += self._store.events_after(task.id, request.after)
-        elif task.status.finished:
-            kept = self._store.events_after(task.id, -1)
-            messages += [event for event in kept if json.loads(event)["type"] == TaskEventType.FINISHED.value]
-        return messages
+        after = request.after if request.after is not None else change_feed.shown_by_state(task)
+        replay = self._store.events_after(task.id, after)
+        if not self._send(connection_id, [channels.dumps(subscribed), *replay]):
+            return False
+        # Only now does the publisher send this connection events: the kept ones it missed meanwhile come next
+        self._store.subscribe(connection_id, task.id, utc_now() + CONNECTION_LIFETIME)
+        seen = max([after, *(json.loads(event)["id"] for event in replay)])
+        return self._send(connection_id, self._store.events_after(task.id, seen))
 
-    def send(self, connection_id: str, messages: list[str]) -> None:
+    def _send(self, connection_id: str, messages: list[str]) -> bool:
+        """Send messages in order; False (and the connection forgotten) if it is gone."""
         url = self._config.websocket_connections_url
         if not url:
-            return
+            return True
         for message in messages:
             if not channels.post_to_connection(url, connection_id, message):
                 self._store.remove_connection(connection_id)
-                return
+                return False
+        return True
 
 
 def _error(status: int, title: str, detail: str, task_id: str | None = None) -> str:
