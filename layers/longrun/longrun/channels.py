@@ -8,7 +8,6 @@ from functools import cache
 from typing import Any
 
 import boto3
-from botocore.exceptions import ClientError
 
 from longrun.models import TaskEvent
 
@@ -55,10 +54,6 @@ def post_to_connection(connections_url: str, connection_id: str, data: str) -> b
         client.post_to_connection(ConnectionId=connection_id, Data=data.encode())
     except client.exceptions.GoneException:
         return False
-    except ClientError as error:
-        if error.response["Error"]["Code"] in ("GoneException", "410"):
-            return False
-        raise
     return True
 
 

@@ -57,11 +57,12 @@ class Publisher:
             return
         # Kept before the subscribers are read: a client subscribing meanwhile reads what it missed from the kept
         # events once its subscription is written, so an event is either kept before that read or posted to it
-        for event in events:
+        bodies = [channels.body(event) for event in events]  # each event's JSON, as every channel sends it
+        for event, body in zip(events, bodies, strict=True):
             if event.type in KEPT_ALWAYS or task.events_kept:
-                self._store.keep_event(task_id, event.id, channels.body(event))
-        self._to_subscribers(task_id, events)
-        self._to_webhooks(task, events)
+                self._store.keep_event(task_id, event.id, body)
+        self._to_subscribers(task_id, bodies)
+        self._to_webhooks(task, events, bodies)
         self._to_bus(changes[0], events)
 
     def _finished_lists(self, task: Task) -> tuple[ResultSummary | None, list[DeviceOutcome]]:
@@ -74,27 +75,21 @@ class Publisher:
             change_feed.never_started(devices.ids, devices.outcomes),
         )
 
-    def _to_subscribers(self, task_id: str, events: list[TaskEvent]) -> None:
-        url = self._config.websocket_connections_url
-        if not url:
+    def _to_subscribers(self, task_id: str, bodies: list[str]) -> None:
+        if not self._config.websocket_connections_url:
             return
         for connection in self._store.subscribers(task_id):
-            for event in events:
-                if not channels.post_to_connection(url, connection, channels.body(event)):
-                    self._store.remove_connection(connection)
-                    break
+            send_to_connection(self._store, self._config, connection, bodies)
 
-    def _to_webhooks(self, task: Task, events: list[TaskEvent]) -> None:
+    def _to_webhooks(self, task: Task, events: list[TaskEvent], bodies: list[str]) -> None:
         queue = self._config.webhook_delivery_queue_url
         if not queue:
             return
         messages = [
-            delivery_message(
-                endpoint.owner_key, endpoint.id, delivery_id(event), event.type, channels.body(event), event
-            )
+            delivery_message(endpoint.owner_key, endpoint.id, delivery_id(event), event.type, body, event)
             for endpoint in self._store.webhooks_of(task.owner_key)
             if endpoint.disabled_at is None
-            for event in events
+            for event, body in zip(events, bodies, strict=True)
             if event.type in endpoint.events
         ]
         if messages:
@@ -113,6 +108,19 @@ class Publisher:
                 previous = event.data.percentage
         if worthy:
             channels.put_on_bus(self._config.event_bus_name, worthy)
+
+
+def send_to_connection(store: TaskStore, config: Settings, connection_id: str, messages: list[str]) -> bool:
+    """Send a WebSocket connection messages in order; False, and the connection forgotten, once API Gateway says it
+    is gone."""
+    url = config.websocket_connections_url
+    if not url:
+        return True
+    for message in messages:
+        if not channels.post_to_connection(url, connection_id, message):
+            store.remove_connection(connection_id)
+            return False
+    return True
 
 
 def delivery_id(event: TaskEvent) -> str:

@@ -201,6 +201,11 @@ def _image(image: dict[str, Any] | None) -> dict[str, Any]:
     return cast(dict[str, Any], _plain({name: _DESERIALIZER.deserialize(value) for name, value in image.items()}))
 
 
+def _present(fields: dict[str, Any]) -> dict[str, Any]:
+    """The fields that have a value (DynamoDB keeps no attribute for a missing one)."""
+    return {name: value for name, value in fields.items() if value is not None}
+
+
 def _outcome(device_item: dict[str, Any]) -> dict[str, Any]:
     """What the task's state says of a device whose outcome the same write records: the change feed reads it."""
     return {name: device_item[name] for name in ("deviceId", "status", "exitCode", "reason") if name in device_item}
@@ -672,7 +677,7 @@ class TaskStore:
 
     def connection_owner(self, connection_id: str) -> str | None:
         """The digest of the owner's key of a connection, None if it is not known (gone or expired)."""
-        item = _plain(self._table.get_item(Key=_connection_key(connection_id), ConsistentRead=True).get("Item"))
+        item = self._connection(connection_id)
         if item is None or item.get("expiresAt", 0) < _epoch(utc_now()):
             return None
         return str(item["ownerKey"])
@@ -709,11 +714,15 @@ class TaskStore:
 
     def remove_connection(self, connection_id: str) -> None:
         """Forget a connection and its subscriptions (a connection already forgotten is no error)."""
-        item = _plain(self._table.get_item(Key=_connection_key(connection_id), ConsistentRead=True).get("Item"))
+        item = self._connection(connection_id)
         for task_id in item.get("tasks", set()) if item else set():
             self.unsubscribe(connection_id, str(task_id))
         key = _connection_key(connection_id)
         self._write(lambda: self._client.delete_item(TableName=self._table_name, Key=key))
+
+    def _connection(self, connection_id: str) -> dict[str, Any] | None:
+        found = self._table.get_item(Key=_connection_key(connection_id), ConsistentRead=True).get("Item")
+        return _plain(found) if found else None
 
     def subscribers(self, task_id: str) -> list[str]:
         """The connections subscribed to a task that have not expired."""
@@ -724,13 +733,7 @@ class TaskStore:
     # --- webhooks ------------------------------------------------------------------------------
 
     def add_webhook(self, endpoint: WebhookEndpoint) -> None:
-        item = _webhook_key(endpoint.owner_key, endpoint.id) | self._webhook_fields(endpoint)
-        put: dict[str, Any] = {
-            "TableName": self._table_name,
-            "Item": item,
-            "ConditionExpression": "attribute_not_exists(PK)",
-        }
-        self._write(lambda: self._client.put_item(**put))
+        self._put_new(_webhook_key(endpoint.owner_key, endpoint.id) | self._webhook_fields(endpoint))
 
     def get_webhook(self, owner_key: str, webhook_id: str) -> WebhookEndpoint | None:
         """One of an owner's endpoints (``owner_key`` is the digest of the owner's key), None if it has none such."""
@@ -746,10 +749,7 @@ class TaskStore:
 
     def webhooks_of(self, owner_key: str) -> list[WebhookEndpoint]:
         """Every endpoint of an owner."""
-        items = self._query_all(
-            "PK = :pk AND begins_with(SK, :prefix)", {":pk": _owner_pk(owner_key), ":prefix": "WEBHOOK#"}
-        )
-        return [self._webhook_from_item(item) for item in items]
+        return [self._webhook_from_item(item) for item in self._query_under(_owner_pk(owner_key), "WEBHOOK#")]
 
     def remove_webhook(self, owner_key: str, webhook_id: str) -> bool:
         """Remove an endpoint; False if the owner had no such endpoint."""
@@ -797,14 +797,8 @@ class TaskStore:
             "attempts": [],
             "expiresAt": _epoch(delivery.created_at + timedelta(days=DELIVERY_LOG_DAYS)),
         }
-        item = {name: value for name, value in item.items() if value is not None}
-        put: dict[str, Any] = {
-            "TableName": self._table_name,
-            "Item": item,
-            "ConditionExpression": "attribute_not_exists(PK)",
-        }
         with contextlib.suppress(ConditionFailed):
-            self._write(lambda: self._client.put_item(**put))
+            self._put_new(_present(item))
 
     def record_attempt(
         self, webhook_id: str, delivery: WebhookDelivery, attempt: DeliveryAttempt, status: DeliveryStatus
@@ -815,11 +809,10 @@ class TaskStore:
             "statusCode": attempt.status_code,
             "error": attempt.error,
         }
-        attempt_item = {name: value for name, value in attempt_item.items() if value is not None}
         self._update_existing(
             _delivery_key(webhook_id, delivery.created_at, delivery.id),
             "SET attempts = list_append(attempts, :attempt), #s = :status",
-            {":attempt": [attempt_item], ":status": status.value},
+            {":attempt": [_present(attempt_item)], ":status": status.value},
             {"#s": "status"},
         )
 
@@ -833,7 +826,16 @@ class TaskStore:
     # --- helpers -------------------------------------------------------------------------------
 
     def _query_prefix(self, task_id: str, prefix: str) -> Iterator[dict[str, Any]]:
-        return self._query_all("PK = :pk AND begins_with(SK, :prefix)", {":pk": _task_pk(task_id), ":prefix": prefix})
+        return self._query_under(_task_pk(task_id), prefix)
+
+    def _query_under(self, pk: str, prefix: str) -> Iterator[dict[str, Any]]:
+        """Every item under ``pk`` whose sort key starts with ``prefix``."""
+        return self._query_all("PK = :pk AND begins_with(SK, :prefix)", {":pk": pk, ":prefix": prefix})
+
+    def _put_new(self, item: dict[str, Any]) -> None:
+        """Write an item that must not exist yet (ConditionFailed otherwise)."""
+        put = {"TableName": self._table_name, "Item": item, "ConditionExpression": "attribute_not_exists(PK)"}
+        self._write(lambda: self._client.put_item(**cast(Any, put)))
 
     def _page(
         self, pk: str, prefix: str, limit: int, next_token: str | None, newest_first: bool = False
@@ -911,7 +913,7 @@ class TaskStore:
             "endedAt": _iso(run.ended_at),
             "stdoutUrl": run.stdout_url,
         }
-        return {name: value for name, value in fields.items() if value is not None}
+        return _present(fields)
 
     @classmethod
     def _task_from_records(cls, items: list[dict[str, Any]]) -> Task | None:

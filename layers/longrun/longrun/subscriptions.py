@@ -13,6 +13,7 @@ from longrun import change_feed, channels
 from longrun.config import Settings
 from longrun.links import Links
 from longrun.models import Owner, SubscriptionRequest
+from longrun.push import send_to_connection
 from longrun.store import TaskStore, utc_now
 from longrun.tasks import KIND, state_view
 
@@ -68,15 +69,7 @@ class Subscriptions:
         return self._send(connection_id, self._store.events_after(task.id, seen))
 
     def _send(self, connection_id: str, messages: list[str]) -> bool:
-        """Send messages in order; False (and the connection forgotten) if it is gone."""
-        url = self._config.websocket_connections_url
-        if not url:
-            return True
-        for message in messages:
-            if not channels.post_to_connection(url, connection_id, message):
-                self._store.remove_connection(connection_id)
-                return False
-        return True
+        return send_to_connection(self._store, self._config, connection_id, messages)
 
 
 def _error(status: int, title: str, detail: str, task_id: str | None = None) -> str:
