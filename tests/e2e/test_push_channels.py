@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -15,6 +16,8 @@ import pytest
 from standardwebhooks.webhooks import Webhook as Verifier
 from websockets.sync.client import connect
 
+from longrun.models import Owner
+from longrun.store import TaskStore
 from tests.e2e.conftest import BUCKET, RESOURCE, Service
 
 pytestmark = pytest.mark.e2e
@@ -262,3 +265,27 @@ def test_a_receiver_answering_410_gone_disables_its_endpoint(service: Service, r
         assert [(d["status"], [a.get("statusCode") for a in d["attempts"]]) for d in listed] == [("FAILED", [410])]
     finally:
         service.request("DELETE", f"{WEBHOOKS}/{made.body['id']}")
+
+
+def test_a_subscription_whose_connection_is_gone_is_forgotten_at_the_next_post(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """API Gateway calls $disconnect at best effort: a subscription can outlive its connection. The publisher's post
+    then answers GoneException, and the connection and its subscriptions are removed."""
+    for name, value in {
+        "AWS_ENDPOINT_URL": service.edge,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+    }.items():
+        monkeypatch.setenv(name, value)
+    store = TaskStore("longrun-local-TasksTable")
+    key = "scripts/settle-then-fail-on-db.sh"
+    service.aws("s3").put_object(Bucket=BUCKET, Key=key, Body=SETTLE_THEN_FAIL_ON_DB)
+    task = service.submit(**{"device-ids": ["web-1"], "script-url": key})
+    gone = "Gone0nnectionId="  # a connection API Gateway no longer has, its $disconnect never delivered
+    store.add_connection(gone, Owner(key="iam:someone", name="someone"), datetime.now(UTC) + timedelta(hours=1))
+    store.subscribe(gone, task["id"], datetime.now(UTC) + timedelta(hours=1))
+    service.wait(task["id"])
+    wait_for(lambda: store.connection_owner(gone) is None)
+    assert gone not in store.subscribers(task["id"])
