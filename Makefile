@@ -13,7 +13,7 @@ export SAM_CLI_TELEMETRY := 0
 
 .PHONY: run test lint validate openapi check clean bench bench-cost bench-fanout bench-latency bench-push-latency bench-cold-start bench-memory
 
-$(VENV)/.installed: requirements-dev.txt layers/longrun/requirements.txt
+$(VENV)/.installed: requirements-dev.txt layers/longrun/requirements.txt client/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
