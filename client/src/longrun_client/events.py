@@ -104,7 +104,10 @@ class Subscription:
                 raise WaitTimeout(f"task {self._task_id} had not finished in time") from error
             kind = message.get("type")
             if kind == "error":
-                raise error_for(Problem.model_validate({"title": "Refused", "status": 400} | message))
+                status = int(message.get("status", 400))
+                raise error_for(
+                    Problem(title=message.get("title", "Refused"), status=status, detail=message.get("detail"))
+                )
             if kind == "subscribed":
                 yield Progress(state=ScriptExecutionState.model_validate(message["data"]))
             elif kind in set(TaskEventType):

@@ -232,7 +232,9 @@ class Client:
 
     def add_webhook(self, url: str, events: Sequence[TaskEventType] | None = None) -> Webhook:
         """Add an endpoint for the caller's task events; the answer holds its signing secret, shown only now."""
-        body = WebhookRequest(url=url, events=list(events) if events else None).model_dump(mode="json", by_alias=True, exclude_none=True)
+        body = WebhookRequest(url=url, events=list(events) if events else None).model_dump(
+            mode="json", by_alias=True, exclude_none=True
+        )
         return self._model(Webhook, self._request("POST", WEBHOOKS, json=body))
 
     def webhooks(self) -> Iterator[Webhook]:
