@@ -14,9 +14,10 @@ TITLE = "longrun"
 VERSION = "1.0.0"
 DESCRIPTION = (
     "Long-running tasks behind a REST API. A script-execution task runs a script on a fleet of devices through "
-    "SSM Run Command: POST answers 202 with a Location to poll, GET shows status and progress, /result the "
-    "per-device outcome, DELETE cancels; /events streams a task's events (Server-Sent Events), and webhooks push "
-    "them. Errors are RFC 9457 problem details (application/problem+json). "
+    "SSM Run Command: POST answers 202 with a Location to poll, GET shows status and progress, /devices each "
+    "device's current state and its whole output, /result the per-device outcome, DELETE cancels; /events streams a "
+    "task's events (Server-Sent Events), and webhooks push them. POST /device-management/scripts hands out a "
+    "presigned URL to upload a script. Errors are RFC 9457 problem details (application/problem+json). "
     "The deployed API uses IAM authorization (SigV4)."
 )
 

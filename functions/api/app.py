@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from typing import Annotated, Any
+from urllib.parse import unquote
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
@@ -15,11 +16,15 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from longrun import scripts
 from longrun.callers import owner_of
 from longrun.config import settings
 from longrun.errors import TaskError
-from longrun.links import TASKS, WEBHOOKS, Links
+from longrun.links import SCRIPTS, TASKS, WEBHOOKS, Links
 from longrun.models import (
+    DevicePage,
+    DeviceState,
+    DeviceStatus,
     FieldError,
     Owner,
     Problem,
@@ -27,6 +32,8 @@ from longrun.models import (
     ScriptExecutionPage,
     ScriptExecutionRequest,
     ScriptExecutionResult,
+    ScriptLocation,
+    ScriptUploadRequest,
     TaskStatus,
     Webhook,
     WebhookDelivery,
@@ -35,12 +42,20 @@ from longrun.models import (
     WebhookRequest,
 )
 from longrun.services import script_executions, webhooks
-from longrun.store import WriteConflict
-from longrun.tasks import RESULT_PAGE_MAX
+from longrun.store import WriteConflict, utc_now
+from longrun.tasks import DEVICE_SCAN_WINDOW, RESULT_PAGE_MAX, Stream
 
 PROBLEM_JSON = "application/problem+json"
 TaskId = Annotated[str, Path(description="The task's id", pattern=r"^[0-9a-f-]{36}$")]
 WebhookId = Annotated[str, Path(description="The endpoint's id", pattern=r"^[0-9a-f-]{36}$")]
+DeviceId = Annotated[
+    str,
+    Path(
+        description="A device id of the task, URL-encoded (as its href has it); an integer id by its decimal form",
+        min_length=1,
+        max_length=256,
+    ),
+]
 
 logger = Logger()
 tracer = Tracer()
@@ -54,8 +69,8 @@ PROBLEMS: dict[int, OpenAPIResponse] = {
     for status, title in {
         400: "Malformed request",
         401: "No caller identity",
-        404: "No such task or webhook",
-        409: "The task is not in a state that allows this",
+        404: "No such task, device or webhook",
+        409: "The task or device is not in a state that allows this",
         422: "The request is not valid",
         503: "The workflow could not be started, or the task is busy: retry after Retry-After",
     }.items()
@@ -69,6 +84,13 @@ RETRY_AFTER: dict[str, Any] = {
     }
 }
 LOCATION: dict[str, Any] = {"Location": {"description": "The task to poll", "schema": {"type": "string"}}}
+DOWNLOAD: dict[str, Any] = {
+    "Location": {
+        "description": f"A presigned S3 GET URL of the whole stream, valid {scripts.DOWNLOAD_URL_SECONDS} seconds;"
+        " fetch it without an Authorization header",
+        "schema": {"type": "string", "format": "uri"},
+    }
+}
 
 
 def _problems(*statuses: int) -> dict[int, OpenAPIResponse]:
@@ -171,6 +193,102 @@ def result(
 ) -> Response[ScriptExecutionResult]:
     logger.set_correlation_id(task_id)
     return _json(script_executions().result(_caller(), task_id, limit, next_token), 200)
+
+
+@app.get(
+    f"{TASKS}/<task_id>/devices",
+    summary="Each device's current state, while the task runs and after",
+    description="Devices in the order the request listed them: PENDING (not sent yet), RUNNING (sent to SSM), or "
+    "the outcome recorded for it; once the task has finished, NOT_STARTED for those that never started. With "
+    f"`status`, a page looks at up to {DEVICE_SCAN_WINDOW:,} devices of the task, so it may hold fewer than `limit` "
+    "devices, or none, and still have a `next-token`: follow it until there is none. A device that has run links "
+    "to its whole stdout and stderr.",
+    responses={200: {"description": "A page of devices"}, **_problems(400, 401, 404, 422)},
+    tags=["script-execution"],
+)
+def list_devices(
+    task_id: TaskId,
+    status: Annotated[DeviceStatus | None, Query(description="Only devices in this status now")] = None,
+    limit: Annotated[int, Query(ge=1, le=RESULT_PAGE_MAX, description="Devices per page")] = RESULT_PAGE_MAX,
+    next_token: Annotated[str | None, Query(alias="next-token", description="From the previous page")] = None,
+) -> Response[DevicePage]:
+    logger.set_correlation_id(task_id)
+    return _json(script_executions().devices(_caller(), task_id, status, limit, next_token, _links()), 200)
+
+
+@app.get(
+    f"{TASKS}/<task_id>/devices/<device_id>",
+    summary="A device's current state",
+    responses={200: {"description": "The device"}, **_problems(401, 404, 422)},
+    tags=["script-execution"],
+)
+def describe_device(task_id: TaskId, device_id: DeviceId) -> Response[DeviceState]:
+    logger.set_correlation_id(task_id)
+    return _json(script_executions().device(_caller(), task_id, unquote(device_id), _links()), 200)
+
+
+def _output(task_id: str, device_id: str, stream: Stream) -> Response[None]:
+    logger.set_correlation_id(task_id)
+    url = script_executions().device_output(_caller(), task_id, unquote(device_id), stream)
+    if url is None:
+        return Response(status_code=204)
+    return Response(status_code=303, headers={"Location": url})
+
+
+def _output_route(stream: Stream) -> dict[str, Any]:
+    return {
+        "rule": f"{TASKS}/<task_id>/devices/<device_id>/{stream}",
+        "summary": f"A finished device's whole {stream}",
+        "description": f"Answers 303 See Other to a presigned S3 URL of the device's whole {stream}, valid "
+        f"{scripts.DOWNLOAD_URL_SECONDS} seconds (fetch it without an Authorization header), or 204 if S3 holds "
+        "none of it: the stream was empty (SSM stores nothing then), or it expired (the OutputRetentionDays "
+        "parameter). For the task's owner only.",
+        "responses": {
+            303: {"description": f"The {stream} is at Location", "headers": DOWNLOAD, "content": {}},
+            204: {"description": f"The {stream} is empty (or expired)", "content": {}},
+            404: {
+                "description": "No such task or device, or the device finished without running",
+                "content": {PROBLEM_JSON: {"model": Problem}},
+            },
+            409: {
+                "description": "The device has not finished: its output is ready once it has",
+                "content": {PROBLEM_JSON: {"model": Problem}},
+            },
+            **_problems(401, 422),
+        },
+        "tags": ["script-execution"],
+    }
+
+
+@app.get(**_output_route("stdout"))
+def device_stdout(task_id: TaskId, device_id: DeviceId) -> Response[None]:
+    return _output(task_id, device_id, "stdout")
+
+
+@app.get(**_output_route("stderr"))
+def device_stderr(task_id: TaskId, device_id: DeviceId) -> Response[None]:
+    return _output(task_id, device_id, "stderr")
+
+
+@app.post(
+    SCRIPTS,
+    summary="Upload a script: where it goes, and a presigned URL to put it there",
+    description="Give the file's SHA-256 and size. If the bucket holds it already, 200 with its `script-url` and "
+    "`upload` null; otherwise 201 with the `script-url` and `upload`: PUT the file to `upload.url` with exactly "
+    f"`upload.headers` (and no Authorization header) within {scripts.UPLOAD_URL_SECONDS} seconds. S3 refuses a "
+    "body of another length or digest. Then submit tasks with the `script-url` as it is.",
+    responses={
+        200: {"description": "The bucket holds the script already"},
+        201: {"description": "Upload the script as `upload` says"},
+        **_problems(400, 401, 422),
+    },
+    tags=["scripts"],
+)
+def upload_script(request: Annotated[ScriptUploadRequest, Body()]) -> Response[ScriptLocation]:
+    owner = _caller()
+    location = scripts.offer_upload(settings().scripts_bucket, request, utc_now())
+    logger.info("script upload", extra={"owner": owner.name, "sha256": request.sha256, "new": bool(location.upload)})
+    return _json(location, 201 if location.upload else 200)
 
 
 @app.delete(

@@ -29,6 +29,7 @@ CACHED = (
     run_command._tagging,
     executions._sfn,
     scripts._s3,
+    scripts._presigner,
 )
 
 

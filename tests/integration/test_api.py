@@ -46,12 +46,7 @@ def call(
     stage, in requestContext.path only) or on a custom domain (``base`` is its base path mapping, in both paths),
     from an IAM user unless ``identity`` says else."""
     event = copy.deepcopy(_sample("api-submit.json" if method == "POST" else "api-describe.json"))
-    resource = RESOURCE
-    params = None
-    rest = path.removeprefix(RESOURCE).strip("/")
-    if rest:
-        params = {"task_id": rest.split("/")[0]}
-        resource = f"{RESOURCE}/{{task_id}}" + ("/result" if rest.endswith("/result") else "")
+    resource, params = _resource(path)
     event.update(
         httpMethod=method,
         path=path,
@@ -72,6 +67,21 @@ def call(
     headers = {name: values[-1] for name, values in (response.get("multiValueHeaders") or {}).items()}
     headers.update(response.get("headers") or {})
     return response["statusCode"], headers, json.loads(text) if text else None
+
+
+def _resource(path: str) -> tuple[str, dict[str, str] | None]:
+    """The API's resource a path is on, and its path parameters (as the path has them)."""
+    if not path.startswith(RESOURCE + "/"):
+        return path, None
+    task_id, *rest = path.removeprefix(RESOURCE + "/").split("/")
+    params = {"task_id": task_id}
+    resource = [f"{RESOURCE}/{{task_id}}"]
+    for before, part in zip(["{task_id}", *rest], rest, strict=False):
+        if before == "devices":
+            params["device_id"] = part
+            part = "{device_id}"
+        resource.append(part)
+    return "/".join(resource), params
 
 
 def executions(deployed: Deployment) -> list[dict[str, Any]]:

@@ -24,6 +24,7 @@ INSTANCE_ARN = f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/i-0123456789abcdef0"
 DOCUMENT_ARN = f"arn:aws:ssm:{REGION}::document/AWS-RunRemoteScript"
 OUTPUT = f"{BUCKET}/output/{TASK}/cmd/mi-0123456789abcdef0/awsrunShellScript/runShellScript/stderr"
 SCRIPT = f"{BUCKET}/scripts/patch.sh"
+UPLOADED = f"{BUCKET}/scripts/sha256/{'0' * 64}"
 
 
 def function_arn(logical_id: str) -> str:
@@ -54,11 +55,13 @@ ALLOWED: dict[str, list[Check]] = {
         Check("ssm:CancelCommand", "*"),
         Check("s3:GetObject", OUTPUT),
         Check("s3:ListBucket", BUCKET),
+        Check("s3:GetObject", UPLOADED),  # HeadObject: is the script there already?
+        Check("s3:PutObject", UPLOADED),  # the presigned upload URL acts with the function's permissions
         Check("dynamodb:GetItem", TABLE),
         Check("dynamodb:DeleteItem", TABLE),
         Check("sqs:SendMessage", QUEUE),
     ],
-    "StartRunFunction": [*ITEMS, Check("s3:GetObject", SCRIPT)],
+    "StartRunFunction": [*ITEMS, Check("s3:GetObject", SCRIPT), Check("s3:GetObject", UPLOADED)],
     "RunBatchFunction": [
         *BATCH_READER,
         Check("ssm:SendCommand", DOCUMENT_ARN),
@@ -111,6 +114,7 @@ ALLOWED: dict[str, list[Check]] = {
     ],
     "devices": [
         Check("s3:GetObject", SCRIPT),
+        Check("s3:GetObject", UPLOADED),  # a script a client uploaded
         Check("s3:PutObject", OUTPUT),
         Check("s3:GetEncryptionConfiguration", BUCKET),
     ],
@@ -124,6 +128,9 @@ DENIED: dict[str, list[Check]] = {
         Check("events:PutEvents", BUS),
         Check("ssm:SendCommand", DOCUMENT_ARN),
         Check("s3:GetObject", SCRIPT),
+        Check("s3:PutObject", SCRIPT),  # uploads go under scripts/sha256/ only, by their content's digest
+        Check("s3:PutObject", f"{BUCKET}/scripts/sha256"),
+        Check("s3:DeleteObject", UPLOADED),
         Check("s3:PutObject", OUTPUT),
         Check("lambda:InvokeFunction", function_arn("RunBatchFunction")),
     ],
@@ -131,6 +138,7 @@ DENIED: dict[str, list[Check]] = {
         *NEVER,
         Check("s3:GetObject", OUTPUT),  # it reads scripts only: not the devices' output, not the bucket's listing
         Check("s3:ListBucket", BUCKET),
+        Check("s3:PutObject", UPLOADED),
         Check("dynamodb:Query", f"{TABLE}/index/ByOwner"),
     ],
     "RunBatchFunction": [
@@ -171,7 +179,12 @@ DENIED: dict[str, list[Check]] = {
         Check("lambda:InvokeFunction", function_arn("ApiFunction")),
         Check("lambda:InvokeFunction", function_arn("CommandEventsFunction")),
     ],
-    "devices": [Check("s3:GetObject", OUTPUT), Check("s3:PutObject", SCRIPT), Check("s3:ListBucket", BUCKET)],
+    "devices": [
+        Check("s3:GetObject", OUTPUT),
+        Check("s3:PutObject", SCRIPT),
+        Check("s3:PutObject", UPLOADED),
+        Check("s3:ListBucket", BUCKET),
+    ],
 }
 
 

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
+from longrun.batching import batch_plan, batch_range, concurrency_limit, error_limit
 from longrun.models import MAX_BATCH_SIZE, TaskSettings
-from longrun.workflow import batch_plan, batch_range, concurrency_limit, error_limit
 
 
 @pytest.mark.parametrize(

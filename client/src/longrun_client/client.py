@@ -30,7 +30,7 @@ from longrun_client.models import (
     ScriptExecutionRequest,
     ScriptExecutionResult,
     ScriptExecutionSummary,
-    ScriptUpload,
+    ScriptLocation,
     ScriptUploadRequest,
     TaskEventType,
     TaskStatus,
@@ -178,7 +178,7 @@ class Client:
         script-url, with no write access to the bucket: the API hands out a presigned upload."""
         content = Path(path).read_bytes()
         request = ScriptUploadRequest(sha256=hashlib.sha256(content).hexdigest(), size=len(content))
-        answer = self._model(ScriptUpload, self._request("POST", SCRIPTS, json=request.body()))
+        answer = self._model(ScriptLocation, self._request("POST", SCRIPTS, json=request.body()))
         if answer.upload is not None:
             target = answer.upload
             put = self._plain.request(target.method, target.url, headers=target.headers, content=content)

@@ -203,16 +203,20 @@ class ScriptUploadRequest(ApiModel):
     size: int
 
 
-class ScriptUploadTarget(ApiModel):
+class ScriptUpload(ApiModel):
+    """How to upload a script: PUT it to ``url`` with exactly ``headers`` (they are signed) before ``expiresAt``."""
+
     url: str
-    method: str
+    method: str = "PUT"
     headers: dict[str, str]
     expires_at: datetime = Field(alias="expiresAt")
 
 
-class ScriptUpload(ApiModel):
+class ScriptLocation(ApiModel):
+    """Where a script is (what submit's script-url takes), and how to upload it if it is not there yet."""
+
     script_url: str = Field(alias="script-url")
-    upload: ScriptUploadTarget | None = None
+    upload: ScriptUpload | None
 
 
 class DeviceOutcome(ApiModel):

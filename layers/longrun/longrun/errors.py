@@ -25,6 +25,21 @@ class WebhookNotFound(TaskError):
     title = "Webhook not found"
 
 
+class DeviceNotFound(TaskError):
+    status = 404
+    title = "Device not found"
+
+
+class NoOutput(TaskError):
+    status = 404
+    title = "The device has no output"
+
+
+class DeviceNotFinished(TaskError):
+    status = 409
+    title = "The device has not finished"
+
+
 class TaskConflict(TaskError):
     status = 409
     title = "Task is not in a state that allows this"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -29,6 +29,8 @@ MAX_DEVICE_TIMEOUT_SECONDS = 28_800
 """AWS-RunRemoteScript's executionTimeout allows at most 8 hours."""
 MAX_TASK_DEADLINE_SECONDS = 30 * 24 * 3600
 DEVICE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,63}$")
+MAX_SCRIPT_BYTES = 1_048_576
+"""The largest script a client may upload through POST /device-management/scripts"""
 PERCENTAGE = r"^(100|[1-9]?[0-9])%$"
 NONZERO_PERCENTAGE = r"^(100|[1-9][0-9]?)%$"
 
@@ -345,13 +347,15 @@ class CommandOutcome(BaseModel):
 
 
 class ApiModel(BaseModel):
-    """A response body: fields by their contract names, and a field with no value is left out."""
+    """A response body: fields by their contract names, and a field with no value is left out (unless the contract
+    says it is there as null: ``KEPT_NULLS``)."""
 
     model_config = ConfigDict(populate_by_name=True)
+    KEPT_NULLS: ClassVar[frozenset[str]] = frozenset()
 
     @model_serializer(mode="wrap")  # no return annotation: it would replace the model's schema in the OpenAPI document
     def _omit_empty(self, handler: SerializerFunctionWrapHandler):  # type: ignore[no-untyped-def]
-        return {key: value for key, value in handler(self).items() if value is not None}
+        return {key: value for key, value in handler(self).items() if value is not None or key in self.KEPT_NULLS}
 
 
 class ResultSummary(ApiModel):
@@ -419,7 +423,9 @@ class ScriptExecutionPage(ApiModel):
 
 
 class OutputStream(ApiModel):
-    location: str | None = Field(description="s3:// URL of the whole stream")
+    location: str | None = Field(
+        default=None, description="s3:// URL of the whole stream; absent when SSM stored nothing (an empty stream)"
+    )
     head: str = Field(description="The first few KB of the stream")
     truncated: bool
 
@@ -442,6 +448,29 @@ class ScriptExecutionResult(ApiModel):
     next_token: str | None = Field(default=None, alias="next-token")
 
 
+class DeviceState(ApiModel):
+    """A device of a task as it stands now: while the task runs (PENDING, RUNNING, or its outcome once it has one)
+    and after."""
+
+    device_id: str | int = Field(alias="device-id")
+    status: DeviceStatus
+    reason: str | None = None
+    exit_code: int | None = Field(default=None, alias="exitCode")
+    started_at: datetime | None = Field(default=None, alias="startedAt")
+    ended_at: datetime | None = Field(default=None, alias="endedAt")
+    href: str = Field(description="This device of the task")
+    stdout: str | None = Field(
+        default=None,
+        description="Where the device's whole stdout is (a 303 to a short-lived download URL); once it ran",
+    )
+    stderr: str | None = Field(default=None, description="As stdout, for stderr")
+
+
+class DevicePage(ApiModel):
+    items: list[DeviceState]
+    next_token: str | None = Field(default=None, alias="next-token")
+
+
 class FieldError(ApiModel):
     field: str = Field(description="Where the error is, e.g. body.device-ids.1")
     message: str
@@ -456,6 +485,40 @@ class Problem(ApiModel):
     detail: str | None = None
     instance: str | None = None
     errors: list[FieldError] | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Scripts: uploads by clients without write access to the bucket
+
+
+class ScriptUploadRequest(BaseModel):
+    """``POST /device-management/scripts``: the script a client is about to upload, by its digest and size."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    sha256: StrictStr = Field(pattern=r"^[0-9a-f]{64}$", description="The file's SHA-256, 64 lowercase hex digits")
+    size: StrictInt = Field(ge=1, le=MAX_SCRIPT_BYTES, description="The file's length in bytes")
+
+
+class ScriptUpload(ApiModel):
+    """How to upload the script: one request, exactly as described, before ``expiresAt``."""
+
+    url: str = Field(description="A presigned S3 URL; send no Authorization header with it")
+    method: Literal["PUT"] = "PUT"
+    headers: dict[str, str] = Field(
+        description="Headers the request must carry, with exactly these values: they are signed into the URL (the"
+        " body's length and its SHA-256), so S3 refuses any other body"
+    )
+    expires_at: datetime = Field(alias="expiresAt", description="The URL is refused from then on")
+
+
+class ScriptLocation(ApiModel):
+    """Where a script is (what ``script-url`` takes), and how to upload it if it is not there yet."""
+
+    KEPT_NULLS: ClassVar[frozenset[str]] = frozenset({"upload"})
+
+    script_url: str = Field(alias="script-url", description="s3://<bucket>/scripts/sha256/<sha256>")
+    upload: ScriptUpload | None = Field(description="null when the bucket already holds the script")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,28 +1,56 @@
-"""Where a task's script lives and where its devices' output goes, in the deployment's own bucket."""
+"""Where a task's script lives and where its devices' output goes, in the deployment's own bucket; and the
+short-lived presigned URLs through which clients read the output and upload scripts without access to the bucket.
+
+A presigned URL acts with the signer's permissions (the function's role) until it expires or the role's session
+does. botocore presigns S3 URLs with Signature Version 2 unless told otherwise, which signs no header (an upload's
+length and checksum would not bind the body), and names the bucket's global host: presigning is SigV4 on the
+bucket's regional host here.
+"""
 
 from __future__ import annotations
 
+import base64
+import os
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
 from functools import cache
 from typing import TYPE_CHECKING
+from urllib.parse import parse_qs, urlsplit
 
 import boto3
+from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from longrun.errors import InvalidRequest
-from longrun.models import FieldError
+from longrun.models import FieldError, ScriptLocation, ScriptUpload, ScriptUploadRequest
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 SCRIPTS_PREFIX = "scripts/"
+UPLOADS_PREFIX = "scripts/sha256/"
+"""Uploaded scripts, by the SHA-256 of their content"""
 HEAD_BYTES = 4096
 """How much of each device's stdout and stderr the result shows."""
+DOWNLOAD_URL_SECONDS = 300
+"""How long a presigned URL of a device's output stays valid"""
+UPLOAD_URL_SECONDS = 300
+"""How long a presigned upload URL stays valid (S3 checks it when the upload starts)"""
+_MISSING = ("404", "NoSuchKey", "NotFound")
 
 
 @cache
 def _s3() -> S3Client:
     return boto3.client("s3")
+
+
+@cache
+def _presigner() -> S3Client:
+    """A client that presigns with SigV4, on the bucket's regional virtual host in AWS (an endpoint set in the
+    environment, such as the local runtime's edge, keeps its own addressing)."""
+    if os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"):
+        return boto3.client("s3", config=Config(signature_version="s3v4"))
+    return boto3.client("s3", config=Config(signature_version="s3v4", s3={"addressing_style": "virtual"}))
 
 
 def script_key(script_url: str, bucket: str) -> str:
@@ -77,3 +105,75 @@ def read_heads(urls: list[str]) -> dict[str, tuple[str, bool]]:
         return {}
     with ThreadPoolExecutor(max_workers=min(16, len(urls))) as pool:
         return {url: found for url, found in pool.map(head, urls) if found is not None}
+
+
+def _location(url: str) -> tuple[str, str]:
+    bucket, _, key = url.removeprefix("s3://").partition("/")
+    return bucket, key
+
+
+def output_download_url(url: str) -> str | None:
+    """A presigned GET URL (DOWNLOAD_URL_SECONDS) of a device's whole output stream at the s3:// ``url``; None when
+    S3 holds nothing there (SSM stores nothing for an empty stream)."""
+    bucket, key = _location(url)
+    try:
+        _s3().head_object(Bucket=bucket, Key=key)
+    except ClientError as error:
+        if error.response["Error"]["Code"] in _MISSING:
+            return None
+        raise
+    return _presigner().generate_presigned_url(
+        "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=DOWNLOAD_URL_SECONDS
+    )
+
+
+def upload_key(sha256: str) -> str:
+    """Where an uploaded script is kept: content-addressed, so a script is stored once and never changes."""
+    return f"{UPLOADS_PREFIX}{sha256}"
+
+
+def offer_upload(bucket: str, request: ScriptUploadRequest, now: datetime) -> ScriptLocation:
+    """The script-url of the script ``request`` describes, and, unless the bucket already holds it, a presigned PUT
+    URL that accepts exactly that content: its length and SHA-256 are signed, so S3 refuses any other body."""
+    key = upload_key(request.sha256)
+    script_url = f"s3://{bucket}/{key}"
+    if _holds(bucket, key, request):
+        return ScriptLocation(script_url=script_url, upload=None)
+    checksum = base64.b64encode(bytes.fromhex(request.sha256)).decode()
+    url = _presigner().generate_presigned_url(
+        "put_object",
+        Params={"Bucket": bucket, "Key": key, "ChecksumSHA256": checksum, "ContentLength": request.size},
+        ExpiresIn=UPLOAD_URL_SECONDS,
+    )
+    values = {
+        "Content-Length": str(request.size),
+        "x-amz-checksum-sha256": checksum,
+        "x-amz-sdk-checksum-algorithm": "SHA256",  # signed by some botocore versions
+    }
+    signed = _signed_headers(url)
+    if not {"content-length", "x-amz-checksum-sha256"} <= set(signed) <= {name.lower() for name in values}:
+        raise RuntimeError(f"the upload URL signs {sorted(signed)}: not exactly the body's length and checksum")
+    headers = {name: value for name, value in values.items() if name.lower() in signed}
+    expires_at = now + timedelta(seconds=UPLOAD_URL_SECONDS)
+    return ScriptLocation(script_url=script_url, upload=ScriptUpload(url=url, headers=headers, expires_at=expires_at))
+
+
+def _signed_headers(url: str) -> list[str]:
+    """The headers a presigned URL signed, but the host (the URL names it): the client must send each, with the
+    value it was signed with."""
+    signed = parse_qs(urlsplit(url).query).get("X-Amz-SignedHeaders", [""])[0].split(";")
+    return [name for name in signed if name and name != "host"]
+
+
+def _holds(bucket: str, key: str, request: ScriptUploadRequest) -> bool:
+    """Whether the bucket holds this script already: an object at its key with its length (and its SHA-256, when
+    S3 kept one)."""
+    try:
+        found = _s3().head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+    except ClientError as error:
+        if error.response["Error"]["Code"] in (*_MISSING, "403", "AccessDenied", "Forbidden"):
+            return False
+        raise
+    checksum = found.get("ChecksumSHA256")
+    expected = base64.b64encode(bytes.fromhex(request.sha256)).decode()
+    return bool(found.get("ContentLength") == request.size and checksum in (None, expected))

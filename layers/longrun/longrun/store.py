@@ -10,7 +10,9 @@ One table holds every record of a task under the task's partition::
                                           change); what a listing shows
     PK=TASK#<id>  SK=TASK#IDS#<nnnn>      the device ids in request order, 1,000 a record
     PK=TASK#<id>  SK=TASK#OUTCOMES        once finished: one status letter per device, in request order
-    PK=TASK#<id>  SK=BATCH#<nnnnn>        one SSM command's devices and the workflow token waiting for them
+    PK=TASK#<id>  SK=BATCH#<nnnnn>        one SSM command's devices and the workflow token waiting for them; written
+                                          when the batch starts, its nodes say which devices run (a device
+                                          without a DEVICE# record in a started batch is RUNNING)
     PK=TASK#<id>  SK=DEVICE#<nnnnn>       one device's outcome, by its position in the request (under 1 KB)
     PK=TASK#<id>  SK=EVENT#<event id>     a pushed event, kept so subscribers can resume (status changes and the
                                           end always; progress once the task has had a subscriber)
@@ -541,6 +543,16 @@ class TaskStore:
         )
         return self._batch_from_item(item) if item else None
 
+    def batched_devices(self, task_id: str, first: int, end: int) -> set[int]:
+        """The positions of the devices that the batches first..end-1 (those started: a batch's record is written
+        when it starts) sent to a managed node: each is running until its outcome is recorded."""
+        items = self._query_all(
+            "PK = :pk AND SK BETWEEN :first AND :last",
+            {":pk": _task_pk(task_id), ":first": _batch_sk(first), ":last": _batch_sk(end - 1)},
+            projection="nodes",
+        )
+        return {int(index) for item in items for index in item.get("nodes", {}).values()}
+
     def batches(self, task_id: str) -> Iterator[Batch]:
         for item in self._query_prefix(task_id, "BATCH#"):
             yield self._batch_from_item(item)
@@ -853,13 +865,18 @@ class TaskStore:
         page = self._table.query(**query)
         return page["Items"], _encode_token(page.get("LastEvaluatedKey"))
 
-    def _query_all(self, condition: str, values: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        """Every item of a strongly consistent query, page after page."""
+    def _query_all(
+        self, condition: str, values: dict[str, Any], projection: str | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Every item of a strongly consistent query, page after page (only the ``projection`` attributes if given:
+        less to transfer, the same capacity)."""
         query: dict[str, Any] = {
             "KeyConditionExpression": condition,
             "ExpressionAttributeValues": values,
             "ConsistentRead": True,
         }
+        if projection:
+            query["ProjectionExpression"] = projection
         while True:
             page = self._table.query(**query)
             yield from page["Items"]

@@ -1,21 +1,35 @@
-"""What a client can do with script-execution tasks: submit, read, list, read the result, cancel."""
+"""What a client can do with script-execution tasks: submit, read, list, read the result and each device's current
+state and output, cancel."""
 
 from __future__ import annotations
 
 import math
 import uuid
+from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from longrun import executions, lifecycle, run_command, scripts
+from longrun.batching import task_batch_size
 from longrun.config import Settings
-from longrun.errors import BadRequest, OrchestrationUnavailable, TaskConflict, TaskNotFound
+from longrun.errors import (
+    BadRequest,
+    DeviceNotFinished,
+    DeviceNotFound,
+    NoOutput,
+    OrchestrationUnavailable,
+    TaskConflict,
+    TaskNotFound,
+)
 from longrun.links import Links
 from longrun.models import (
     DeviceCounts,
+    DevicePage,
     DeviceResult,
     DeviceRun,
+    DeviceState,
     DeviceStatus,
     ListedTask,
     OutputStream,
@@ -35,6 +49,10 @@ from longrun.store import ConditionFailed, InvalidPageToken, TaskStore, owner_di
 
 KIND = "script-execution"
 RESULT_PAGE_MAX = 100
+DEVICE_SCAN_WINDOW = 1_000
+"""The most devices one request of the devices route looks at when it filters by status"""
+NEVER_STARTED = "the device never started"
+Stream = Literal["stdout", "stderr"]
 ESTIMATE_AFTER_DEVICES = 3
 """How many devices must have finished before the task's pace is taken as its estimate."""
 MAX_RETRY_AFTER_SECONDS = 60
@@ -92,6 +110,83 @@ class ScriptExecutions:
             devices=[_device_result(devices.ids[i], runs.get(i), heads) for i in range(start, end)],
             next_token=str(end) if end < task.device_count else None,
         )
+
+    def devices(
+        self, owner: Owner, task_id: str, status: DeviceStatus | None, limit: int, next_token: str | None, links: Links
+    ) -> DevicePage:
+        """Each device's current state, in request order; while the task runs too. A page reads only the device
+        records of the positions it covers, and the batches among them. With ``status``, a page looks at up to
+        DEVICE_SCAN_WINDOW devices, so it may hold fewer than ``limit`` (even none) and still have a next-token."""
+        task, devices = self._owned(owner, task_id)
+        total = task.device_count
+        start = _offset(next_token, total)
+        if status is None:
+            end = min(start + limit, total)
+            items = [state for _, state in self._states(task, devices, start, end, None, links)]
+            return DevicePage(items=items, next_token=_next_token(end, total))
+        first = _first_possible(task, devices, status, start)
+        if first is None:
+            return DevicePage(items=[])
+        found: list[DeviceState] = []
+        window_end = min(first + DEVICE_SCAN_WINDOW, total)
+        for chunk in range(first, window_end, RESULT_PAGE_MAX):
+            for index, state in self._states(
+                task, devices, chunk, min(chunk + RESULT_PAGE_MAX, window_end), status, links
+            ):
+                found.append(state)
+                if len(found) == limit:
+                    return DevicePage(items=found, next_token=_next_token(index + 1, total))
+        return DevicePage(items=found, next_token=_next_token(window_end, total))
+
+    def device(self, owner: Owner, task_id: str, device: str, links: Links) -> DeviceState:
+        """One device's current state; ``device`` is its id as the path gives it (decoded)."""
+        task, devices = self._owned(owner, task_id)
+        index = _position(task_id, devices, device)
+        return self._states(task, devices, index, index + 1, None, links)[0][1]
+
+    def device_output(self, owner: Owner, task_id: str, device: str, stream: Stream) -> str | None:
+        """A short-lived URL of a finished device's whole stdout or stderr; None when the stream is empty."""
+        task, devices = self._owned(owner, task_id)
+        index = _position(task_id, devices, device)
+        run = self._store.device_runs(task_id, index, index + 1).get(index)
+        device_id = devices.ids[index]
+        if run is None and not task.status.finished:
+            raise DeviceNotFinished(
+                f"device {device_id!r} of task {task_id} has not finished; its output is ready once it has finished"
+            )
+        url = (run.stdout_url if stream == "stdout" else run.stderr_url) if run else None
+        if url is None:
+            status = run.status if run else devices.status_of(index) or DeviceStatus.NOT_STARTED
+            why = (run.reason if run else None) or NEVER_STARTED
+            raise NoOutput(f"device {device_id!r} of task {task_id} ended {status.value} without running: {why}")
+        return scripts.output_download_url(url)
+
+    def _states(
+        self, task: Task, devices: TaskDevices, start: int, end: int, wanted: DeviceStatus | None, links: Links
+    ) -> Sequence[tuple[int, DeviceState]]:
+        """The current state of the devices at positions start..end-1 (only those in the ``wanted`` status), by
+        position: their records, and the started batches among them for those without one while the task runs."""
+        positions = range(start, end)
+        if wanted is not None and task.status.finished and devices.outcomes:
+            positions = range(0)  # the outcomes tell which to read
+            candidates = [i for i in range(start, end) if devices.status_of(i) is wanted]
+            if candidates:
+                positions = range(candidates[0], candidates[-1] + 1)
+        if not positions:
+            return []
+        runs = self._store.device_runs(task.id, positions.start, positions.stop)
+        unrecorded = [i for i in positions if i not in runs]
+        batched: set[int] = set()
+        if (
+            unrecorded
+            and not task.status.finished
+            and task.counts.RUNNING
+            and wanted in (None, DeviceStatus.PENDING, DeviceStatus.RUNNING)
+        ):
+            size = task_batch_size(task.settings, task.device_count)
+            batched = self._store.batched_devices(task.id, unrecorded[0] // size, unrecorded[-1] // size + 1)
+        states = [(i, device_state(task, devices, i, runs.get(i), i in batched, links)) for i in positions]
+        return [(i, state) for i, state in states if wanted is None or state.status is wanted]
 
     def cancel(self, owner: Owner, task_id: str, links: Links) -> ScriptExecution:
         """Stop the task: no new device starts, running scripts are cancelled, the execution is stopped. Asking
@@ -258,6 +353,69 @@ def _summary(task: ListedTask, links: Links) -> ScriptExecutionSummary:
     )
 
 
+def device_state(
+    task: Task, devices: TaskDevices, index: int, run: DeviceRun | None, batched: bool, links: Links
+) -> DeviceState:
+    """A device's current state: its outcome once recorded; without one, while the task runs, RUNNING if a started
+    batch sent it to its node and PENDING otherwise, and once the task has finished the outcome kept for it
+    (NOT_STARTED)."""
+    device_id = devices.ids[index]
+    href = links.device(task.id, device_id)
+    if run is not None:
+        ran = run.stdout_url is not None
+        return DeviceState(
+            device_id=device_id,
+            status=run.status,
+            reason=run.reason,
+            exit_code=run.exit_code,
+            started_at=run.started_at,
+            ended_at=run.ended_at,
+            href=href,
+            stdout=f"{href}/stdout" if ran else None,
+            stderr=f"{href}/stderr" if ran else None,
+        )
+    if task.status.finished:
+        status = devices.status_of(index) or DeviceStatus.NOT_STARTED
+        reason = NEVER_STARTED if status is DeviceStatus.NOT_STARTED else None
+        return DeviceState(device_id=device_id, status=status, reason=reason, href=href)
+    return DeviceState(device_id=device_id, status=DeviceStatus.RUNNING if batched else DeviceStatus.PENDING, href=href)
+
+
+def find_device(ids: list[str | int], wanted: str) -> int | None:
+    """The position of the device a path names: the string id equal to it, else the integer id whose decimal form
+    it is."""
+    numbered = None
+    for index, device_id in enumerate(ids):
+        if isinstance(device_id, str):
+            if device_id == wanted:
+                return index
+        elif numbered is None and str(device_id) == wanted:
+            numbered = index
+    return numbered
+
+
+def _position(task_id: str, devices: TaskDevices, device: str) -> int:
+    index = find_device(devices.ids, device)
+    if index is None:
+        raise DeviceNotFound(f"task {task_id} has no device {device!r}")
+    return index
+
+
+def _first_possible(task: Task, devices: TaskDevices, status: DeviceStatus, start: int) -> int | None:
+    """Where a scan for devices in ``status`` may find one, from ``start`` on; None if none can be there: a finished
+    task's outcomes say where each status is, a running task's counts whether any device has it."""
+    if task.status.finished and devices.outcomes:
+        found = devices.outcomes.find(status.letter, start)
+        return None if found < 0 else found
+    if not task.status.finished and getattr(task.counts, status.value) == 0:
+        return None
+    return start
+
+
+def _next_token(position: int, total: int) -> str | None:
+    return str(position) if position < total else None
+
+
 def _offset(next_token: str | None, total: int) -> int:
     if next_token is None:
         return 0
@@ -268,7 +426,7 @@ def _offset(next_token: str | None, total: int) -> int:
 
 def _device_result(device_id: str | int, run: DeviceRun | None, heads: dict[str, tuple[str, bool]]) -> DeviceResult:
     if run is None:
-        return DeviceResult(device_id=device_id, status=DeviceStatus.NOT_STARTED, reason="the device never started")
+        return DeviceResult(device_id=device_id, status=DeviceStatus.NOT_STARTED, reason=NEVER_STARTED)
     return DeviceResult(
         device_id=device_id,
         status=run.status,

@@ -22,8 +22,9 @@ from typing import Any
 from aws_lambda_powertools import Logger
 
 from longrun import executions, lifecycle, run_command, scripts
+from longrun.batching import batch_plan, batch_range, concurrency_limit, error_limit
 from longrun.config import Settings
-from longrun.models import MAX_BATCH_SIZE, Batch, CommandOutcome, DeviceStatus, Task, TaskSettings, TaskStatus
+from longrun.models import Batch, CommandOutcome, DeviceStatus, Task, TaskStatus
 from longrun.store import ConditionFailed, TaskStore, utc_now
 from longrun.tasks import settle_cancel
 
@@ -35,39 +36,6 @@ class InvocationStillRunning(Exception):
 
 
 SENT_BATCHES_KEPT = 1_000
-
-
-def resolve_limit(value: int | str, total: int) -> int:
-    """A limit given as a number or as a percentage of ``total`` devices."""
-    if isinstance(value, str):
-        return total * int(value.rstrip("%")) // 100
-    return value
-
-
-def concurrency_limit(settings: TaskSettings, total: int) -> int:
-    return max(1, min(resolve_limit(settings.max_concurrency, total), total))
-
-
-def error_limit(settings: TaskSettings, total: int) -> int | None:
-    return None if settings.max_errors is None else resolve_limit(settings.max_errors, total)
-
-
-def batch_plan(device_count: int, max_concurrency: int, timeout_seconds: int, grace_seconds: int) -> dict[str, int]:
-    """How to fan out: how many devices a batch (one SSM command, all its devices at once) holds, how many batches
-    run at once, and how long to wait for one batch: its longest possible run, and ``grace_seconds`` for SSM's last
-    report. Never more than ``max_concurrency`` devices at a time."""
-    size = min(max_concurrency, MAX_BATCH_SIZE)
-    return {
-        "batchSize": size,
-        "batchCount": math.ceil(device_count / size),
-        "batchesAtOnce": max(1, max_concurrency // size),
-        "batchWaitSeconds": timeout_seconds + grace_seconds,
-    }
-
-
-def batch_range(number: int, size: int, device_count: int) -> tuple[int, int]:
-    """The positions start..end-1 of a batch's devices in the task."""
-    return number * size, min((number + 1) * size, device_count)
 
 
 def _seconds_left(task: Task, now: datetime) -> int | None:
