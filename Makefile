@@ -11,7 +11,7 @@ SAM := $(VENV_SAM)/bin/sam
 SAM_CLI_VERSION := 1.170.0
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: run test lint validate openapi check clean bench bench-cost bench-fanout bench-latency bench-push-latency bench-cold-start bench-memory
+.PHONY: run test lint validate openapi record-watch check clean bench bench-cost bench-fanout bench-latency bench-push-latency bench-cold-start bench-memory
 
 $(VENV)/.installed: requirements-dev.txt layers/longrun/requirements.txt client/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -76,6 +76,10 @@ bench-cold-start: $(VENV)/.bench
 
 bench-memory: $(VENV)/.bench
 	$(PY) -m bench.memory
+
+## record-watch: record `longrun watch` on a 50-device task in tmux, rendered to docs/longrun-watch*.svg
+record-watch: $(VENV)/.installed $(VENV_SAM)/.installed
+	$(PY) -m tools.record_watch
 
 ## check: everything CI checks
 check: lint validate test

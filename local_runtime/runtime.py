@@ -220,7 +220,13 @@ longrun is running locally (AWS played by moto; nothing leaves this machine).
   scripts    s3://{self.scripts_bucket}/  ({scripts})
   logs       {self.options.logs_dir}/<function>/  (one file per execution environment, as log streams)
 
-Try it:
+Try it with the longrun command (installed in .venv by make; `longrun --help`):
+  export LONGRUN_API_URL={self.stage_url} LONGRUN_WEBSOCKET_URL={self.websocket_url or ""}
+  .venv/bin/longrun submit scripts/fail-on-db.sh -d web-1,web-2,db-1 --wait
+  .venv/bin/longrun submit examples/scripts/rollout.sh -d web-1,web-2 --wait   (a local file: uploaded first)
+  .venv/bin/longrun list;  .venv/bin/longrun watch <id>;  .venv/bin/longrun logs <id> web-1
+
+or with curl (the raw API):
   curl -si -X POST {self.stage_url}/device-management/script-execution \\
        -H 'Content-Type: application/json' -d '{example}'
   curl -s {self.stage_url}/device-management/script-execution/<id>

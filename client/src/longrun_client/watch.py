@@ -35,7 +35,7 @@ def device_line(device_id: str | int, status: str, exit_code: int | None, reason
     line.append(f"{status:<11}", style=STYLES.get(status, ""))
     if exit_code is not None and status != DeviceStatus.SUCCESS:
         line.append(f" exit {exit_code}", style="red")
-    if reason and status != DeviceStatus.SUCCESS:
+    if reason and status != DeviceStatus.SUCCESS and reason != f"the script exited with code {exit_code}":
         line.append(f"  {reason}", style="dim")
     return line
 
