@@ -214,11 +214,12 @@ _LISTING_PARAMETERS = {
 
 def _s3(request: Request) -> list[Check]:
     """An S3 request's action by its method and subresource (a query parameter such as ?tagging): a subresource
-    this table does not know asks for an action no policy grants."""
+    this table does not know asks for an action no policy grants. A presigned URL's own parameters (X-Amz-*) are
+    not subresources."""
     bucket, key = s3_location(request)
     if bucket is None:
         return [Check("s3:ListAllMyBuckets", "*")]
-    method, query = request.method, set(request.args)
+    method, query = request.method, {name for name in request.args if not name.lower().startswith("x-amz-")}
     if key is not None:
         arn = f"arn:aws:s3:::{bucket}/{key}"
         subresources = {name for name in query if not name.startswith(("response-", "partNumber", "x-id"))}

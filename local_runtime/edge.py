@@ -1,32 +1,46 @@
 """The AWS edge on LocalStack's port: moto's whole API, except the calls the local runtime answers itself:
 Lambda Invoke (the real handlers), and SSM Run Command and the tagging API's GetResources (the local fleet).
 
-Every request signed by one of the stack's roles (a function, the state machine, the devices) is checked against
-that role's policies first, and refused with AccessDenied, in the service's own error format, when they do not
-allow it. S3 answers a missing key with 403 rather than 404 to a role that may not list the bucket, as S3 does.
+Every request signed by one of the stack's roles (a function, the state machine, the devices), in its Authorization
+header or in its query string (a presigned S3 URL), is authenticated first: its signature must be the one the role's
+secret key makes, with the role's session token (``sigv4``). It is then checked against that role's policies, and
+refused with AccessDenied, in the service's own error format, when they do not allow it. S3 answers a missing key
+with 403 rather than 404 to a role that may not list the bucket, as S3 does. Any S3 request is refused, as S3
+refuses it, if it is presigned and malformed or expired, carries x-amz-* headers it was not signed with, or has a
+body that does not match its Content-Length or the digests it gives (``s3_integrity``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import re
 import threading
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import quote, unquote, urlsplit
 from xml.sax.saxutils import escape
 
-from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+from moto.moto_server.werkzeug_app import (
+    BackendRequest,
+    DomainDispatcherApplication,
+    MotoRequestHandler,
+    create_backend_app,
+)
+from moto.s3.models import s3_backends
+from werkzeug.exceptions import ClientDisconnected
 from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wrappers import Request, Response
 
-from local_runtime import aws_requests, iam, meter
+from local_runtime import aws_requests, iam, meter, s3_integrity, sigv4
 from local_runtime.fleet import Fleet, FleetError
 from local_runtime.identities import ADMINISTRATOR, Identities
 from local_runtime.lambdas import LambdaBridge
-from local_runtime.sigv4 import Signer, signer
+from local_runtime.sigv4 import Refusal, Signature, Signer
+from local_runtime.template import ACCOUNT_ID
 
 INVOKE_PATH = re.compile(r"^/2015-03-31/functions/(?P<function>[^/]+)/invocations$")
 METER_PATH = "/_local/meter"
@@ -45,7 +59,7 @@ WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 class Edge:
     def __init__(self, lambdas: LambdaBridge, fleet: Fleet, identities: Identities, ledger: iam.Ledger) -> None:
-        self._moto: WsgiApp = DomainDispatcherApplication(create_backend_app)
+        self._moto: WsgiApp = DomainDispatcherApplication(_backend_app)
         self._lambdas = lambdas
         self._fleet = fleet
         self._identities = identities
@@ -54,22 +68,72 @@ class Edge:
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         request = Request(environ)
-        body = request.get_data()  # read once; moto reads the body again from its own view of the request
+        if request.path.startswith("/_local/"):
+            request.get_data()
+            return self._local(request)(environ, start_response)
+        received = {name.lower(): value for name, value in request.headers.items()}  # as the client sent them
+        raw_query = environ.get("QUERY_STRING", "")
+        try:
+            signature = sigv4.authentication(raw_query, received)
+        except Refusal as refusal:  # only S3 authenticates in the ways refused before a key is looked up
+            return _refused("s3", request, refusal)(environ, start_response)
+        try:
+            body = request.get_data()  # read once; moto reads the body again from its own view of the request
+        except ClientDisconnected:  # fewer bytes than Content-Length, and the client gave up
+            if signature is None or signature.service != "s3":
+                raise
+            return _refused("s3", request, s3_integrity.incomplete_body())(environ, start_response)
         environ["wsgi.input"] = io.BytesIO(body)
         environ["CONTENT_LENGTH"] = str(len(body))
-        if request.path.startswith("/_local/"):
-            return self._local(request)(environ, start_response)
-        signed = signer(request.headers.get("Authorization", ""))
+        signed = signature.signer if signature else None
         principal = self._identities.principal(signed.access_key) if signed else ADMINISTRATOR
         target = request.headers.get("X-Amz-Target", "")
-        if signed is not None:
+        if signature is not None and signed is not None:
+            try:
+                self._authenticate(signature, request, received, body)
+            except Refusal as refusal:
+                return _refused(signed.service, request, refusal)(environ, start_response)
             checks = aws_requests.checks(signed.service, signed.region, request)
             _count(request, target, signed, principal, checks)
             denied = self._authorize(principal, signed.service, request, checks) if principal.restricted else None
             if denied is not None:
                 return denied(environ, start_response)
+            if signed.service == "s3":
+                try:
+                    s3_integrity.check(request.method, request.args, received, body)
+                except Refusal as refusal:
+                    return _refused("s3", request, refusal)(environ, start_response)
+                _record_checksum_algorithm(environ, request.method, received)
         with meter.attributed_to(principal.name):
             return self._dispatch(request, target, signed, principal, environ, start_response)
+
+    # --- authentication ---------------------------------------------------------------------------
+
+    def _authenticate(self, signature: Signature, request: Request, headers: Mapping[str, str], body: bytes) -> None:
+        """A presigned request must be valid now; a request signed with credentials the runtime issued must carry
+        their session token and the signature their secret key makes (any other key is the administrator's, whose
+        secret the runtime does not know); an S3 request must be signed with every x-amz-* header it carries."""
+        sigv4.check_validity(signature, datetime.now(UTC))
+        credentials = self._identities.credentials(signature.access_key)
+        if credentials is not None:
+            sigv4.check_session_token(signature, credentials.session_token)
+            if signature.presigned:
+                payload_hash = sigv4.UNSIGNED_PAYLOAD
+            else:
+                payload_hash = headers.get("x-amz-content-sha256") or hashlib.sha256(body).hexdigest()
+            sigv4.verify(
+                signature,
+                credentials.secret_key,
+                request.method,
+                _raw_path(request.environ),
+                request.environ.get("QUERY_STRING", ""),
+                headers,
+                payload_hash,
+            )
+        if signature.service == "s3":
+            sigv4.check_signed_headers(signature, headers)
+            if signature.presigned:
+                _check_bucket_region(signature, request)
 
     def _dispatch(
         self,
@@ -175,22 +239,106 @@ class Edge:
             self._server.shutdown()
 
 
+class _RawPutRequest(BackendRequest):
+    """moto's request, but a PUT's body is never parsed as a form: S3 stores what a PUT sends whatever its
+    Content-Type says (curl --data-binary and urllib send application/x-www-form-urlencoded), where moto would
+    read such a body as form fields and store an empty object."""
+
+    @property
+    def want_form_data_parsed(self) -> bool:
+        return self.method != "PUT" and bool(self.environ.get("CONTENT_TYPE"))
+
+
+def _backend_app(service: Any) -> Any:
+    app = create_backend_app(service)
+    app.request_class = _RawPutRequest
+    return app
+
+
 def _access_denied(service: str, request: Request, message: str) -> Response:
     """AccessDenied as each protocol spells it."""
-    request_id = str(uuid.uuid4())
     if service == "s3":
-        body = (
-            '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code>'
-            f"<Message>{escape(message)}</Message><RequestId>{request_id}</RequestId><HostId>local</HostId></Error>"
-        )
-        data = b"" if request.method == "HEAD" else body.encode()
-        return Response(data, 403, {"x-amz-request-id": request_id}, content_type="application/xml")
+        return _s3_error(request, 403, "AccessDenied", message)
+    return _json_error(request, 403, "AccessDeniedException", message)
+
+
+_JSON_CODES = {
+    # S3's name of an authentication error -> the other services' (their common errors)
+    "SignatureDoesNotMatch": (
+        "InvalidSignatureException",
+        "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access"
+        " Key and signing method. Consult the service documentation for details.",
+    ),
+    "InvalidToken": ("UnrecognizedClientException", "The security token included in the request is invalid."),
+    "InvalidAccessKeyId": ("UnrecognizedClientException", "The security token included in the request is invalid."),
+}
+
+
+def _refused(service: str, request: Request, refusal: Refusal) -> Response:
+    """A request refused before it reaches the service, as the service answers it."""
+    if service == "s3":
+        return _s3_error(request, refusal.status, refusal.code, refusal.message, refusal.details)
+    code, message = _JSON_CODES.get(refusal.code, (refusal.code, refusal.message))
+    return _json_error(request, 403, code, message)
+
+
+def _s3_error(
+    request: Request, status: int, code: str, message: str, details: Mapping[str, str] | None = None
+) -> Response:
+    """S3's XML error document, with the elements S3 adds for this error (Expires, ServerTime, HeadersNotSigned...);
+    a HEAD request gets the status only, as S3 answers it."""
+    request_id = str(uuid.uuid4())
+    elements = "".join(f"<{name}>{escape(value)}</{name}>" for name, value in (details or {}).items())
+    body = (
+        f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>{escape(message)}</Message>'
+        f"{elements}<RequestId>{request_id}</RequestId><HostId>local</HostId></Error>"
+    )
+    data = b"" if request.method == "HEAD" else body.encode()
+    return Response(data, status, {"x-amz-request-id": request_id}, content_type="application/xml")
+
+
+def _json_error(request: Request, status: int, code: str, message: str) -> Response:
+    """An error in the JSON protocols: with X-Amz-Target (400, ``__type``), or REST-JSON (``x-amzn-ErrorType``)."""
+    request_id = str(uuid.uuid4())
     if request.headers.get("X-Amz-Target"):
         content_type = request.headers.get("Content-Type") or "application/x-amz-json-1.1"
-        body_json = {"__type": "AccessDeniedException", "message": message, "Message": message}
+        body_json = {"__type": code, "message": message, "Message": message}
         return Response(json.dumps(body_json), 400, {"x-amzn-RequestId": request_id}, content_type=content_type)
-    headers = {"x-amzn-ErrorType": "AccessDeniedException", "x-amzn-RequestId": request_id}
-    return Response(json.dumps({"Type": "User", "Message": message}), 403, headers, content_type="application/json")
+    headers = {"x-amzn-ErrorType": code, "x-amzn-RequestId": request_id}
+    return Response(json.dumps({"Type": "User", "Message": message}), status, headers, content_type="application/json")
+
+
+def _raw_path(environ: Mapping[str, Any]) -> str:
+    """The request's path as the client sent it, still percent-encoded (what a signature covers)."""
+    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+    if not raw:
+        return quote(environ.get("PATH_INFO", "/").encode("latin-1", "replace").decode("utf-8", "replace"), safe="/~")
+    if raw.startswith(("http://", "https://")):
+        raw = urlsplit(raw).path or "/"
+    return str(raw).split("?", 1)[0].encode("latin-1", "replace").decode("utf-8", "replace")
+
+
+def _check_bucket_region(signature: Signature, request: Request) -> None:
+    """A presigned URL must be signed for its bucket's region."""
+    bucket_name, _ = aws_requests.s3_location(request)
+    bucket = s3_backends[ACCOUNT_ID]["aws"].buckets.get(bucket_name) if bucket_name else None
+    region = getattr(bucket, "region_name", None)
+    if region and region != signature.region:
+        raise Refusal(
+            400,
+            "AuthorizationQueryParametersError",
+            f"Error parsing the X-Amz-Credential parameter; the region '{signature.region}' is wrong; expecting"
+            f" '{region}'",
+            Region=region,
+        )
+
+
+def _record_checksum_algorithm(environ: dict[str, Any], method: str, headers: Mapping[str, str]) -> None:
+    """S3 keeps the checksum an upload's x-amz-checksum-<algorithm> header gives; moto keeps it only when the SDK's
+    x-amz-sdk-checksum-algorithm header names the algorithm too (a presigned upload signs the checksum alone)."""
+    algorithm = s3_integrity.checksum_algorithm(headers)
+    if method == "PUT" and algorithm and "x-amz-sdk-checksum-algorithm" not in headers:
+        environ["HTTP_X_AMZ_SDK_CHECKSUM_ALGORITHM"] = algorithm
 
 
 def _count(request: Request, target: str, signed: Signer, principal: iam.Principal, checks: list[iam.Check]) -> None:

@@ -2,9 +2,10 @@
 
 Each function's process gets its execution role's session credentials, the state machine's calls carry its role's,
 and the simulated devices sign with their instance role's (the template's ``DeviceAccessPolicy``). Requests signed
-with these keys are checked against the role's policies as the deployed template defines them. Any other access
-key is the account's administrator (a developer's own credentials, as ``awslocal`` or the tests use them) and is
-not restricted.
+with these keys are checked against the role's policies as the deployed template defines them, and their
+signatures against the keys' secrets (``credentials``). Any other access key is the account's administrator (a
+developer's own credentials, as ``awslocal`` or the tests use them), is not restricted, and its signature is not
+checked (the runtime does not know its secret).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class Identities:
     def __init__(self, stack: LocalStack) -> None:
         self._stack = stack
         self._principals: dict[str, Principal] = {}
+        self._credentials: dict[str, Credentials] = {}
         self._by_role: dict[str, Credentials] = {}
         roles = {role.arn: role for role in stack.roles.values()}
         for function in stack.functions.values():
@@ -61,6 +63,7 @@ class Identities:
         role_name = role_arn.rsplit("/", 1)[-1]
         arn = f"arn:aws:sts::{ACCOUNT_ID}:assumed-role/{role_name}/{session}"
         self._principals[credentials.access_key] = Principal(arn=arn, name=name, statements=statements)
+        self._credentials[credentials.access_key] = credentials
         return credentials
 
     def for_function(self, function: Function) -> Credentials:
@@ -69,6 +72,10 @@ class Identities:
     def for_role(self, role_arn: str) -> Credentials | None:
         """The credentials a state machine's calls carry; None for a role the template does not define."""
         return self._by_role.get(role_arn)
+
+    def credentials(self, access_key: str) -> Credentials | None:
+        """The credentials the runtime issued with this access key (secret key, session token), if it did."""
+        return self._credentials.get(access_key)
 
     def principal(self, access_key: str) -> Principal:
         return self._principals.get(access_key, ADMINISTRATOR)
