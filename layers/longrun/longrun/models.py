@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -430,13 +430,30 @@ class OutputStream(ApiModel):
     truncated: bool
 
 
-class DeviceResult(ApiModel):
+class DeviceOutcomeFields(ApiModel):
+    """What the result and the devices route both say of a device's run."""
+
     device_id: str | int = Field(alias="device-id")
     status: DeviceStatus
     reason: str | None = None
     exit_code: int | None = Field(default=None, alias="exitCode")
     started_at: datetime | None = Field(default=None, alias="startedAt")
     ended_at: datetime | None = Field(default=None, alias="endedAt")
+
+    @staticmethod
+    def of_run(run: DeviceRun) -> dict[str, Any]:
+        """The fields a recorded run gives."""
+        return {
+            "device_id": run.device_id,
+            "status": run.status,
+            "reason": run.reason,
+            "exit_code": run.exit_code,
+            "started_at": run.started_at,
+            "ended_at": run.ended_at,
+        }
+
+
+class DeviceResult(DeviceOutcomeFields):
     stdout: OutputStream | None = None
     stderr: OutputStream | None = None
 
@@ -448,16 +465,10 @@ class ScriptExecutionResult(ApiModel):
     next_token: str | None = Field(default=None, alias="next-token")
 
 
-class DeviceState(ApiModel):
+class DeviceState(DeviceOutcomeFields):
     """A device of a task as it stands now: while the task runs (PENDING, RUNNING, or its outcome once it has one)
     and after."""
 
-    device_id: str | int = Field(alias="device-id")
-    status: DeviceStatus
-    reason: str | None = None
-    exit_code: int | None = Field(default=None, alias="exitCode")
-    started_at: datetime | None = Field(default=None, alias="startedAt")
-    ended_at: datetime | None = Field(default=None, alias="endedAt")
     href: str = Field(description="This device of the task")
     stdout: str | None = Field(
         default=None,

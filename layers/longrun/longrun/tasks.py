@@ -364,12 +364,7 @@ def device_state(
     if run is not None:
         ran = run.stdout_url is not None
         return DeviceState(
-            device_id=device_id,
-            status=run.status,
-            reason=run.reason,
-            exit_code=run.exit_code,
-            started_at=run.started_at,
-            ended_at=run.ended_at,
+            **DeviceState.of_run(run),
             href=href,
             stdout=f"{href}/stdout" if ran else None,
             stderr=f"{href}/stderr" if ran else None,
@@ -428,12 +423,7 @@ def _device_result(device_id: str | int, run: DeviceRun | None, heads: dict[str,
     if run is None:
         return DeviceResult(device_id=device_id, status=DeviceStatus.NOT_STARTED, reason=NEVER_STARTED)
     return DeviceResult(
-        device_id=device_id,
-        status=run.status,
-        reason=run.reason,
-        exit_code=run.exit_code,
-        started_at=run.started_at,
-        ended_at=run.ended_at,
+        **DeviceResult.of_run(run),
         stdout=_stream(run.stdout_url, heads),
         stderr=_stream(run.stderr_url, heads),
     )
