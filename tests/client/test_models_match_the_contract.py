@@ -59,6 +59,7 @@ def test_the_client_has_no_model_the_contract_does_not_know() -> None:
         name
         for name, value in vars(models).items()
         if isinstance(value, type)
+        and not name.startswith("_")
         and value.__module__ == models.__name__
         and (issubclass(value, StrEnum) or (issubclass(value, BaseModel) and value is not models.ApiModel))
     }

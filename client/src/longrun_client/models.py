@@ -161,13 +161,18 @@ class OutputStream(ApiModel):
     truncated: bool
 
 
-class DeviceResult(ApiModel):
+class _DeviceRunFields(ApiModel):
+    """What the result and the devices route both say of a device's run."""
+
     device_id: DeviceId = Field(alias="device-id")
     status: DeviceStatus
     reason: str | None = None
     exit_code: int | None = Field(default=None, alias="exitCode")
     started_at: datetime | None = Field(default=None, alias="startedAt")
     ended_at: datetime | None = Field(default=None, alias="endedAt")
+
+
+class DeviceResult(_DeviceRunFields):
     stdout: OutputStream | None = None
     stderr: OutputStream | None = None
 
@@ -179,15 +184,9 @@ class ScriptExecutionResult(ApiModel):
     next_token: str | None = Field(default=None, alias="next-token")
 
 
-class DeviceState(ApiModel):
+class DeviceState(_DeviceRunFields):
     """A device's current state in a task, running or not."""
 
-    device_id: DeviceId = Field(alias="device-id")
-    status: DeviceStatus
-    reason: str | None = None
-    exit_code: int | None = Field(default=None, alias="exitCode")
-    started_at: datetime | None = Field(default=None, alias="startedAt")
-    ended_at: datetime | None = Field(default=None, alias="endedAt")
     href: str
     stdout: str | None = None
     stderr: str | None = None
