@@ -7,7 +7,7 @@ import re
 from typing import Annotated, Any
 from urllib.parse import unquote
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
@@ -58,7 +58,6 @@ DeviceId = Annotated[
 ]
 
 logger = Logger()
-tracer = Tracer()
 metrics = Metrics()
 # On a custom domain, the request path starts with the domain's base path mapping: routes start after it.
 BASE_PATH = re.compile(r"^/.*?(?=/device-management(?:/|$))")
@@ -435,7 +434,6 @@ def _not_found(_: Exception) -> Response[Any]:
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
-@tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)

@@ -7,33 +7,28 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from aws_lambda_powertools import Logger, Tracer
-from aws_lambda_powertools.utilities.data_classes import SQSEvent, event_source
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from longrun.services import deliveries
 
 logger = Logger()
-tracer = Tracer()
 
 
-def _deliver(record: SQSRecord) -> bool:
+def _deliver(record: dict[str, Any]) -> bool:
     """Make one attempt; True when the message is done with."""
     try:
-        attempt = int(record.attributes.approximate_receive_count)
-        return deliveries().attempt(json.loads(record.body), attempt, record.receipt_handle)
+        attempt = int(record["attributes"]["ApproximateReceiveCount"])
+        return deliveries().attempt(json.loads(record["body"]), attempt, record["receiptHandle"])
     except Exception:
-        logger.exception("delivery attempt failed", extra={"message_id": record.message_id})
+        logger.exception("delivery attempt failed", extra={"message_id": record["messageId"]})
         return False  # back on the queue after its visibility timeout
 
 
 @logger.inject_lambda_context
-@tracer.capture_lambda_handler
-@event_source(data_class=SQSEvent)
-def handler(event: SQSEvent, context: LambdaContext) -> dict[str, Any]:
-    records = list(event.records)
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    records: list[dict[str, Any]] = event["Records"]
     with ThreadPoolExecutor(max_workers=max(1, len(records))) as pool:
         done = list(pool.map(_deliver, records))
-    failures = [{"itemIdentifier": record.message_id} for record, ok in zip(records, done, strict=True) if not ok]
+    failures = [{"itemIdentifier": record["messageId"]} for record, ok in zip(records, done, strict=True) if not ok]
     return {"batchItemFailures": failures}

@@ -1,17 +1,22 @@
-"""The domain's services wired to the deployment: one of each per warm function, built on first use."""
+"""The domain's services wired to the deployment: one of each per warm function, built on first use. The store (and
+with it boto3 and the models) is imported with this module, in a function's init; each service's own module only when
+the service is first built, so a function never imports the services it does not use."""
 
 from __future__ import annotations
 
 import threading
 from functools import cache
+from typing import TYPE_CHECKING
 
 from longrun.config import settings
-from longrun.push import Publisher
 from longrun.store import TaskStore
-from longrun.subscriptions import Subscriptions
-from longrun.tasks import ScriptExecutions
-from longrun.webhooks import Deliveries, Webhooks
-from longrun.workflow import Workflow
+
+if TYPE_CHECKING:
+    from longrun.push import Publisher
+    from longrun.subscriptions import Subscriptions
+    from longrun.tasks import ScriptExecutions
+    from longrun.webhooks import Deliveries, Webhooks
+    from longrun.workflow import Workflow
 
 
 @cache
@@ -21,16 +26,22 @@ def task_store() -> TaskStore:
 
 @cache
 def script_executions() -> ScriptExecutions:
+    from longrun.tasks import ScriptExecutions
+
     return ScriptExecutions(task_store(), settings())
 
 
 @cache
 def workflow() -> Workflow:
+    from longrun.workflow import Workflow
+
     return Workflow(task_store(), settings())
 
 
 @cache
 def webhooks() -> Webhooks:
+    from longrun.webhooks import Webhooks
+
     return Webhooks(task_store(), settings())
 
 
@@ -38,8 +49,10 @@ _per_thread = threading.local()
 
 
 def deliveries() -> Deliveries:
-    """One per thread: a batch of deliveries is sent from several threads at once, and a boto3 resource (the store's
-    table) must not be shared between threads."""
+    """One per thread: a batch of deliveries is sent from several threads at once, and the store's client must not be
+    shared between threads (it builds condition expressions with a counter)."""
+    from longrun.webhooks import Deliveries
+
     if not hasattr(_per_thread, "deliveries"):
         _per_thread.deliveries = Deliveries(TaskStore(settings().tasks_table), settings())
     found: Deliveries = _per_thread.deliveries
@@ -48,9 +61,13 @@ def deliveries() -> Deliveries:
 
 @cache
 def publisher() -> Publisher:
+    from longrun.push import Publisher
+
     return Publisher(task_store(), script_executions(), settings())
 
 
 @cache
 def subscriptions() -> Subscriptions:
+    from longrun.subscriptions import Subscriptions
+
     return Subscriptions(task_store(), settings())
