@@ -1,6 +1,7 @@
 """Memory, and the 10,000-device run: a task of trivial scripts on 10,000 simulated devices through the local
 runtime, sampling every half second the resident memory of the runtime's process and, apart, of its functions'
-execution environments (each a process, as in Lambda). The task must end COMPLETE with its
+execution environments (each a process, as in Lambda), and their sum (the peak of the sum over the runtime's
+processes is the run's peak memory; the devices' scripts are not counted). The task must end COMPLETE with its
 counts adding up to 10,000 and matching its per-device records (the result summary's device lists, which the
 workflow fixes from every device's record when the task finishes).
 
@@ -28,13 +29,17 @@ def main() -> None:
     process = psutil.Process(local.runtime.process.pid)
     samples: list[int] = []
     functions: list[tuple[int, int]] = []
+    totals: list[int] = []
     stop = threading.Event()
 
     def sample() -> None:
         while not stop.is_set():
-            samples.append(process.memory_info().rss)
+            runtime_rss = process.memory_info().rss
             environments = _environments(process)
-            functions.append((len(environments), sum(_rss(p) for p in environments)))
+            environments_rss = sum(_rss(p) for p in environments)
+            samples.append(runtime_rss)
+            functions.append((len(environments), environments_rss))
+            totals.append(runtime_rss + environments_rss)
             time.sleep(0.5)
 
     sampler = threading.Thread(target=sample)
@@ -75,6 +80,7 @@ def main() -> None:
             "peakRssMiB": round(max(samples) / 2**20, 1),
             "functionsPeakRssMiB": round(max(rss for _, rss in functions) / 2**20, 1),
             "functionsPeakEnvironments": max(count for count, _ in functions),
+            "totalPeakRssMiB": round(max(totals) / 2**20, 1),
         },
     )
 

@@ -48,6 +48,7 @@ from moto.events.models import EventPattern
 
 from local_runtime.identities import Identities
 from local_runtime.lambdas import Invocation, LambdaBridge
+from local_runtime.loopback import EdgeTransport, connect
 from local_runtime.template import ANY_STREAM_LABEL, EventSourceMapping, Function, LocalStack
 
 log = logging.getLogger("local_runtime.event_sources")
@@ -115,7 +116,15 @@ def validated_filters(mapping: EventSourceMapping) -> list[EventPattern]:
 class EventSources:
     """Every enabled event source mapping of the stack, a poller thread each."""
 
-    def __init__(self, stack: LocalStack, lambdas: LambdaBridge, identities: Identities, endpoint_url: str) -> None:
+    def __init__(
+        self,
+        stack: LocalStack,
+        lambdas: LambdaBridge,
+        identities: Identities,
+        endpoint_url: str,
+        transport: EdgeTransport | None = None,
+    ) -> None:
+        """``transport``: how the pollers reach the edge from the runtime's process (loopback), if not over HTTP."""
         self._stopping = threading.Event()
         self._pollers: list[_Poller] = []
         for mapping in stack.event_source_mappings:
@@ -132,7 +141,9 @@ class EventSources:
             )
             poller_type = _QueuePoller if mapping.from_queue else _StreamPoller
             self._pollers.append(
-                poller_type(mapping, function, filters, lambdas, session, endpoint_url, stack.region, self._stopping)
+                poller_type(
+                    mapping, function, filters, lambdas, session, endpoint_url, stack.region, self._stopping, transport
+                )
             )
         self._threads: list[threading.Thread] = []
 
@@ -163,8 +174,10 @@ class _Poller(ABC):
         endpoint_url: str,
         region: str,
         stopping: threading.Event,
+        transport: EdgeTransport | None = None,
     ) -> None:
         self.mapping = mapping
+        self._transport = transport
         self._function = function
         self._filters = filters
         self._lambdas = lambdas
@@ -201,7 +214,8 @@ class _Poller(ABC):
         """Read the source and deliver its records until the runtime stops."""
 
     def _client(self, service: str) -> Any:
-        return self._session.client(service, endpoint_url=self._endpoint_url)  # type: ignore[call-overload]
+        client = self._session.client(service, endpoint_url=self._endpoint_url)  # type: ignore[call-overload]
+        return connect(client, self._transport)
 
     def _names(self) -> tuple[str, str]:
         return self.mapping.logical_id, self._function.logical_id

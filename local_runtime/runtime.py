@@ -13,7 +13,7 @@ from pathlib import Path
 
 import boto3
 
-from local_runtime import dynamodb, iam, meter, sqs, step_functions, template
+from local_runtime import dynamodb, iam, meter, moto_speedups, sqs, step_functions, template
 from local_runtime import lambdas as lambdas_module
 from local_runtime.api_gateway import ApiGateway
 from local_runtime.edge import Edge
@@ -22,6 +22,7 @@ from local_runtime.events import EventBus
 from local_runtime.fleet import EventFaults, Fleet
 from local_runtime.identities import Identities
 from local_runtime.lambdas import LambdaBridge
+from local_runtime.loopback import EdgeTransport
 from local_runtime.websocket_gateway import IDLE_TIMEOUT_SECONDS, MAX_DURATION_SECONDS, WebSocketGateway
 
 log = logging.getLogger("local_runtime")
@@ -106,6 +107,7 @@ class LocalRuntime:
                 "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "test"),
             }
         )
+        moto_speedups.install()  # the same answers, sooner
         meter.install()  # makes moto's DynamoDB behave as DynamoDB, then counts what every call costs
         dynamodb.configure(transaction_ms=opts.transaction_ms, conflict_rate=opts.conflict_rate)
         sqs.install()  # no message lost to concurrent requests
@@ -121,6 +123,7 @@ class LocalRuntime:
         site = lambdas_module.function_site(self.stack, ROOT / ".local-runtime" / "function-packages")
         lambdas = LambdaBridge(self.stack, identities, aws, opts.logs_dir, site)
         bus = EventBus(self.stack, lambdas)
+        loopback = EdgeTransport((opts.host, opts.edge_port))  # the runtime's own calls to the edge, without HTTP
         self.fleet = Fleet(
             device_ids=list(opts.devices),
             tag_key=self.stack.parameters["DeviceIdTagKey"],
@@ -131,15 +134,17 @@ class LocalRuntime:
             unmanaged=list(opts.unmanaged),
             unresponsive=list(opts.unresponsive),
             faults=opts.event_faults,
+            transport=loopback,
         )
         edge = Edge(lambdas, self.fleet, identities, self.ledger)
+        loopback.bind(edge)
         edge.serve(opts.host, opts.edge_port)
         self._closers += [self.fleet.close, lambdas.close, edge.close]
-        step_functions.sign_as_execution_role(identities)
+        step_functions.sign_as_execution_role(identities, loopback)
         step_functions.fail_maps_past_their_tolerated_failures()
         self._configure_moto()
         self._create_resources()
-        event_sources = EventSources(self.stack, lambdas, identities, self.edge_url)
+        event_sources = EventSources(self.stack, lambdas, identities, self.edge_url, loopback)
         event_sources.start()
         self._closers.insert(0, event_sources.close)
         api = ApiGateway(self.stack, lambdas, default_caller=opts.caller)

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import importlib
+import threading
 from typing import Any
 
 import boto3
@@ -30,6 +31,7 @@ from moto.stepfunctions.parser.asl.eval.environment import Environment
 from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
 
 from local_runtime.identities import Identities
+from local_runtime.loopback import EdgeTransport, connect
 
 _CALLERS = (
     "moto.stepfunctions.parser.asl.utils.boto_client",
@@ -41,33 +43,46 @@ _CALLERS = (
 )
 
 
-def sign_as_execution_role(identities: Identities) -> None:
+def sign_as_execution_role(identities: Identities, transport: EdgeTransport | None = None) -> None:
+    """``transport``: how the calls reach the edge from the runtime's process (loopback), if not over HTTP. A client
+    is made once per region, service and role, and shared by the executions (boto3's clients are thread-safe)."""
     original = getattr(importlib.import_module(_CALLERS[0]), "boto_client_for")  # noqa: B009 - untyped module
+    clients: dict[tuple[str, str, str], BaseClient] = {}
+    lock = threading.Lock()
 
     def boto_client_for(region: str, service: str, state_credentials: Any = None) -> BaseClient:
         role = getattr(state_credentials, "role_arn", None)
         credentials = identities.for_role(role) if role else None
         if credentials is None:
             return original(region, service, state_credentials)  # type: ignore[no-any-return]
-        client: BaseClient = boto3.client(  # type: ignore[call-overload]
-            service,
-            region_name=region,
-            endpoint_url=f"http://localhost:{moto_server_port()}",
-            aws_access_key_id=credentials.access_key,
-            aws_secret_access_key=credentials.secret_key,
-            aws_session_token=credentials.session_token,
-            config=Config(
-                parameter_validation=False,
-                retries={"max_attempts": 0, "total_max_attempts": 1},
-                read_timeout=99_999,
-            ),
-        )
+        with lock:
+            key = (region, service, str(role))
+            client = clients.get(key)
+            if client is None:
+                client = clients[key] = _client(region, service, credentials, transport)
         return client
 
     for name in _CALLERS:
         module = importlib.import_module(name)
         if getattr(module, "boto_client_for", None) is original:
             setattr(module, "boto_client_for", boto_client_for)  # noqa: B010 - untyped module
+
+
+def _client(region: str, service: str, credentials: Any, transport: EdgeTransport | None) -> BaseClient:
+    client: BaseClient = boto3.client(  # type: ignore[call-overload]
+        service,
+        region_name=region,
+        endpoint_url=f"http://localhost:{moto_server_port()}",
+        aws_access_key_id=credentials.access_key,
+        aws_secret_access_key=credentials.secret_key,
+        aws_session_token=credentials.session_token,
+        config=Config(
+            parameter_validation=False,
+            retries={"max_attempts": 0, "total_max_attempts": 1},
+            read_timeout=99_999,
+        ),
+    )
+    return connect(client, transport)
 
 
 def fail_maps_past_their_tolerated_failures() -> None:

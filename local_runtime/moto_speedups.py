@@ -1,0 +1,111 @@
+"""moto's hot paths, made cheaper behind the same API: what moto answers is unchanged, byte for byte.
+
+- Finding the backend of a request: moto lists its package's directory (``os.listdir`` and a ``stat`` per service,
+  about 200) and then tries every service's URL patterns, for every request, under one lock. The answer depends on
+  the host name only, so it is kept per host name.
+- Serializing DynamoDB's answers: moto's generic serializer looks up each of the ten members of every attribute
+  value of every item (S, N, B, SS, ... through five kinds of alias), which makes a Query of 100 items cost tens of
+  milliseconds. An attribute value made only of strings, numbers, booleans, string and number sets, lists and maps
+  serializes to itself, so it is written as it is; anything else (binary values, an unexpected key or type) goes
+  through moto's serializer as before.
+- Comparing and sizing DynamoDB values: a Query reads every item of the table, comparing its key with the one asked
+  for, then sorts and sizes what it found; each comparison goes through ``cast_value``, which tests the value's type
+  five times before answering a string with itself. A string's (and a binary's) ``cast_value`` and ``size`` are
+  answered at once, with the same result.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from moto.core.serialize import BaseJSONSerializer
+from moto.dynamodb.models.dynamo_type import DynamoType
+from moto.dynamodb.models.utilities import bytesize
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication
+
+_MISSING = object()
+_SCALARS = {"S": str, "N": str, "BOOL": bool, "NULL": bool}
+_SETS = ("SS", "NS")
+
+
+def plain_attribute_value(value: Any) -> bool:
+    """Whether a DynamoDB attribute value (as moto's answer holds it) is one moto's serializer copies unchanged:
+    one key, a string, number, boolean, null, string or number set, or a list or map of such values."""
+    if type(value) is not dict or len(value) != 1:
+        return False
+    ((kind, inner),) = value.items()
+    expected = _SCALARS.get(kind)
+    if expected is not None:
+        return type(inner) is expected
+    if kind in _SETS:
+        return type(inner) is list and all(type(member) is str for member in inner)
+    if kind == "M":
+        return type(inner) is dict and all(
+            type(name) is str and plain_attribute_value(member) for name, member in inner.items()
+        )
+    if kind == "L":
+        return type(inner) is list and all(plain_attribute_value(member) for member in inner)
+    return False
+
+
+def install() -> None:
+    """Patch moto for this whole process (idempotent)."""
+    if getattr(DomainDispatcherApplication.get_backend_for_host, "_cached", False):
+        return
+    _cache_backend_for_host()
+    _serialize_plain_attribute_values()
+    _compare_strings_at_once()
+
+
+def _cache_backend_for_host() -> None:
+    original = DomainDispatcherApplication.get_backend_for_host
+
+    @functools.wraps(original)
+    def get_backend_for_host(self: DomainDispatcherApplication, host: str | None) -> Any:
+        cache: dict[str | None, Any] = self.__dict__.setdefault("_local_backend_for_host", {})
+        backend = cache.get(host, _MISSING)
+        if backend is _MISSING:
+            backend = cache[host] = original(self, host)
+        return backend
+
+    get_backend_for_host._cached = True  # type: ignore[attr-defined]
+    DomainDispatcherApplication.get_backend_for_host = get_backend_for_host  # type: ignore[method-assign]
+
+
+def _serialize_plain_attribute_values() -> None:
+    original = BaseJSONSerializer._serialize_type_structure
+
+    @functools.wraps(original)
+    def _serialize_type_structure(self: BaseJSONSerializer, serialized: Any, value: Any, shape: Any, key: str) -> None:
+        if key and shape.name == "AttributeValue" and plain_attribute_value(value):
+            self._default_serialize(serialized, value, shape, key)
+            return
+        original(self, serialized, value, shape, key)
+
+    BaseJSONSerializer._serialize_type_structure = _serialize_type_structure  # type: ignore[method-assign]
+
+
+_AS_IS = frozenset({"S", "B"})
+"""Types whose cast_value is the value itself, and whose size is its length in bytes (moto's own rules)"""
+
+
+def _compare_strings_at_once() -> None:
+    cast_value: Any = DynamoType.cast_value
+    size = DynamoType.size
+    original_cast = cast_value.fget
+
+    def fast_cast_value(self: DynamoType) -> Any:
+        if self.type in _AS_IS:
+            return self.value
+        return original_cast(self)
+
+    @functools.wraps(size)
+    def fast_size(self: DynamoType) -> int:
+        if self.type in _AS_IS and isinstance(self.value, str | bytes):
+            return bytesize(self.value)  # type: ignore[arg-type]
+        return size(self)
+
+    fast_cast_value.__wrapped__ = original_cast  # type: ignore[attr-defined]
+    DynamoType.cast_value = property(fast_cast_value)  # type: ignore[method-assign,assignment]
+    DynamoType.size = fast_size  # type: ignore[method-assign]

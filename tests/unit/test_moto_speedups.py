@@ -1,0 +1,109 @@
+"""moto's hot paths made cheaper (local_runtime.moto_speedups) answer exactly what moto answers."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import pytest
+from moto.core.serialize import BaseJSONSerializer, JSONSerializer, XFormedAttributePicker
+from moto.core.utils import get_service_model
+from moto.dynamodb.models.utilities import dynamo_to_dict
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+from local_runtime import moto_speedups
+
+ITEMS: list[dict[str, Any]] = [
+    {"PK": {"S": "TASK#1"}, "SK": {"S": "DEVICE#000001"}, "n": {"N": "12.50"}, "empty": {"S": ""}},
+    {"flag": {"BOOL": True}, "off": {"BOOL": False}, "nothing": {"NULL": True}},
+    {"tags": {"SS": ["a", "b"]}, "numbers": {"NS": ["1", "-2.5"]}, "none": {"L": []}, "blank": {"M": {}}},
+    {
+        "counts": {"M": {"RUNNING": {"N": "3"}, "SUCCESS": {"N": "0"}}},
+        "deep": {"L": [{"M": {"x": {"L": [{"S": "y"}]}}}]},
+    },
+    {"blob": {"B": b"\x00\x01binary"}, "blobs": {"BS": [b"a", b"b"]}},  # binary: moto's own path
+    {"nested": {"M": {"blob": {"B": b"\xff"}, "s": {"S": "t"}}}},  # binary inside a map
+    {"odd": {"N": 5}, "weird": {"BOOL": "true"}, "two": {"S": "a", "N": "1"}},  # not as DynamoDB types them
+    {"unknown": {"X": "1"}, "list": {"L": [{"S": "a"}, {"B": b"b"}]}},
+]
+
+
+def _serialize(operation: str, result: dict[str, Any]) -> str:
+    model = get_service_model("dynamodb").operation_model(operation)
+    serializer = JSONSerializer(operation_model=model, pretty_print=False, value_picker=XFormedAttributePicker())
+    return str(serializer.serialize(dynamo_to_dict(result))["body"])
+
+
+@pytest.fixture
+def fast() -> None:
+    moto_speedups.install()
+
+
+@pytest.mark.parametrize("item", ITEMS)
+def test_an_item_serializes_as_moto_serializes_it(fast: None, item: dict[str, Any], monkeypatch: Any) -> None:
+    results = {
+        "Query": {"Count": 1, "ScannedCount": 1, "Items": [item], "LastEvaluatedKey": {"PK": {"S": "x"}}},
+        "GetItem": {"Item": item, "ConsumedCapacity": {"TableName": "t", "CapacityUnits": 0.5}},
+        "UpdateItem": {"Attributes": item},
+    }
+    fast_bodies = {operation: _serialize(operation, result) for operation, result in results.items()}
+    patched = BaseJSONSerializer._serialize_type_structure
+    monkeypatch.setattr(BaseJSONSerializer, "_serialize_type_structure", patched.__wrapped__)  # type: ignore[attr-defined]
+    for operation, result in results.items():
+        assert fast_bodies[operation] == _serialize(operation, result), operation
+
+
+def test_binary_values_are_still_base64_encoded(fast: None) -> None:
+    body = json.loads(_serialize("GetItem", {"Item": {"blob": {"B": b"\x00\x01"}}}))
+    assert body == {"Item": {"blob": {"B": base64.b64encode(b"\x00\x01").decode()}}}
+
+
+def test_only_plain_values_take_the_short_path() -> None:
+    assert moto_speedups.plain_attribute_value({"M": {"a": {"L": [{"NULL": True}, {"NS": ["1"]}]}}})
+    assert not moto_speedups.plain_attribute_value({"M": {"a": {"B": b"x"}}})
+    assert not moto_speedups.plain_attribute_value({"S": "a", "N": "1"})
+    assert not moto_speedups.plain_attribute_value({"N": 1})
+    assert not moto_speedups.plain_attribute_value({"SS": ["a", 1]})
+
+
+def test_the_backend_of_a_host_is_found_once(fast: None, monkeypatch: Any) -> None:
+    dispatcher = DomainDispatcherApplication(create_backend_app)
+    hosts = ["dynamodb.us-east-1.amazonaws.com", "s3.us-east-1.amazonaws.com", "moto_api", "dynamodbstreams", None]
+    expected = [dispatcher.get_backend_for_host.__wrapped__(dispatcher, host) for host in hosts]  # type: ignore[attr-defined]
+    assert [dispatcher.get_backend_for_host(host) for host in hosts] == expected
+    monkeypatch.setattr("moto.backends.list_of_moto_modules", lambda: pytest.fail("looked up again"))
+    assert [dispatcher.get_backend_for_host(host) for host in hosts] == expected
+
+
+VALUES: list[dict[str, Any]] = [
+    {"S": "TASK#1"},
+    {"S": ""},
+    {"S": "é"},
+    {"B": "AAE="},
+    {"N": "12.50"},
+    {"BOOL": True},
+    {"NULL": True},
+    {"SS": ["a", "b"]},
+    {"L": [{"S": "a"}, {"N": "1"}]},
+    {"M": {"k": {"S": "v"}}},
+]
+
+
+@pytest.mark.parametrize("value", VALUES)
+def test_values_compare_and_size_as_moto_compares_and_sizes_them(fast: None, value: dict[str, Any]) -> None:
+    from moto.dynamodb.models.dynamo_type import DynamoType
+
+    original_cast = DynamoType.cast_value.fget.__wrapped__  # type: ignore[attr-defined]
+    original_size = DynamoType.size.__wrapped__  # type: ignore[attr-defined]
+    typed = DynamoType(value)
+    assert typed.cast_value == original_cast(typed)
+    assert typed.size() == original_size(typed)
+    for other in VALUES:
+        assert (typed == DynamoType(other)) == (
+            typed.type == other_type(other) and original_cast(typed) == original_cast(DynamoType(other))
+        )
+
+
+def other_type(value: dict[str, Any]) -> str:
+    return next(iter(value))
