@@ -6,7 +6,12 @@ its duration, and DynamoDB capacity units from the size of each item read or wri
 into dollars with bench/prices.json, per 1,000 and per 10,000 devices: the project's design is measured at two fleet
 sizes and extrapolated along the line through them; the naive design grows by device (its cost per device is
 measured). Push (the change feed and its channels) is its own line: measured with no subscriber, and again with one
-WebSocket subscriber and one webhook endpoint for the whole task.
+WebSocket subscriber and one webhook endpoint for the whole task. All in adds, to the orchestration and push with no
+subscriber, CloudWatch Logs ingestion (the bytes each function's log streams grew by in the local runtime during the
+task, START/END/REPORT lines included) and X-Ray (each trace the default sampling rule records: 5% of the task's
+trace roots, the rule's reservoir of one a second being the account's, spent by its steady traffic). Then the cost of
+10,000 devices over max-concurrency 1 to 1,000, from the commands each setting sends (the former design's and the
+rolling one's), plotted.
 
     python -m bench.cost_model [--seconds 60] [--sizes 100 200] [--naive-size 100]
 """
@@ -15,8 +20,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from bench.common import FIGURES, PRICES, RESULTS, Local, request, save
@@ -28,6 +36,21 @@ from local_runtime.template import load
 MEMORY_GB = {name: function.memory / 1024 for name, function in load(ROOT, "longrun", "us-east-1").functions.items()}
 SCALES = (1_000, 10_000)
 PUSH_FUNCTIONS = ("PublishEventsFunction", "WebSocketFunction", "DeliverWebhooksFunction", "EventStreamFunction")
+WORKFLOW_STEPS = ("StartRunFunction", "RunBatchFunction", "ExpireBatchFunction", "FinishRunFunction")
+"""Invoked by the state machine: their segments join its execution's trace rather than start their own"""
+CURVE_DEVICES = 10_000
+GATE = 0.05
+
+
+def log_bytes(local: Local) -> dict[str, int]:
+    """How many bytes each function's log streams hold so far (the runtime writes them under its logs dir)."""
+    logs = Path(local.runtime.log).parent / "logs"
+    found: dict[str, int] = {}
+    for path in logs.rglob("*") if logs.exists() else []:
+        if path.is_file():
+            function = path.relative_to(logs).parts[0]
+            found[function] = found.get(function, 0) + path.stat().st_size
+    return found
 
 
 def run_project(local: Local, devices: int, script: str, subscribed: bool = False) -> dict[str, Any]:
@@ -39,6 +62,7 @@ def run_project(local: Local, devices: int, script: str, subscribed: bool = Fals
     if receiver is not None:
         url = f"http://127.0.0.1:{receiver.server_port}/"
         webhook = request("POST", f"{local.runtime.api}/device-management/webhooks", {"url": url})
+    logged = log_bytes(local)
     local.meter(reset=True)
     started = time.monotonic()
     task = local.submit(
@@ -59,10 +83,11 @@ def run_project(local: Local, devices: int, script: str, subscribed: bool = Fals
     seconds = round(time.monotonic() - started, 1)
     time.sleep(5)  # the last deliveries
     meter = local.meter()
+    grown = {name: size - logged.get(name, 0) for name, size in log_bytes(local).items()}
     if receiver is not None and webhook is not None:
         request("DELETE", f"{local.runtime.api}/device-management/webhooks/{webhook['id']}")
         receiver.shutdown()
-    return {"devices": devices, "seconds": seconds, "subscribed": subscribed, "meter": meter}
+    return {"devices": devices, "seconds": seconds, "subscribed": subscribed, "meter": meter, "logBytes": grown}
 
 
 def run_naive(local: Local, devices: int, key: str) -> dict[str, Any]:
@@ -97,8 +122,12 @@ def _by_push(counts: dict[str, int], suffix: str) -> int:
     return sum(n for key, n in counts.items() if key.split(":", 1)[0] in PUSH_FUNCTIONS and key.endswith(suffix))
 
 
-def units(meter: dict[str, Any], seconds: float = 0.0, subscribers: int = 0) -> dict[str, float]:
-    """What the bill counts, from one run's meter: the orchestration's units and push's apart."""
+def units(
+    meter: dict[str, Any], seconds: float = 0.0, subscribers: int = 0, logged: dict[str, int] | None = None
+) -> dict[str, float]:
+    """What the bill counts, from one run's meter: the orchestration's units and push's apart, and what all in adds:
+    the bytes logged, the trace roots (requests that start a trace: every invocation but the state machine's
+    steps', each execution and child execution)."""
     calls, by_caller = meter["calls"], meter.get("byCaller", {"calls": {}, "dynamodb": {}})
     invocations, milliseconds = meter["lambdaInvocations"], meter["lambdaMilliseconds"]
     push_capacity = by_caller["dynamodb"]
@@ -120,18 +149,29 @@ def units(meter: dict[str, Any], seconds: float = 0.0, subscribers: int = 0) -> 
         "pushWebSocketMessages": _by_push(by_caller["calls"], ":execute-api:WebSocketMessages") + subscribers,
         "pushWebSocketConnectionMinutes": subscribers * seconds / 60,
     }
-    return push | {
-        "stateTransitions": meter["stateTransitions"],
-        "lambdaRequests": sum(invocations.values()) - push["pushLambdaRequests"],
-        "lambdaGbSeconds": sum(ms / 1000 * MEMORY_GB[name] for name, ms in milliseconds.items())
-        - push["pushLambdaGbSeconds"],
-        "dynamodbWriteUnits": meter["dynamodb"].get("writeUnits", 0) - push["pushDynamodbWriteUnits"],
-        "dynamodbReadUnits": meter["dynamodb"].get("readUnits", 0) - push["pushDynamodbReadUnits"],
-        "s3Puts": sum(n for call, n in calls.items() if call.startswith("service:s3:") and "Put" in call),
-        "s3Gets": sum(n for call, n in calls.items() if call.startswith("service:s3:") and "Put" not in call),
-        "deviceS3Puts": sum(n for call, n in calls.items() if call.startswith("device:s3:") and "Put" in call),
-        "deviceS3Gets": sum(n for call, n in calls.items() if call.startswith("device:s3:") and "Put" not in call),
+    logged = logged or {}
+    extra = {
+        "logBytes": sum(logged.values()),
+        "traceRoots": sum(n for name, n in invocations.items() if name not in WORKFLOW_STEPS)
+        + 1
+        + invocations.get("RunBatchFunction", 0),
     }
+    return (
+        extra
+        | push
+        | {
+            "stateTransitions": meter["stateTransitions"],
+            "lambdaRequests": sum(invocations.values()) - push["pushLambdaRequests"],
+            "lambdaGbSeconds": sum(ms / 1000 * MEMORY_GB[name] for name, ms in milliseconds.items())
+            - push["pushLambdaGbSeconds"],
+            "dynamodbWriteUnits": meter["dynamodb"].get("writeUnits", 0) - push["pushDynamodbWriteUnits"],
+            "dynamodbReadUnits": meter["dynamodb"].get("readUnits", 0) - push["pushDynamodbReadUnits"],
+            "s3Puts": sum(n for call, n in calls.items() if call.startswith("service:s3:") and "Put" in call),
+            "s3Gets": sum(n for call, n in calls.items() if call.startswith("service:s3:") and "Put" not in call),
+            "deviceS3Puts": sum(n for call, n in calls.items() if call.startswith("device:s3:") and "Put" in call),
+            "deviceS3Gets": sum(n for call, n in calls.items() if call.startswith("device:s3:") and "Put" not in call),
+        }
+    )
 
 
 def dollars(quantities: dict[str, float]) -> dict[str, float]:
@@ -156,6 +196,9 @@ def dollars(quantities: dict[str, float]) -> dict[str, float]:
         + quantities["pushWebSocketMessages"] * p["apigw_websocket_per_message"]
         + quantities["pushWebSocketConnectionMinutes"] * p["apigw_websocket_per_connection_minute"]
     )
+    bill["logs"] = quantities.get("logBytes", 0) / 1e9 * p["cloudwatch_logs_ingestion_per_gb"]
+    bill["tracing"] = quantities.get("traceRoots", 0) * p["xray_default_sampling_rate"] * p["xray_per_trace_recorded"]
+    bill["allIn"] = bill["orchestration"] + bill["push"] + bill["logs"] + bill["tracing"]
     bill["devicesS3"] = (
         quantities["deviceS3Puts"] * p["s3_put_per_request"] + quantities["deviceS3Gets"] * p["s3_get_per_request"]
     )
@@ -221,11 +264,12 @@ def main() -> None:
         small, large = args.sizes
         runs = measure(args.seconds, small, large, args.naive_size)
     measured = {
-        name: units(run["meter"], run["seconds"], 1 if run.get("subscribed") else 0) for name, run in runs.items()
+        name: units(run["meter"], run["seconds"], 1 if run.get("subscribed") else 0, run.get("logBytes"))
+        for name, run in runs.items()
     }
     # longrun's own rule also hears the naive design's SSM events (same account) and ignores them; the naive
-    # design itself has no Lambda function
-    measured["naive"].update(lambdaRequests=0, lambdaGbSeconds=0)
+    # design itself has no Lambda function (and logs nothing), its one execution is its one trace root
+    measured["naive"].update(lambdaRequests=0, lambdaGbSeconds=0, logBytes=0, traceRoots=1 / CURVE_DEVICES)
     result: dict[str, Any] = {
         "prices": PRICES,
         "scriptSeconds": args.seconds,
@@ -246,8 +290,89 @@ def main() -> None:
             / result["project"][str(scale)]["dollars"]["orchestration"],
             1,
         )
+    tenk = result["project"][str(CURVE_DEVICES)]
+    result["allIn10000"] = tenk["dollars"]["allIn"]
+    result["allInMet"] = tenk["dollars"]["allIn"] <= GATE and result[f"ratio{CURVE_DEVICES}"] >= 100
+    marginal = per_command(runs["small"], runs["large"], measured["small"], measured["large"])
+    result["perCommand"] = {"units": marginal, "dollars": dollars(marginal)}
+    result["curve"] = curve(tenk["units"], marginal)
     save("cost_model", result)
     plot(result)
+    plot_curve(result["curve"])
+
+
+def per_command(
+    small: dict[str, Any], large: dict[str, Any], small_units: dict[str, float], large_units: dict[str, float]
+) -> dict[str, float]:
+    """What one more SSM command (one more batch) adds to a task: its child execution's transitions (the measured
+    difference per batch), its RunBatch invocation (duration, capacity, log bytes), the CommandEvents invocation its
+    end event brings (their average), two trace roots."""
+    meter = large["meter"]
+    logged = {name.rsplit("-", 1)[-1]: size for name, size in large.get("logBytes", {}).items()}  # stack-Function
+    invocations, milliseconds = meter["lambdaInvocations"], meter["lambdaMilliseconds"]
+    capacity = meter.get("byCaller", {}).get("dynamodb", {})
+    batches = invocations["RunBatchFunction"]
+    small_batches = small["meter"]["lambdaInvocations"]["RunBatchFunction"]
+    events = max(invocations.get("CommandEventsFunction", 1), 1)
+    transitions = (large_units["stateTransitions"] - small_units["stateTransitions"]) / max(batches - small_batches, 1)
+    return dict.fromkeys(large_units, 0.0) | {
+        "stateTransitions": transitions,
+        "lambdaRequests": 2,
+        "lambdaGbSeconds": milliseconds["RunBatchFunction"] / 1000 * MEMORY_GB["RunBatchFunction"] / batches
+        + milliseconds.get("CommandEventsFunction", 0) / 1000 * MEMORY_GB["CommandEventsFunction"] / events,
+        "dynamodbWriteUnits": capacity.get("RunBatchFunction:writeUnits", 0) / batches,
+        "dynamodbReadUnits": capacity.get("RunBatchFunction:readUnits", 0) / batches
+        + capacity.get("CommandEventsFunction:readUnits", 0) / events,
+        "logBytes": logged.get("RunBatchFunction", 0) / batches + logged.get("CommandEventsFunction", 0) / events,
+        "traceRoots": 2,
+    }
+
+
+def commands(devices: int, concurrency: int, rolling: bool) -> int:
+    if rolling:
+        sys.path.insert(0, str(ROOT / "layers" / "longrun"))  # the layer's own plan
+        from longrun.batching import batch_plan
+
+        return int(batch_plan(devices, concurrency, 60, 0)["batchCount"])
+    return math.ceil(devices / min(concurrency, 50))  # the former design: batches of min(max-concurrency, 50)
+
+
+def curve(measured: dict[str, float], marginal: dict[str, float]) -> dict[str, Any]:
+    """The all-in cost of 10,000 devices at each max-concurrency from 1 to 1,000: the measured task (200 commands)
+    plus or minus what each command more or fewer costs, for the rolling layout and the former one."""
+    base = commands(CURVE_DEVICES, CURVE_DEVICES, rolling=True)  # what the measured runs sent: 50 devices each
+    points = sorted({1, 2, 3, 5, 7, 10, 13, 20, 25, 30, 40, 49, 50, 64, 75, 100, 128, 150, 199, 200, 250, 300, 333}
+                    | {400, 500, 600, 700, 750, 800, 900, 999, 1_000})  # fmt: skip
+    found: dict[str, Any] = {"maxConcurrency": points, "rolling": [], "former": [], "rollingCommands": []}
+    for concurrency in points:
+        for design in ("rolling", "former"):
+            sent = commands(CURVE_DEVICES, concurrency, rolling=design == "rolling")
+            quantities = {name: value + (sent - base) * marginal.get(name, 0) for name, value in measured.items()}
+            found[design].append(round(dollars(quantities)["allIn"], 5))
+            if design == "rolling":
+                found["rollingCommands"].append(sent)
+    return found
+
+
+def plot_curve(found: dict[str, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axis = plt.subplots(figsize=(8, 4))
+    axis.plot(found["maxConcurrency"], found["former"], marker=".", label="batches as barriers (before)")
+    axis.plot(found["maxConcurrency"], found["rolling"], marker=".", label="rolling (SSM rate control per command)")
+    axis.axhline(GATE, color="grey", linestyle="--", label=f"target ${GATE}")
+    axis.set_xscale("log")
+    axis.set_yscale("log")
+    axis.set_xlabel("max-concurrency")
+    axis.set_ylabel("USD per task, all in (log)")
+    axis.set_title(f"{CURVE_DEVICES:,} devices, 60 s scripts: cost over max-concurrency")
+    axis.legend()
+    fig.tight_layout()
+    FIGURES.mkdir(parents=True, exist_ok=True)
+    fig.savefig(FIGURES / "cost_by_concurrency.png", dpi=110)
 
 
 if __name__ == "__main__":

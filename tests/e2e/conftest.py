@@ -217,8 +217,9 @@ def service() -> Iterator[Service]:
         return
     # Every test on it also lives with DynamoDB refusing a share of writes as conflicting, as under load in AWS.
     # Webhook deliveries are retried after 1 s instead of the schedule's 5 s, 5 min, ...
+    # device-1..device-60 besides: enough for a task of several commands (test_rolling_schedule.py)
     runtime = LocalRuntimeProcess.start(
-        "--transaction-conflict-rate", "0.05", "--parameter", "WebhookRetrySchedule=0,1,1,1"
+        "--transaction-conflict-rate", "0.05", "--parameter", "WebhookRetrySchedule=0,1,1,1", "--fleet-size", "60"
     )
     try:
         yield runtime.service

@@ -124,7 +124,8 @@ def test_while_a_task_runs_its_devices_show_running_and_pending_and_their_output
     service.wait(task_id, until=("CANCELLED",), timeout=30)
     ended = devices(service, task_id)
     assert [d["status"] for d in ended] == ["CANCELLED", "NOT_STARTED", "NOT_STARTED"]
-    assert ended[1]["reason"] == "the device never started" and "stdout" not in ended[1]
+    # web-2 and db-1 were in the command, held back by SSM's rate control, and cancelled before they started
+    assert "never started" in ended[1]["reason"] and "stdout" not in ended[1]
     reply = get(service, ended[1]["href"] + "/stdout")
     assert reply.status == 404 and "web-2" in reply.body["detail"] and "never started" in reply.body["detail"]
     if "stdout" in ended[0]:  # it ran until the cancel: whatever it printed by then

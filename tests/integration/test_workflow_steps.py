@@ -48,7 +48,8 @@ def test_start_run_plans_batches_without_device_ids(deployed: Deployment) -> Non
     boto3.client("s3").put_object(Bucket=deployed.bucket, Key="scripts/a.sh", Body=b"echo hi\n")
     tid = new_task(deployed)
     plan = deployed.workflow.start_run(tid)
-    assert plan == {"taskId": tid, "batches": [0, 1, 2], "batchesAtOnce": 2, "batchWaitSeconds": 600 + 120}
+    # four commands of 30 devices, all at once, 25 of each running: a command waits for two rounds of scripts
+    assert plan == {"taskId": tid, "batches": [0, 1, 2, 3], "batchesAtOnce": 4, "batchWaitSeconds": 2 * 600 + 120}
     assert deployed.store.get_task(tid).status is TaskStatus.IN_PROGRESS  # type: ignore[union-attr]
     assert deployed.workflow.start_run(tid) == plan  # a retry of the step (its answer lost) plans the same batches
     deployed.store.change_status(tid, TaskStatus.CANCELLING, [TaskStatus.IN_PROGRESS])

@@ -8,6 +8,7 @@ from typing import Any, cast
 
 import pytest
 
+from longrun.batching import task_batch_size
 from longrun.config import Settings
 from longrun.errors import BadRequest, DeviceNotFinished, DeviceNotFound, NoOutput
 from longrun.links import Links
@@ -71,6 +72,9 @@ class FakeStore:
     def device_runs(self, task_id: str, start: int, end: int) -> dict[int, DeviceRun]:
         self.reads.append(("DEVICE", start, end))
         return {i: r for i, r in self.runs.items() if start <= i < end}
+
+    def sent_commands(self, task_id: str, first: int, end: int) -> dict[str, dict[str, int]]:
+        return {}  # SSM is not asked which devices it holds back: every sent device shows RUNNING
 
     def batched_devices(self, task_id: str, first: int, end: int) -> set[int]:
         self.reads.append(("BATCH", first, end))
@@ -165,7 +169,7 @@ def test_an_unknown_device_is_not_found_and_names_it() -> None:
 def running_fleet(devices: int, max_concurrency: int, finished: int, started_batches: int) -> FakeStore:
     """A running task: the first ``finished`` devices recorded SUCCESS, every device of the first
     ``started_batches`` batches sent to its node."""
-    size = min(max_concurrency, 50)
+    size = task_batch_size(task(TaskStatus.IN_PROGRESS, devices, max_concurrency).settings, devices)
     batches = {n: set(range(n * size, min((n + 1) * size, devices))) for n in range(started_batches)}
     running = sum(len(b) for b in batches.values()) - finished
     state = task(TaskStatus.IN_PROGRESS, devices, max_concurrency, SUCCESS=finished, RUNNING=running)
@@ -190,7 +194,7 @@ def test_a_page_reads_only_the_records_and_batches_of_the_devices_it_shows() -> 
     assert [d.device_id for d in page.items] == [f"d{i}" for i in range(20, 45)]
     assert [d.status for d in page.items] == [DeviceStatus.SUCCESS] * 10 + [DeviceStatus.RUNNING] * 15
     assert page.next_token == "45"
-    assert store.reads == [("DEVICE", 20, 45), ("BATCH", 1, 3)]  # devices 30..44 are in batches 1 and 2
+    assert store.reads == [("DEVICE", 20, 45), ("BATCH", 0, 1)]  # devices 30..44 are in batch 0 (50 devices each)
 
 
 def test_pages_cover_every_device_once_in_request_order() -> None:
@@ -198,7 +202,8 @@ def test_pages_cover_every_device_once_in_request_order() -> None:
     found, requests = walk(service(store), None, 100)
     assert [d.device_id for d in found] == ids(230) and requests == 3
     counts = {status: sum(d.status is status for d in found) for status in DeviceStatus}
-    assert (counts[DeviceStatus.SUCCESS], counts[DeviceStatus.RUNNING], counts[DeviceStatus.PENDING]) == (60, 40, 130)
+    # five commands of 46 devices (10 of each running at once): two sent, 92 devices
+    assert (counts[DeviceStatus.SUCCESS], counts[DeviceStatus.RUNNING], counts[DeviceStatus.PENDING]) == (60, 32, 138)
 
 
 def test_no_batch_is_read_when_no_device_is_running() -> None:
@@ -237,7 +242,7 @@ def test_a_status_filter_scans_in_bounded_windows_and_finds_every_match_once(sta
 def test_a_filtered_page_stops_at_its_limit_and_continues_after_its_last_device() -> None:
     store = running_fleet(devices=100, max_concurrency=10, finished=0, started_batches=1)
     page = service(store).devices(OWNER, TASK_ID, DeviceStatus.PENDING, 3, None, LINKS)
-    assert [d.device_id for d in page.items] == ["d10", "d11", "d12"] and page.next_token == "13"
+    assert [d.device_id for d in page.items] == ["d50", "d51", "d52"] and page.next_token == "53"  # batches of 50
 
 
 def test_a_filter_no_device_can_match_reads_nothing() -> None:

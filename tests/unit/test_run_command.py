@@ -117,3 +117,54 @@ def test_ssm_s_refusal_names_the_nodes_it_refused() -> None:
         "Instances [[i-0123456789abcdef0, mi-0123456789abcdef1]] not in a valid state for account 123456789012"
     )
     assert refused.named == {"i-0123456789abcdef0", "mi-0123456789abcdef1"}
+
+
+COMMAND = "0b8afbb7-3b76-41fc-9ab8-5b2cd6b41367"
+
+
+def cid(letter: str) -> str:
+    return f"{letter * 8}-3b76-41fc-9ab8-5b2cd6b41367"
+
+
+def stubbed_ssm(monkeypatch: pytest.MonkeyPatch) -> Any:
+    import boto3
+    from botocore.stub import Stubber
+
+    client = boto3.client("ssm", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    monkeypatch.setattr(run_command, "_ssm", lambda: client)
+    stubber = Stubber(client)
+    stubber.activate()
+    return stubber
+
+
+def test_the_nodes_ssm_holds_back_are_its_pending_and_delayed_invocations(monkeypatch: pytest.MonkeyPatch) -> None:
+    ssm = stubbed_ssm(monkeypatch)
+    listed = [
+        {"InstanceId": "mi-0000000000000000a", "Status": "InProgress"},
+        {"InstanceId": "mi-0000000000000000b", "Status": "Pending"},
+        {"InstanceId": "mi-0000000000000000c", "Status": "Delayed"},
+        {"InstanceId": "mi-0000000000000000d", "Status": "Success"},
+    ]
+    ssm.add_response(
+        "list_command_invocations", {"CommandInvocations": listed}, {"CommandId": COMMAND, "MaxResults": 50}
+    )
+    assert run_command.waiting_nodes(COMMAND) == {"mi-0000000000000000b", "mi-0000000000000000c"}
+
+
+def test_a_task_s_commands_still_going_are_found_by_their_comment(monkeypatch: pytest.MonkeyPatch) -> None:
+    ssm = stubbed_ssm(monkeypatch)
+    task = "1a8afbb7-3b76-41fc-9ab8-5b2cd6b41367"
+    other = "2b8afbb7-3b76-41fc-9ab8-5b2cd6b41367"
+    commands = [
+        {"CommandId": cid("a"), "Comment": run_command.batch_comment(task, 0), "Status": "InProgress"},
+        {"CommandId": cid("b"), "Comment": run_command.batch_comment(task, 1), "Status": "Success"},
+        {"CommandId": cid("c"), "Comment": run_command.batch_comment(task, 2), "Status": "Pending"},
+        {"CommandId": cid("d"), "Comment": run_command.batch_comment(other, 0), "Status": "InProgress"},
+        {"CommandId": cid("e"), "Comment": "patch tuesday", "Status": "InProgress"},
+    ]
+    filters = [
+        {"key": "DocumentName", "value": "AWS-RunRemoteScript"},
+        {"key": "InvokedAfter", "value": "2026-11-27T09:59:00Z"},
+    ]
+    ssm.add_response("list_commands", {"Commands": commands}, {"Filters": filters})
+    assert run_command.commands_going(task, datetime(2026, 11, 27, 10, 0, tzinfo=UTC)) == [cid("a"), cid("c")]

@@ -210,6 +210,19 @@ def sent_command(comment: str, since: datetime) -> str | None:
     return None
 
 
+def commands_going(task_id: str, since: datetime) -> list[str]:
+    """The task's commands SSM has not finished (Pending or InProgress), sent since a moment."""
+    after = (since - CLOCK_SKEW).isoformat(timespec="seconds").replace("+00:00", "Z")
+    filters: Any = [{"key": "DocumentName", "value": DOCUMENT}, {"key": "InvokedAfter", "value": after}]
+    going = []
+    for page in _ssm().get_paginator("list_commands").paginate(Filters=filters):
+        for command in page["Commands"]:
+            origin = parse_comment(command.get("Comment", ""))
+            if origin and origin[0] == task_id and command["Status"] in ("Pending", "InProgress"):
+                going.append(command["CommandId"])
+    return going
+
+
 def cancel(command_id: str, node_ids: Sequence[str] | None = None) -> None:
     """Stop a command on the given nodes (all of them by default); a command that already ended is left alone."""
     try:
@@ -246,6 +259,16 @@ def command_runs(command_id: str, node_id: str | None = None) -> CommandRuns:
             else:
                 going[invocation["InstanceId"]] = invocation["Status"] not in NOT_STARTED_SSM_STATUSES
     return CommandRuns(ended=ended, going=going)
+
+
+def waiting_nodes(command_id: str) -> set[str]:
+    """The nodes whose run of a command SSM has not started yet (Pending, Delayed): its rate control holds them
+    back. One page per 50 nodes, without the steps' details."""
+    waiting: set[str] = set()
+    query: dict[str, Any] = {"CommandId": command_id, "MaxResults": INVOCATIONS_PER_PAGE}
+    for page in _ssm().get_paginator("list_command_invocations").paginate(**query):
+        waiting.update(i["InstanceId"] for i in page["CommandInvocations"] if i["Status"] in NOT_STARTED_SSM_STATUSES)
+    return waiting
 
 
 def outcome_of(invocation: dict[str, Any]) -> CommandOutcome | None:

@@ -52,6 +52,7 @@ from decimal import Decimal
 from typing import Any, cast
 
 import boto3
+from boto3.dynamodb.transform import TransformationInjector, copy_dynamodb_params
 from boto3.dynamodb.types import TypeDeserializer
 from botocore.exceptions import ClientError
 
@@ -231,10 +232,22 @@ def _is_conflict(error: ClientError) -> bool:
     return code == "TransactionCanceledException" and "TransactionConflict" in _reasons(error)
 
 
+def _client() -> Any:
+    """A DynamoDB client that takes and answers Python values, as a Table resource's client does, without building
+    the resource (its model costs a cold start about as much as the client itself). Its condition expressions are
+    built with a counter: one client per thread."""
+    client = boto3.client("dynamodb")
+    events, injector = client.meta.events, TransformationInjector()
+    events.register("provide-client-params.dynamodb", copy_dynamodb_params)
+    events.register("before-parameter-build.dynamodb", injector.inject_condition_expressions)
+    events.register("before-parameter-build.dynamodb", injector.inject_attribute_value_input)
+    events.register("after-call.dynamodb", injector.inject_attribute_value_output)
+    return client
+
+
 class TaskStore:
     def __init__(self, table_name: str) -> None:
-        self._table = boto3.resource("dynamodb").Table(table_name)
-        self._client = self._table.meta.client
+        self._client = _client()
         self._table_name = table_name
 
     # --- tasks ---------------------------------------------------------------------------------
@@ -332,7 +345,7 @@ class TaskStore:
         }
         if next_token:
             query["ExclusiveStartKey"] = _decode_token(next_token, **{pk_name: pk_value})
-        page = self._table.query(**query)
+        page = self._client.query(TableName=self._table_name, **query)
         listed = [self._listed_from_item(item) for item in page["Items"]]
         return listed, _encode_token(page.get("LastEvaluatedKey"))
 
@@ -538,9 +551,9 @@ class TaskStore:
         return updated
 
     def get_batch(self, task_id: str, number: int) -> Batch | None:
-        item = self._table.get_item(Key={"PK": _task_pk(task_id), "SK": _batch_sk(number)}, ConsistentRead=True).get(
-            "Item"
-        )
+        item = self._client.get_item(
+            TableName=self._table_name, Key={"PK": _task_pk(task_id), "SK": _batch_sk(number)}, ConsistentRead=True
+        ).get("Item")
         return self._batch_from_item(item) if item else None
 
     def batched_devices(self, task_id: str, first: int, end: int) -> set[int]:
@@ -552,6 +565,20 @@ class TaskStore:
             projection="nodes",
         )
         return {int(index) for item in items for index in item.get("nodes", {}).values()}
+
+    def sent_commands(self, task_id: str, first: int, end: int) -> dict[str, dict[str, int]]:
+        """The SSM commands the batches first..end-1 were sent as: command id -> its nodes (node id -> device
+        position)."""
+        items = self._query_all(
+            "PK = :pk AND SK BETWEEN :first AND :last",
+            {":pk": _task_pk(task_id), ":first": _batch_sk(first), ":last": _batch_sk(end - 1)},
+            projection="nodes, commandId",
+        )
+        return {
+            str(item["commandId"]): {node: int(index) for node, index in item.get("nodes", {}).items()}
+            for item in items
+            if item.get("commandId")
+        }
 
     def batches(self, task_id: str) -> Iterator[Batch]:
         for item in self._query_prefix(task_id, "BATCH#"):
@@ -608,7 +635,9 @@ class TaskStore:
     def device_recorded(self, task_id: str, index: int) -> bool:
         """Whether a device's outcome is recorded: a read, 20 times cheaper than a write that would fail."""
         key = {"PK": _task_pk(task_id), "SK": _device_sk(index)}
-        return "Item" in self._table.get_item(Key=key, ProjectionExpression="SK", ConsistentRead=True)
+        return "Item" in self._client.get_item(
+            TableName=self._table_name, Key=key, ProjectionExpression="SK", ConsistentRead=True
+        )
 
     def device_runs(self, task_id: str, start: int, end: int) -> dict[int, DeviceRun]:
         """The recorded runs of the devices at positions start..end-1, by position."""
@@ -733,7 +762,9 @@ class TaskStore:
         self._write(lambda: self._client.delete_item(TableName=self._table_name, Key=key))
 
     def _connection(self, connection_id: str) -> dict[str, Any] | None:
-        found = self._table.get_item(Key=_connection_key(connection_id), ConsistentRead=True).get("Item")
+        found = self._client.get_item(
+            TableName=self._table_name, Key=_connection_key(connection_id), ConsistentRead=True
+        ).get("Item")
         return _plain(found) if found else None
 
     def subscribers(self, task_id: str) -> list[str]:
@@ -750,7 +781,7 @@ class TaskStore:
     def get_webhook(self, owner_key: str, webhook_id: str) -> WebhookEndpoint | None:
         """One of an owner's endpoints (``owner_key`` is the digest of the owner's key), None if it has none such."""
         key = _webhook_key(owner_key, webhook_id)
-        item = self._table.get_item(Key=key, ConsistentRead=True).get("Item")
+        item = self._client.get_item(TableName=self._table_name, Key=key, ConsistentRead=True).get("Item")
         return self._webhook_from_item(item) if item else None
 
     def list_webhooks(
@@ -862,7 +893,7 @@ class TaskStore:
         }
         if next_token:
             query["ExclusiveStartKey"] = _decode_token(next_token, PK=pk)
-        page = self._table.query(**query)
+        page = self._client.query(TableName=self._table_name, **query)
         return page["Items"], _encode_token(page.get("LastEvaluatedKey"))
 
     def _query_all(
@@ -878,7 +909,7 @@ class TaskStore:
         if projection:
             query["ProjectionExpression"] = projection
         while True:
-            page = self._table.query(**query)
+            page = self._client.query(TableName=self._table_name, **query)
             yield from page["Items"]
             if "LastEvaluatedKey" not in page:
                 return

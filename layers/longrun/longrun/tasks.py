@@ -3,6 +3,7 @@ state and output, cancel."""
 
 from __future__ import annotations
 
+import logging
 import math
 import uuid
 from collections.abc import Sequence
@@ -12,7 +13,7 @@ from typing import Literal
 from botocore.exceptions import BotoCoreError, ClientError
 
 from longrun import executions, lifecycle, run_command, scripts
-from longrun.batching import task_batch_size
+from longrun.batching import task_plan
 from longrun.config import Settings
 from longrun.errors import (
     BadRequest,
@@ -56,6 +57,8 @@ Stream = Literal["stdout", "stderr"]
 ESTIMATE_AFTER_DEVICES = 3
 """How many devices must have finished before the task's pace is taken as its estimate."""
 MAX_RETRY_AFTER_SECONDS = 60
+
+logger = logging.getLogger(__name__)
 
 
 class ScriptExecutions:
@@ -183,10 +186,30 @@ class ScriptExecutions:
             and task.counts.RUNNING
             and wanted in (None, DeviceStatus.PENDING, DeviceStatus.RUNNING)
         ):
-            size = task_batch_size(task.settings, task.device_count)
-            batched = self._store.batched_devices(task.id, unrecorded[0] // size, unrecorded[-1] // size + 1)
+            plan = task_plan(task.settings, task.device_count)
+            size = plan["batchSize"]
+            first, end = unrecorded[0] // size, unrecorded[-1] // size + 1
+            batched = self._store.batched_devices(task.id, first, end)
+            if batched and plan["commandConcurrency"] < size:
+                batched -= self._held_back_by_ssm(task.id, first, end, set(unrecorded))
         states = [(i, device_state(task, devices, i, runs.get(i), i in batched, links)) for i in positions]
         return [(i, state) for i, state in states if wanted is None or state.status is wanted]
+
+    def _held_back_by_ssm(self, task_id: str, first: int, end: int, wanted: set[int]) -> set[int]:
+        """Of the devices at ``wanted`` positions in the batches first..end-1, those that SSM's rate control still
+        holds back in their command (its invocation Pending or Delayed): PENDING, not RUNNING, until SSM starts them.
+        One ListCommandInvocations per command; if SSM cannot be asked, every sent device shows RUNNING."""
+        held: set[int] = set()
+        for command_id, nodes in self._store.sent_commands(task_id, first, end).items():
+            if not wanted.intersection(nodes.values()):
+                continue
+            try:
+                waiting = run_command.waiting_nodes(command_id)
+            except (BotoCoreError, ClientError):
+                logger.warning("could not ask SSM which devices it holds back", extra={"command_id": command_id})
+                continue
+            held.update(index for node, index in nodes.items() if node in waiting)
+        return held
 
     def cancel(self, owner: Owner, task_id: str, links: Links) -> ScriptExecution:
         """Stop the task: no new device starts, running scripts are cancelled, the execution is stopped. Asking
@@ -357,8 +380,8 @@ def device_state(
     task: Task, devices: TaskDevices, index: int, run: DeviceRun | None, batched: bool, links: Links
 ) -> DeviceState:
     """A device's current state: its outcome once recorded; without one, while the task runs, RUNNING if a started
-    batch sent it to its node and PENDING otherwise, and once the task has finished the outcome kept for it
-    (NOT_STARTED)."""
+    batch sent it to its node (and SSM's rate control no longer holds it back in its command) and PENDING otherwise,
+    and once the task has finished the outcome kept for it (NOT_STARTED)."""
     device_id = devices.ids[index]
     href = links.device(task.id, device_id)
     if run is not None:
@@ -402,8 +425,12 @@ def _first_possible(task: Task, devices: TaskDevices, status: DeviceStatus, star
     if task.status.finished and devices.outcomes:
         found = devices.outcomes.find(status.letter, start)
         return None if found < 0 else found
-    if not task.status.finished and getattr(task.counts, status.value) == 0:
-        return None
+    if not task.status.finished:
+        count = getattr(task.counts, status.value)
+        if status is DeviceStatus.PENDING:
+            count += task.counts.RUNNING  # the counts call RUNNING every device sent, even one SSM still holds back
+        if count == 0:
+            return None
     return start
 
 

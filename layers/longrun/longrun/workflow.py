@@ -5,10 +5,14 @@ The machine starts the run, fans out over batches of up to 50 devices (one SSM c
 batch with a task token. SSM's events report each device as it ends (progress), and the whole command once every
 device of it has ended; then the batch's token is handed back. Nothing polls.
 
-Rate control: a batch holds at most ``max-concurrency`` devices and every device of a batch starts at once, so
-at most ``max-concurrency`` run at a time (batches at once x batch size) and none waits in a queue; no batch
-starts once more than ``max-errors`` devices have failed or timed out, nor once ``deadline-seconds`` has passed;
-and each script's time limit is cut to the time left before the deadline, so every script ends by then.
+Rate control rolls (see ``batching.command_layout``): each command runs its devices under SSM's own rate control
+(MaxConcurrency: the next device starts the moment one ends), several commands run at once, and the sum of their
+MaxConcurrency never exceeds ``max-concurrency``; a command that ends hands its slots to the next (the Distributed
+Map's MaxConcurrency). No batch starts once more than ``max-errors`` devices have failed or timed out, and each
+command's MaxErrors is what is left of the task's; once the task's errors pass it, the devices that SSM still holds
+back in the other commands are cancelled, so max-errors stays task-wide. A task with ``deadline-seconds`` starts
+every device of a batch at once (no rolling) and no batch once the deadline has passed; each script's time limit is
+cut to the time left before the deadline, so every script ends by then.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from typing import Any
 from aws_lambda_powertools import Logger
 
 from longrun import executions, lifecycle, run_command, scripts
-from longrun.batching import batch_plan, batch_range, concurrency_limit, error_limit
+from longrun.batching import batch_range, error_limit, task_plan
 from longrun.config import Settings
 from longrun.models import Batch, CommandOutcome, DeviceStatus, Task, TaskStatus
 from longrun.store import ConditionFailed, TaskStore, utc_now
@@ -59,10 +63,11 @@ class Workflow:
         self._store = store
         self._config = config
         self._sent_batches: OrderedDict[tuple[str, int], Batch] = OrderedDict()
+        self._held_back: set[str] = set()
+        """Tasks past max-errors whose commands' held-back devices this environment has cancelled"""
 
     def _plan(self, task: Task) -> dict[str, int]:
-        limit = concurrency_limit(task.settings, task.device_count)
-        return batch_plan(task.device_count, limit, task.settings.timeout_seconds, self._config.report_grace_seconds)
+        return task_plan(task.settings, task.device_count, self._config.report_grace_seconds)
 
     def start_run(self, task_id: str) -> dict[str, Any]:
         """First step: check the script is there, mark the task IN_PROGRESS, and plan the batches. A retry of this
@@ -165,7 +170,7 @@ class Workflow:
                     key=scripts.script_key(settings.script_url, self._config.scripts_bucket),
                     timeout_seconds=time_limit,
                     start_within_seconds=left if left is not None else plan["batchWaitSeconds"],
-                    max_concurrency=plan["batchSize"],
+                    max_concurrency=plan["commandConcurrency"],
                     max_errors=None if limit is None else max(0, limit - _errors(task)),
                     output_prefix=scripts.output_prefix(self._config.output_prefix, task.id),
                     comment=comment,
@@ -226,7 +231,30 @@ class Workflow:
         # The command's end may have recorded this device already (its event can come first)
         if not self._store.device_recorded(batch.task_id, index):
             self._store.finish_device(batch, index, _with_deadline(batch, outcome))
+            if outcome.status in (DeviceStatus.FAILED, DeviceStatus.TIMED_OUT):
+                self._hold_back_past_max_errors(batch.task_id)
         return batch.task_id
+
+    def _hold_back_past_max_errors(self, task_id: str) -> None:
+        """max-errors is task-wide: once the task's errors pass it, SSM stops the command that passed it (its
+        MaxErrors), and the devices SSM still holds back in the task's other commands are cancelled before they
+        start (they end NOT_STARTED); the scripts already running go on."""
+        task = self._store.get_task(task_id)
+        if task is None or task.status is not TaskStatus.IN_PROGRESS:
+            return
+        limit = error_limit(task.settings, task.device_count)
+        if limit is None or _errors(task) <= limit:
+            return
+        if task_id in self._held_back:
+            return  # this environment cancelled them already; no command starts once max-errors has passed
+        for command_id in run_command.commands_going(task_id, task.created_at):
+            waiting = sorted(run_command.waiting_nodes(command_id))
+            if waiting:
+                run_command.cancel(command_id, waiting)
+                logger.info("max-errors passed: cancelled devices not started", extra={"command_id": command_id})
+        self._held_back.add(task_id)
+        while len(self._held_back) > SENT_BATCHES_KEPT:
+            self._held_back.pop()
 
     def record_command(self, command_id: str) -> str | None:
         """SSM reported that a whole command ended: record every device of its batch whose own report has not been
