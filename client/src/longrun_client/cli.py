@@ -39,7 +39,7 @@ from longrun_client.models import (
     TaskEventType,
     TaskStatus,
 )
-from longrun_client.watch import STYLES, WatchView, counts_line, eta
+from longrun_client.watch import STYLES, WatchView, counts_line, eta, finished_of
 
 EXIT_OK = 0
 EXIT_DEVICES_FAILED = 1
@@ -269,9 +269,7 @@ def result(task_id: str, as_json: bool) -> int:
     if as_json:
         _print_json({"id": task.id, "status": task.status.value, "devices": [device.body() for device in devices]})
         return outcome_code(task)
-    table = Table(box=None, pad_edge=False)
-    for column in ("DEVICE", "STATUS", "EXIT", "OUTPUT"):
-        table.add_column(column)
+    table = _table("DEVICE", "STATUS", "EXIT", "OUTPUT")
     for device in devices:
         stream = device.stdout if device.status.value in DEVICE_SUCCESS else (device.stderr or device.stdout)
         first = _first_line(stream.head if stream else "") or (device.reason or "")
@@ -309,9 +307,7 @@ def list_tasks(status: str | None, limit: int, as_json: bool) -> int:
     if as_json:
         _print_json({"items": [task.body() for task in tasks]})
         return EXIT_OK
-    table = Table(box=None, pad_edge=False)
-    for column in ("TASK", "STATUS", "DEVICES", "CREATED", "SCRIPT"):
-        table.add_column(column)
+    table = _table("TASK", "STATUS", "DEVICES", "CREATED", "SCRIPT")
     for task in tasks:
         created = task.created_at.astimezone().strftime("%Y-%m-%d %H:%M:%S")
         table.add_row(
@@ -345,9 +341,7 @@ def devices(task_id: str, status: str | None, as_json: bool) -> int:
     if as_json:
         _print_json({"items": [device.body() for device in found]})
         return EXIT_OK
-    table = Table(box=None, pad_edge=False)
-    for column in ("DEVICE", "STATUS", "EXIT", "REASON"):
-        table.add_column(column)
+    table = _table("DEVICE", "STATUS", "EXIT", "REASON")
     for device in found:
         exit_code = "" if device.exit_code is None else str(device.exit_code)
         table.add_row(
@@ -398,9 +392,7 @@ def list_webhooks(as_json: bool) -> int:
     if as_json:
         _print_json({"items": [webhook.body() for webhook in found]})
         return EXIT_OK
-    table = Table(box=None, pad_edge=False)
-    for column in ("WEBHOOK", "URL", "ENABLED", "EVENTS"):
-        table.add_column(column)
+    table = _table("WEBHOOK", "URL", "ENABLED", "EVENTS")
     for webhook in found:
         enabled = "yes" if webhook.enabled else f"no: {webhook.disabled_reason}"
         table.add_row(webhook.id, webhook.url, enabled, ", ".join(webhook.events))
@@ -518,7 +510,7 @@ class _Follower:
         self.view.update(progress.state)
 
     def _catch_up(self, state: ScriptExecutionState) -> None:
-        finished = sum(n for status, n in state.device_counts.items() if DeviceStatus(status).finished)
+        finished = finished_of(state)
         if finished <= len(self._shown) or finished == self._listed_at:
             return
         self._listed_at = finished
@@ -602,6 +594,14 @@ def _ending(task: ScriptExecution) -> Text:
     if task.status_reason:
         line.append(f"  ({task.status_reason})", style="dim")
     return line
+
+
+def _table(*columns: str) -> Table:
+    """A plain table with these column headings, as every listing prints."""
+    table = Table(box=None, pad_edge=False)
+    for column in columns:
+        table.add_column(column)
+    return table
 
 
 def _task_style(status: TaskStatus) -> str:
