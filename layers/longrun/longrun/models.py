@@ -87,6 +87,13 @@ _LETTERS = {
 _STATUS_OF_LETTER = {letter: status for status, letter in _LETTERS.items()}
 
 
+class Model(BaseModel):
+    """Every model's base: its validator and serializer are built the first time it is used, not when the module is
+    imported, so that a function's cold start pays only for the models it uses."""
+
+    model_config = ConfigDict(defer_build=True)
+
+
 # ---------------------------------------------------------------------------------------------
 # Requests
 
@@ -101,7 +108,7 @@ ConcurrencyLimit = Annotated[StrictInt, Field(ge=1)] | Annotated[StrictStr, Fiel
 ErrorLimit = Annotated[StrictInt, Field(ge=0)] | Annotated[StrictStr, Field(pattern=PERCENTAGE)]
 
 
-class ScriptExecutionRequest(BaseModel):
+class ScriptExecutionRequest(Model):
     """``POST /device-management/script-execution``."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
@@ -180,7 +187,7 @@ def device_key(device_id: str | int) -> str:
 # Records kept by the workflow
 
 
-class DeviceCounts(BaseModel):
+class DeviceCounts(Model):
     """How many of a task's devices are in each state; the fields always add up to the device total."""
 
     PENDING: int = 0
@@ -200,7 +207,7 @@ class DeviceCounts(BaseModel):
         return self.PENDING + self.RUNNING
 
 
-class Owner(BaseModel):
+class Owner(Model):
     """Who a task belongs to: ``key`` decides who sees it (see the README's "Who owns a task"), ``name`` is how it
     is shown (the caller's ARN or principal)."""
 
@@ -208,7 +215,7 @@ class Owner(BaseModel):
     name: str
 
 
-class TaskSettings(BaseModel):
+class TaskSettings(Model):
     """How a task runs: its request without the device list."""
 
     script_url: str
@@ -218,7 +225,7 @@ class TaskSettings(BaseModel):
     deadline_seconds: int | None = None
 
 
-class Task(BaseModel):
+class Task(Model):
     """A task record as the data-access module stores it; its device list is kept beside it (TaskDevices)."""
 
     id: str
@@ -247,7 +254,7 @@ class Task(BaseModel):
         return self.created_at + timedelta(seconds=self.settings.deadline_seconds)
 
 
-class ListedTask(BaseModel):
+class ListedTask(Model):
     """A task as a listing of its owner's tasks shows it (what the owner indexes carry)."""
 
     id: str
@@ -260,7 +267,7 @@ class ListedTask(BaseModel):
     completed_at: datetime | None = None
 
 
-class TaskDevices(BaseModel):
+class TaskDevices(Model):
     """A task's devices in request order and, once it has finished, each one's status."""
 
     ids: list[str | int]
@@ -270,7 +277,7 @@ class TaskDevices(BaseModel):
         return DeviceStatus.from_letter(self.outcomes[index]) if self.outcomes else None
 
 
-class DeviceRun(BaseModel):
+class DeviceRun(Model):
     """One device's run of the script, as the data-access module stores it (about 1 KB or less)."""
 
     index: int = Field(description="The device's position in the request")
@@ -290,7 +297,7 @@ class DeviceRun(BaseModel):
         return self.stdout_url.removesuffix("stdout") + "stderr" if self.stdout_url else None
 
 
-class Batch(BaseModel):
+class Batch(Model):
     """Up to one SSM command's worth of devices, and the workflow's token that waits for them."""
 
     task_id: str
@@ -312,7 +319,7 @@ class Batch(BaseModel):
         return self.device_ids[index - self.start]
 
 
-class TaskStateChange(BaseModel):
+class TaskStateChange(Model):
     """A write to a task's state, as the table's stream tells it."""
 
     task_id: str
@@ -328,7 +335,7 @@ class TaskStateChange(BaseModel):
     outcomes: list[DeviceOutcome] = Field(default_factory=list, description="Devices whose outcome it records")
 
 
-class CommandOutcome(BaseModel):
+class CommandOutcome(Model):
     """What SSM reports about one node's run of a command."""
 
     command_id: str
@@ -346,7 +353,7 @@ class CommandOutcome(BaseModel):
 # Responses
 
 
-class ApiModel(BaseModel):
+class ApiModel(Model):
     """A response body: fields by their contract names, and a field with no value is left out (unless the contract
     says it is there as null: ``KEPT_NULLS``)."""
 
@@ -502,7 +509,7 @@ class Problem(ApiModel):
 # Scripts: uploads by clients without write access to the bucket
 
 
-class ScriptUploadRequest(BaseModel):
+class ScriptUploadRequest(Model):
     """``POST /device-management/scripts``: the script a client is about to upload, by its digest and size."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
@@ -578,7 +585,7 @@ class TaskEvent(ApiModel):
     )
 
 
-class SubscriptionRequest(BaseModel):
+class SubscriptionRequest(Model):
     """A WebSocket client's message: subscribe to a task's events (after an event id, to resume), or unsubscribe."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
@@ -594,7 +601,7 @@ class SubscriptionRequest(BaseModel):
 WEBHOOK_PING = "webhook.ping"
 
 
-class WebhookRequest(BaseModel):
+class WebhookRequest(Model):
     """``POST /device-management/webhooks``."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
@@ -614,7 +621,7 @@ class WebhookRequest(BaseModel):
         return events
 
 
-class WebhookEndpoint(BaseModel):
+class WebhookEndpoint(Model):
     """A webhook endpoint as the data-access module stores it."""
 
     id: str
