@@ -274,8 +274,9 @@ def _pushed() -> None:
 
 def _commanded() -> dict[str, str]:
     """A batch's command sent to the sample's instance (moto's SSM knows no managed node: SendCommand directly); the
-    sample event becomes about that command."""
-    event = json.loads((ROOT / "events" / "command-status-change.json").read_text())
+    sample event (SSM's event, queued) becomes about that command."""
+    message = json.loads((ROOT / "events" / "command-status-change.json").read_text())["Records"][0]
+    event = json.loads(message["body"])
     _started()
     command = boto3.client("ssm").send_command(
         InstanceIds=[event["detail"]["instance-id"]],

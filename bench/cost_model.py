@@ -166,6 +166,13 @@ def units(
             - push["pushLambdaGbSeconds"],
             "dynamodbWriteUnits": meter["dynamodb"].get("writeUnits", 0) - push["pushDynamodbWriteUnits"],
             "dynamodbReadUnits": meter["dynamodb"].get("readUnits", 0) - push["pushDynamodbReadUnits"],
+            # SSM's events, queued for CommandEventsFunction: EventBridge's sends, and the poller's receives that found
+            # messages (one per batch deleted, as for push)
+            "sqsRequests": sum(
+                n * (2 if key.endswith(("DeleteMessage", "DeleteMessageBatch")) else 1)
+                for key, n in by_caller["calls"].items()
+                if key.split(":", 1)[0] not in PUSH_FUNCTIONS and ":sqs:" in key and not key.endswith("ReceiveMessage")
+            ),
             "s3Puts": sum(n for call, n in calls.items() if call.startswith("service:s3:") and "Put" in call),
             "s3Gets": sum(n for call, n in calls.items() if call.startswith("service:s3:") and "Put" not in call),
             "deviceS3Puts": sum(n for call, n in calls.items() if call.startswith("device:s3:") and "Put" in call),
@@ -183,6 +190,7 @@ def dollars(quantities: dict[str, float]) -> dict[str, float]:
         "dynamodb": quantities["dynamodbWriteUnits"] * p["dynamodb_on_demand_per_write_unit"]
         + quantities["dynamodbReadUnits"] * p["dynamodb_on_demand_per_read_unit"],
         "eventbridge": 0.0,  # SSM's status-change events on the default bus, and their rule, cost nothing
+        "sqs": quantities["sqsRequests"] * p["sqs_per_request"],
         "s3": quantities["s3Puts"] * p["s3_put_per_request"] + quantities["s3Gets"] * p["s3_get_per_request"],
     }
     bill["orchestration"] = sum(bill.values())
@@ -267,9 +275,11 @@ def main() -> None:
         name: units(run["meter"], run["seconds"], 1 if run.get("subscribed") else 0, run.get("logBytes"))
         for name, run in runs.items()
     }
-    # longrun's own rule also hears the naive design's SSM events (same account) and ignores them; the naive
-    # design itself has no Lambda function (and logs nothing), its one execution is its one trace root
-    measured["naive"].update(lambdaRequests=0, lambdaGbSeconds=0, logBytes=0, traceRoots=1 / CURVE_DEVICES)
+    # longrun's own rule also hears the naive design's SSM events (same account), queues and ignores them; the naive
+    # design itself has no queue and no Lambda function (and logs nothing), its one execution is its one trace root
+    measured["naive"].update(
+        lambdaRequests=0, lambdaGbSeconds=0, sqsRequests=0, logBytes=0, traceRoots=1 / CURVE_DEVICES
+    )
     result: dict[str, Any] = {
         "prices": PRICES,
         "scriptSeconds": args.seconds,
@@ -305,26 +315,30 @@ def per_command(
     small: dict[str, Any], large: dict[str, Any], small_units: dict[str, float], large_units: dict[str, float]
 ) -> dict[str, float]:
     """What one more SSM command (one more batch) adds to a task: its child execution's transitions (the measured
-    difference per batch), its RunBatch invocation (duration, capacity, log bytes), the CommandEvents invocation its
-    end event brings (their average), two trace roots."""
+    difference per batch), its RunBatch invocation (duration, capacity, log bytes), and its end event: one more queued
+    message, with its share of CommandEvents' invocations (their average per message), and their trace roots."""
     meter = large["meter"]
     logged = {name.rsplit("-", 1)[-1]: size for name, size in large.get("logBytes", {}).items()}  # stack-Function
     invocations, milliseconds = meter["lambdaInvocations"], meter["lambdaMilliseconds"]
     capacity = meter.get("byCaller", {}).get("dynamodb", {})
     batches = invocations["RunBatchFunction"]
     small_batches = small["meter"]["lambdaInvocations"]["RunBatchFunction"]
-    events = max(invocations.get("CommandEventsFunction", 1), 1)
+    by_caller = meter.get("byCaller", {}).get("calls", {})
+    messages = max(by_caller.get("EventBridge:service:sqs:SendMessage", 1), 1)
+    per_message = invocations.get("CommandEventsFunction", 0) / messages
+    events = messages
     transitions = (large_units["stateTransitions"] - small_units["stateTransitions"]) / max(batches - small_batches, 1)
     return dict.fromkeys(large_units, 0.0) | {
         "stateTransitions": transitions,
-        "lambdaRequests": 2,
+        "lambdaRequests": 1 + per_message,
         "lambdaGbSeconds": milliseconds["RunBatchFunction"] / 1000 * MEMORY_GB["RunBatchFunction"] / batches
         + milliseconds.get("CommandEventsFunction", 0) / 1000 * MEMORY_GB["CommandEventsFunction"] / events,
         "dynamodbWriteUnits": capacity.get("RunBatchFunction:writeUnits", 0) / batches,
         "dynamodbReadUnits": capacity.get("RunBatchFunction:readUnits", 0) / batches
         + capacity.get("CommandEventsFunction:readUnits", 0) / events,
         "logBytes": logged.get("RunBatchFunction", 0) / batches + logged.get("CommandEventsFunction", 0) / events,
-        "traceRoots": 2,
+        "sqsRequests": 1 + 2 * per_message,
+        "traceRoots": 1 + per_message,
     }
 
 

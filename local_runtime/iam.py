@@ -5,14 +5,15 @@ Deny statement does (an explicit deny wins; anything not allowed is denied). Act
 with ``*`` and ``?`` wildcards, resource ARNs case-sensitively; ``NotAction`` and ``NotResource`` are honoured.
 Condition keys are not evaluated: an Allow with a Condition never grants here and a Deny with one always applies,
 so the local answer is never more lenient than AWS's. Resource-based policies (bucket policies, Lambda
-permissions) are not part of this evaluation.
+permissions) are not part of this evaluation, except where a service principal is the caller
+(``service_allowed``: a queue's policy that lets EventBridge send to it).
 """
 
 from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -234,6 +235,62 @@ def arn_like(pattern: str, arn: str) -> bool:
     """The ArnLike condition a resource-based policy compares a source ARN with (a Lambda permission's SourceArn):
     IAM's wildcards, case-sensitively."""
     return _resource_matches(pattern, arn)
+
+
+def _string_equals(expected: str, actual: str) -> bool:
+    return expected == actual
+
+
+SOURCE_CONDITIONS: dict[str, Callable[[str, str], bool]] = {
+    "ArnEquals": arn_like,  # ArnEquals and ArnLike behave alike: both take IAM's wildcards
+    "ArnLike": arn_like,
+    "StringEquals": _string_equals,
+}
+"""The condition operators ``service_allowed`` evaluates, on aws:SourceArn and aws:SourceAccount"""
+
+
+def service_allowed(documents: Iterable[dict[str, Any]], service: str, action: str, resource: str, source: str) -> bool:
+    """Whether resource-based policies let the service principal ``service`` (e.g. events.amazonaws.com) make
+    ``action`` on ``resource`` for the resource ``source`` (a rule's ARN): some Allow statement names the service,
+    the action and the resource, and its conditions hold, and no Deny statement applies. Only aws:SourceArn and
+    aws:SourceAccount are evaluated, with ``SOURCE_CONDITIONS``' operators; an Allow with any other condition does not
+    grant, and a Deny with one applies, so the answer is never more lenient than AWS's."""
+    account = source.split(":")[4]
+    context = {"aws:sourcearn": source, "aws:sourceaccount": account}
+
+    def conditions_hold(condition: dict[str, dict[str, Any]], unknown: bool) -> bool:
+        for operator, tests in condition.items():
+            compare = SOURCE_CONDITIONS.get(operator)
+            for key, expected in tests.items():
+                actual = context.get(key.lower())
+                if compare is None or actual is None:
+                    if not unknown:
+                        return False
+                    continue
+                if not any(compare(value, actual) for value in _strings(expected)):
+                    return False
+        return True
+
+    allowed = False
+    for document in documents:
+        raw = document.get("Statement", [])
+        for spec in [raw] if isinstance(raw, dict) else raw:
+            principal = spec.get("Principal", {})
+            services = _strings(principal.get("Service")) if isinstance(principal, dict) else _strings(principal)
+            if service not in services and "*" not in services:
+                continue
+            statement = Statement(
+                "queue policy", spec["Effect"], _strings(spec.get("Action")), (), _strings(spec.get("Resource"))
+            )
+            if not statement.matches(action, resource):
+                continue
+            deny = spec["Effect"] == "Deny"
+            if not conditions_hold(spec.get("Condition", {}), unknown=deny):
+                continue
+            if deny:
+                return False
+            allowed = True
+    return allowed
 
 
 def _strings(value: Any) -> tuple[str, ...]:

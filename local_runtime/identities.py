@@ -20,6 +20,8 @@ from local_runtime.template import ACCOUNT_ID, Function, LocalStack
 DEVICE_ROLE = "longrun-local-device-role"
 """The instance role the simulated devices run under; it carries the template's DeviceAccessPolicy"""
 DEVICE_POLICY_OUTPUT = "DeviceAccessPolicyArn"
+EVENTS_ROLE = "longrun-local-eventbridge"
+"""Who EventBridge's deliveries to queues are signed as"""
 ADMINISTRATOR = Principal(arn=f"arn:aws:iam::{ACCOUNT_ID}:root", name="administrator", statements=None)
 
 
@@ -56,6 +58,18 @@ class Identities:
             "device",
             "devices",
             iam.statements({device_policy: stack.managed_policies[device_policy]}),
+        )
+        # EventBridge sends a rule's events to a queue as the service (the queue's policy decides: see events.py)
+        self.events = self._register(
+            f"arn:aws:iam::{ACCOUNT_ID}:role/{EVENTS_ROLE}",
+            "events",
+            "EventBridge",
+            tuple(
+                iam.Statement(
+                    source=f"queue policy of {queue}", effect="Allow", actions=("sqs:SendMessage",), resources=(queue,)
+                )
+                for queue in stack.queue_policies
+            ),
         )
 
     def _register(self, role_arn: str, session: str, name: str, statements: tuple[iam.Statement, ...]) -> Credentials:

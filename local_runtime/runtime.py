@@ -20,9 +20,9 @@ from local_runtime.edge import Edge
 from local_runtime.event_sources import EventSources
 from local_runtime.events import EventBus
 from local_runtime.fleet import EventFaults, Fleet
-from local_runtime.identities import Identities
+from local_runtime.identities import Credentials, Identities
 from local_runtime.lambdas import LambdaBridge
-from local_runtime.loopback import EdgeTransport
+from local_runtime.loopback import EdgeTransport, connect
 from local_runtime.websocket_gateway import IDLE_TIMEOUT_SECONDS, MAX_DURATION_SECONDS, WebSocketGateway
 
 log = logging.getLogger("local_runtime")
@@ -122,8 +122,8 @@ class LocalRuntime:
         aws = {"AWS_REGION": opts.region, "AWS_DEFAULT_REGION": opts.region, "AWS_ENDPOINT_URL": self.edge_url}
         site = lambdas_module.function_site(self.stack, ROOT / ".local-runtime" / "function-packages")
         lambdas = LambdaBridge(self.stack, identities, aws, opts.logs_dir, site)
-        bus = EventBus(self.stack, lambdas)
         loopback = EdgeTransport((opts.host, opts.edge_port))  # the runtime's own calls to the edge, without HTTP
+        bus = EventBus(self.stack, lambdas, self._queue_sender(identities.events, loopback))
         self.fleet = Fleet(
             device_ids=list(opts.devices),
             tag_key=self.stack.parameters["DeviceIdTagKey"],
@@ -156,6 +156,26 @@ class LocalRuntime:
             )
             websockets.serve(opts.host, opts.ws_port)
             self._closers.insert(0, websockets.close)
+
+    def _queue_sender(self, credentials: Credentials, loopback: EdgeTransport) -> Callable[[str, str], None]:
+        """How EventBridge sends an event to a queue: SendMessage, signed as the service."""
+        sqs = connect(
+            boto3.client(
+                "sqs",
+                endpoint_url=self.edge_url,
+                region_name=self.stack.region,
+                aws_access_key_id=credentials.access_key,
+                aws_secret_access_key=credentials.secret_key,
+                aws_session_token=credentials.session_token,
+            ),
+            loopback,
+        )
+
+        def send(queue_arn: str, body: str) -> None:
+            _, _, _, _, account, name = queue_arn.split(":", 5)
+            sqs.send_message(QueueUrl=f"{self.edge_url}/{account}/{name}", MessageBody=body)
+
+        return send
 
     def _configure_moto(self) -> None:
         request = urllib.request.Request(  # noqa: S310 - our own loopback edge

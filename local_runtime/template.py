@@ -126,6 +126,8 @@ class EventRule:
     pattern: dict[str, Any]
     targets: list[str]
     """The functions (logical ids) it invokes"""
+    queues: list[str] = field(default_factory=list)
+    """The ARNs of the queues it sends the event to"""
 
 
 @dataclass(frozen=True)
@@ -220,6 +222,8 @@ class LocalStack:
     apis: list[RestApi] = field(default_factory=list)
     websocket_apis: list[WebSocketApi] = field(default_factory=list)
     event_rules: list[EventRule] = field(default_factory=list)
+    queue_policies: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    """queue ARN -> the policy documents of the AWS::SQS::QueuePolicy resources that name it"""
     permissions: list[LambdaPermission] = field(default_factory=list)
     event_source_mappings: list[EventSourceMapping] = field(default_factory=list)
     endpoint_url: str | None = None
@@ -475,8 +479,15 @@ def load(
     functions_by_arn = {function.arn: function.logical_id for function in stack.functions.values()}
     for logical_id, resource in stack.of_type("AWS::Events::Rule").items():
         props = stack.resolve(resource["Properties"])
-        targets = [functions_by_arn[t["Arn"]] for t in props.get("Targets", []) if t["Arn"] in functions_by_arn]
-        stack.event_rules.append(EventRule(logical_id, stack.arn(logical_id), props["EventPattern"], targets))
+        arns = [target["Arn"] for target in props.get("Targets", [])]
+        targets = [functions_by_arn[arn] for arn in arns if arn in functions_by_arn]
+        queues = [arn for arn in arns if arn.startswith("arn:aws:sqs:")]
+        stack.event_rules.append(EventRule(logical_id, stack.arn(logical_id), props["EventPattern"], targets, queues))
+    queue_arns = {stack.queue_url(logical_id): stack.arn(logical_id) for logical_id in stack.of_type("AWS::SQS::Queue")}
+    for resource in stack.of_type("AWS::SQS::QueuePolicy").values():
+        props = stack.resolve(resource["Properties"])
+        for url in props["Queues"]:
+            stack.queue_policies.setdefault(queue_arns[url], []).append(props["PolicyDocument"])
     functions_by_name = {function.name: function.logical_id for function in stack.functions.values()}
     for resource in stack.of_type("AWS::Lambda::Permission").values():
         props = stack.resolve(resource["Properties"])

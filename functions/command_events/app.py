@@ -1,8 +1,11 @@
-"""SSM's status-change events, through EventBridge: each device's outcome as its run ends, and each command's end
-(which hands the batch back to the workflow)."""
+"""SSM's status-change events, queued by an EventBridge rule: each device's outcome as its run ends, and each
+command's end (which hands the batch back to the workflow). The device reports of a batch of messages are recorded
+together, one transaction per command; a report SSM's own record does not bear out yet is retried."""
 
 from __future__ import annotations
 
+import json
+from collections import defaultdict
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
@@ -10,6 +13,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from longrun.services import workflow
+from longrun.workflow import InvocationStillRunning
 
 COMMAND_ENDED = "EC2 Command Status-change Notification"
 
@@ -20,19 +24,50 @@ metrics = Metrics()
 @logger.inject_lambda_context
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    detail, detail_type = event["detail"], event["detail-type"]
-    logger.append_keys(command_id=detail["command-id"], ssm_status=detail["status"])
-    if detail_type == COMMAND_ENDED:
-        task_id = workflow().record_command(detail["command-id"])
-        metric = "BatchesEnded"
-    else:
-        logger.append_keys(node_id=detail["instance-id"])
-        task_id = workflow().record_outcome(detail["command-id"], detail["instance-id"])
-        metric = "DeviceOutcomes"
-    if task_id:
-        logger.set_correlation_id(task_id)
+    devices: defaultdict[str, list[tuple[str, str]]] = defaultdict(list)
+    """command -> (message, node) of each device report"""
+    ends: list[tuple[str, str]] = []
+    """(message, command) of each command's end"""
+    for record in event["Records"]:
+        report = json.loads(record["body"])
+        detail = report["detail"]
+        if report["detail-type"] == COMMAND_ENDED:
+            ends.append((record["messageId"], detail["command-id"]))
+        else:
+            devices[detail["command-id"]].append((record["messageId"], detail["instance-id"]))
+    failed = [message for command_id, reports in devices.items() for message in _record_devices(command_id, reports)]
+    failed += [message for message, command_id in ends if not _record_command(command_id)]
+    return {"batchItemFailures": [{"itemIdentifier": message} for message in failed]}
+
+
+def _record_devices(command_id: str, reports: list[tuple[str, str]]) -> list[str]:
+    """Record the devices' outcomes; answer the messages to retry."""
+    try:
+        recorded = workflow().record_outcomes(command_id, {node for _, node in reports})
+    except Exception:
+        logger.exception("device reports not recorded", extra={"command_id": command_id})
+        return [message for message, _ in reports]
+    if recorded.still_running:
+        logger.info("SSM does not list these runs as ended yet", extra={"nodes": sorted(recorded.still_running)})
+    if recorded.task_id:
         # A device's outcome is a line per device, which at fleet scale is most of the log bill: DEBUG only
-        log = logger.info if detail_type == COMMAND_ENDED else logger.debug
-        log("recorded", extra={"event": detail_type})
-        metrics.add_metric(name=metric, unit=MetricUnit.Count, value=1)
-    return {"taskId": task_id, "recorded": task_id is not None}
+        logger.debug("recorded", extra={"task_id": recorded.task_id, "command_id": command_id})
+        ended = len({node for _, node in reports} - recorded.still_running)
+        metrics.add_metric(name="DeviceOutcomes", unit=MetricUnit.Count, value=ended)
+    return [message for message, node in reports if node in recorded.still_running]
+
+
+def _record_command(command_id: str) -> bool:
+    """Record the command's end; False when it is to be retried."""
+    try:
+        task_id = workflow().record_command(command_id)
+    except InvocationStillRunning as still:
+        logger.info(str(still), extra={"command_id": command_id})
+        return False
+    except Exception:
+        logger.exception("command's end not recorded", extra={"command_id": command_id})
+        return False
+    if task_id:
+        logger.info("recorded", extra={"task_id": task_id, "command_id": command_id, "event": COMMAND_ENDED})
+        metrics.add_metric(name="BatchesEnded", unit=MetricUnit.Count, value=1)
+    return True

@@ -157,3 +157,64 @@ def test_a_command_s_end_does_not_record_a_run_ssm_still_lists_as_going(
     assert deployed.workflow.record_command("cmd-1") == tid
     assert deployed.store.device_runs(tid, 0, 1)[0].status is DeviceStatus.SUCCESS
     assert batch.nodes == {"mi-0": 0}
+
+
+def _reported(tid: str, statuses: dict[str, DeviceStatus], going: tuple[str, ...] = ()) -> run_command.CommandRuns:
+    comment = run_command.batch_comment(tid, 0)
+    return run_command.CommandRuns(
+        ended={
+            node: outcome(node, status).model_copy(update={"command_id": "cmd-1", "comment": comment})
+            for node, status in statuses.items()
+        },
+        going=dict.fromkeys(going, True),
+    )
+
+
+def test_a_batch_of_device_reports_is_recorded_in_one_transaction(
+    deployed: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The queued reports of one command: every device SSM lists as ended is recorded, with the task's counts, in a
+    single transaction; a node SSM still lists as going is answered back, to be retried."""
+    boto3.client("s3").put_object(Bucket=deployed.bucket, Key="scripts/a.sh", Body=b"echo hi\n")
+    tid = new_task(deployed, devices=4)
+    deployed.workflow.start_run(tid)
+    running_batch(deployed.store, tid, 4)
+    deployed.store.set_batch_command(tid, 0, "cmd-1", False)
+    runs = _reported(
+        tid, {"mi-0": DeviceStatus.SUCCESS, "mi-1": DeviceStatus.FAILED, "mi-2": DeviceStatus.SUCCESS}, ("mi-3",)
+    )
+    monkeypatch.setattr(run_command, "command_runs", lambda command_id, node_id=None: runs)
+    transactions: list[int] = []
+    real = deployed.store._transact
+    monkeypatch.setattr(deployed.store, "_transact", lambda actions: transactions.append(len(actions)) or real(actions))
+    recorded = deployed.workflow.record_outcomes("cmd-1", {"mi-0", "mi-1", "mi-2", "mi-3"})
+    assert recorded == (tid, frozenset({"mi-3"}))
+    assert transactions == [4]  # three devices and the task's counts
+    task = deployed.store.get_task(tid)
+    assert task is not None and (task.counts.SUCCESS, task.counts.FAILED, task.counts.RUNNING) == (2, 1, 1)
+    assert {i: run.status for i, run in deployed.store.device_runs(tid, 0, 4).items()} == {
+        0: DeviceStatus.SUCCESS,
+        1: DeviceStatus.FAILED,
+        2: DeviceStatus.SUCCESS,
+    }
+
+
+def test_reports_of_devices_recorded_meanwhile_count_once(
+    deployed: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A device the command's end (or a redelivered message) recorded between the read and the write: the batch's
+    transaction is refused, and each of the others is recorded on its own; nothing counts twice."""
+    boto3.client("s3").put_object(Bucket=deployed.bucket, Key="scripts/a.sh", Body=b"echo hi\n")
+    tid = new_task(deployed, devices=3)
+    deployed.workflow.start_run(tid)
+    batch = running_batch(deployed.store, tid, 3)
+    deployed.store.set_batch_command(tid, 0, "cmd-1", False)
+    runs = _reported(tid, dict.fromkeys(("mi-0", "mi-1", "mi-2"), DeviceStatus.SUCCESS))
+    monkeypatch.setattr(run_command, "command_runs", lambda command_id, node_id=None: runs)
+    assert deployed.store.finish_device(batch, 1, runs.ended["mi-1"])
+    monkeypatch.setattr(deployed.store, "recorded_devices", lambda task, indexes: set())  # it was read before that
+    assert deployed.workflow.record_outcomes("cmd-1", {"mi-0", "mi-1", "mi-2"}) == (tid, frozenset())
+    assert deployed.workflow.record_outcomes("cmd-1", {"mi-0", "mi-1", "mi-2"}) == (tid, frozenset())  # again
+    task = deployed.store.get_task(tid)
+    assert task is not None and (task.counts.SUCCESS, task.counts.RUNNING) == (3, 0)
+    assert len(deployed.store.device_runs(tid, 0, 3)) == 3

@@ -37,6 +37,7 @@ def stack() -> template.LocalStack:
 
 
 QUEUE = stack().arn("WebhookDeliveryQueue")
+COMMAND_EVENTS = stack().arn("CommandEventsQueue")
 STREAM = f"{TABLE}/stream/2026-11-27T12:00:00.000"
 BUS = stack().arn("EventBus")
 CONNECTION = f"arn:aws:execute-api:{REGION}:{ACCOUNT}:{stack().ref('WebSocketApi')}/v1/POST/@connections/abc="
@@ -78,6 +79,9 @@ ALLOWED: dict[str, list[Check]] = {
         Check("ssm:ListCommands", "*"),
         Check("ssm:ListCommandInvocations", "*"),
         Check("states:SendTaskSuccess", "*"),
+        Check("sqs:ReceiveMessage", COMMAND_EVENTS),
+        Check("sqs:DeleteMessage", COMMAND_EVENTS),
+        Check("sqs:GetQueueAttributes", COMMAND_EVENTS),
     ],
     "ExpireBatchFunction": [*BATCH_READER, Check("ssm:ListCommandInvocations", "*"), Check("ssm:CancelCommand", "*")],
     "FinishRunFunction": [*ITEMS, Check("ssm:CancelCommand", "*")],
@@ -112,6 +116,7 @@ ALLOWED: dict[str, list[Check]] = {
         Check("lambda:InvokeFunction", function_arn(name))
         for name in ("StartRunFunction", "RunBatchFunction", "ExpireBatchFunction", "FinishRunFunction")
     ],
+    "EventBridge": [Check("sqs:SendMessage", COMMAND_EVENTS)],
     "devices": [
         Check("s3:GetObject", SCRIPT),
         Check("s3:GetObject", UPLOADED),  # a script a client uploaded
@@ -148,6 +153,7 @@ DENIED: dict[str, list[Check]] = {
     ],
     "CommandEventsFunction": [
         *NEVER,
+        Check("sqs:SendMessage", COMMAND_EVENTS),
         Check("ssm:SendCommand", DOCUMENT_ARN),
         Check("ssm:GetCommandInvocation", "*"),
         Check("dynamodb:Query", f"{TABLE}/index/ByOwner"),
@@ -177,6 +183,11 @@ DENIED: dict[str, list[Check]] = {
     ],
     "ScriptExecutionStateMachine": [
         Check("lambda:InvokeFunction", function_arn("ApiFunction")),
+        Check("lambda:InvokeFunction", function_arn("CommandEventsFunction")),
+    ],
+    "EventBridge": [
+        Check("sqs:SendMessage", QUEUE),
+        Check("sqs:ReceiveMessage", COMMAND_EVENTS),
         Check("lambda:InvokeFunction", function_arn("CommandEventsFunction")),
     ],
     "devices": [
@@ -257,3 +268,29 @@ def test_the_ledger_reports_the_grants_no_call_used() -> None:
     check = Check("s3:GetObject", "arn:aws:s3:::b/k")
     ledger.record(who, check, iam.evaluate(who, check))
     assert iam.unused_grants([who], ledger.snapshot()["used"]) == [("p", "p#0", "s3:PutObject", "arn:aws:s3:::b/*")]
+
+
+def test_the_command_events_queue_takes_events_only_from_its_rule() -> None:
+    """EventBridge may send to a queue only as its policy allows: the service, the action, the queue and the rule
+    (aws:SourceArn) must all match."""
+    policies = stack().queue_policies[COMMAND_EVENTS]
+    rule = stack().arn("RunCommandEndedRule")
+    assert iam.service_allowed(policies, "events.amazonaws.com", "sqs:SendMessage", COMMAND_EVENTS, rule)
+    other_rule = rule.replace("RunCommandEndedRule", "SomeOtherRule")
+    assert not iam.service_allowed(policies, "events.amazonaws.com", "sqs:SendMessage", COMMAND_EVENTS, other_rule)
+    assert not iam.service_allowed(policies, "sns.amazonaws.com", "sqs:SendMessage", COMMAND_EVENTS, rule)
+    assert not iam.service_allowed(policies, "events.amazonaws.com", "sqs:SendMessage", QUEUE, rule)
+    assert QUEUE not in stack().queue_policies  # no service may send to the webhook queue
+
+
+def test_a_resource_policy_condition_it_cannot_evaluate_never_grants_and_always_denies() -> None:
+    queue, rule = "arn:aws:sqs:us-east-1:123456789012:q", "arn:aws:events:us-east-1:123456789012:rule/r"
+    allow = {"Effect": "Allow", "Principal": {"Service": "events.amazonaws.com"}, "Action": "sqs:*", "Resource": queue}
+    unknown = {"DateGreaterThan": {"aws:CurrentTime": "2020-01-01T00:00:00Z"}}
+    assert iam.service_allowed([{"Statement": [allow]}], "events.amazonaws.com", "sqs:SendMessage", queue, rule)
+    conditioned = {"Statement": [allow | {"Condition": unknown}]}
+    assert not iam.service_allowed([conditioned], "events.amazonaws.com", "sqs:SendMessage", queue, rule)
+    denied = {"Statement": [allow, allow | {"Effect": "Deny", "Condition": unknown}]}
+    assert not iam.service_allowed([denied], "events.amazonaws.com", "sqs:SendMessage", queue, rule)
+    from_account = {"Statement": [allow | {"Condition": {"StringEquals": {"aws:SourceAccount": "999999999999"}}}]}
+    assert not iam.service_allowed([from_account], "events.amazonaws.com", "sqs:SendMessage", queue, rule)

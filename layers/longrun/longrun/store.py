@@ -46,7 +46,8 @@ import hashlib
 import json
 import random
 import time
-from collections.abc import Iterable, Iterator
+from collections import Counter
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, cast
@@ -124,6 +125,10 @@ def _ids_sk(chunk: int) -> str:
 
 def _device_sk(index: int) -> str:
     return f"DEVICE#{index:05d}"
+
+
+def _device_index(sk: str) -> int:
+    return int(sk.removeprefix("DEVICE#"))
 
 
 def _batch_sk(number: int) -> str:
@@ -587,20 +592,35 @@ class TaskStore:
     def finish_device(self, batch: Batch, index: int, outcome: CommandOutcome) -> bool:
         """Record a running device's outcome and move the task's counts with it, once: a second report of the same
         device changes nothing and answers False."""
+        return self.finish_devices(batch, {index: outcome})
+
+    def finish_devices(self, batch: Batch, outcomes: Mapping[int, CommandOutcome]) -> bool:
+        """Record the outcomes of running devices of a batch (by position) and move the task's counts with them, in
+        one transaction: all of them, or none (False) when any of them is recorded already."""
         pk = _task_pk(batch.task_id)
-        run = DeviceRun(
-            index=index,
-            device_id=batch.device_at(index),
-            status=outcome.status,
-            reason=outcome.reason,
-            node_id=outcome.node_id,
-            command_id=outcome.command_id,
-            exit_code=outcome.exit_code,
-            started_at=outcome.started_at,
-            ended_at=outcome.ended_at or utc_now(),
-            stdout_url=outcome.stdout_url,
-        )
-        device = self._device_item(pk, run)
+        now = utc_now()
+        devices = [
+            self._device_item(
+                pk,
+                DeviceRun(
+                    index=index,
+                    device_id=batch.device_at(index),
+                    status=outcome.status,
+                    reason=outcome.reason,
+                    node_id=outcome.node_id,
+                    command_id=outcome.command_id,
+                    exit_code=outcome.exit_code,
+                    started_at=outcome.started_at,
+                    ended_at=outcome.ended_at or now,
+                    stdout_url=outcome.stdout_url,
+                ),
+            )
+            for index, outcome in sorted(outcomes.items())
+        ]
+        moved = Counter(outcome.status.value for outcome in outcomes.values())
+        names = {f"#s{n}": status for n, status in enumerate(moved)}
+        values: dict[str, Any] = {f":n{n}": count for n, count in enumerate(moved.values())}
+        counted = "".join(f", #c.#s{n} = #c.#s{n} + :n{n}" for n in range(len(moved)))
         try:
             self._transact(
                 [
@@ -610,34 +630,46 @@ class TaskStore:
                             "Item": device,
                             "ConditionExpression": "attribute_not_exists(PK)",
                         }
-                    },
+                    }
+                    for device in devices
+                ]
+                + [
                     {
                         "Update": {
                             "TableName": self._table_name,
                             "Key": {"PK": pk, "SK": TASK_SK},
-                            "UpdateExpression": "SET #c.RUNNING = #c.RUNNING - :one, #c.#to = #c.#to + :one, "
-                            "updatedAt = :now, outcomes = :outcomes" + VERSION_BUMP,
-                            "ConditionExpression": "#c.RUNNING >= :one",
-                            "ExpressionAttributeNames": {"#c": "counts", "#to": outcome.status.value},
-                            "ExpressionAttributeValues": {
+                            "UpdateExpression": "SET #c.RUNNING = #c.RUNNING - :ended"
+                            + counted
+                            + ", updatedAt = :now, outcomes = :outcomes"
+                            + VERSION_BUMP,
+                            "ConditionExpression": "#c.RUNNING >= :ended",
+                            "ExpressionAttributeNames": {"#c": "counts"} | names,
+                            "ExpressionAttributeValues": values
+                            | {
+                                ":ended": len(devices),
                                 ":one": 1,
-                                ":now": _iso(utc_now()),
-                                ":outcomes": [_outcome(device)],
+                                ":now": _iso(now),
+                                ":outcomes": [_outcome(device) for device in devices],
                             },
                         }
-                    },
+                    }
                 ]
             )
         except ConditionFailed:
             return False
         return True
 
-    def device_recorded(self, task_id: str, index: int) -> bool:
-        """Whether a device's outcome is recorded: a read, 20 times cheaper than a write that would fail."""
-        key = {"PK": _task_pk(task_id), "SK": _device_sk(index)}
-        return "Item" in self._client.get_item(
-            TableName=self._table_name, Key=key, ProjectionExpression="SK", ConsistentRead=True
+    def recorded_devices(self, task_id: str, indexes: Collection[int]) -> set[int]:
+        """Which of these positions have an outcome recorded: one strongly consistent query over their range (keys
+        only), far cheaper than a transaction that would fail."""
+        if not indexes:
+            return set()
+        items = self._query_all(
+            "PK = :pk AND SK BETWEEN :first AND :last",
+            {":pk": _task_pk(task_id), ":first": _device_sk(min(indexes)), ":last": _device_sk(max(indexes))},
+            projection="SK",
         )
+        return {_device_index(item["SK"]) for item in items} & set(indexes)
 
     def device_runs(self, task_id: str, start: int, end: int) -> dict[int, DeviceRun]:
         """The recorded runs of the devices at positions start..end-1, by position."""
@@ -1065,7 +1097,7 @@ class TaskStore:
     def _device_from_item(item: dict[str, Any]) -> DeviceRun:
         item = _plain(item)
         return DeviceRun(
-            index=int(item["SK"].removeprefix("DEVICE#")),
+            index=_device_index(item["SK"]),
             device_id=item["deviceId"],
             status=item["status"],
             reason=item.get("reason"),

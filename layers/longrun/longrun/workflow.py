@@ -2,8 +2,9 @@
 and the handling of SSM's status-change events.
 
 The machine starts the run, fans out over batches of up to 50 devices (one SSM command each) and waits on each
-batch with a task token. SSM's events report each device as it ends (progress), and the whole command once every
-device of it has ended; then the batch's token is handed back. Nothing polls.
+batch with a task token. SSM's events, queued, report each device as it ends (progress: the reports of a batch of
+messages are recorded in one transaction per command), and the whole command once every device of it has ended;
+then the batch's token is handed back. Nothing polls.
 
 Rate control rolls (see ``batching.command_layout``): each command runs its devices under SSM's own rate control
 (MaxConcurrency: the next device starts the moment one ends), several commands run at once, and the sum of their
@@ -19,9 +20,9 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Collection
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from aws_lambda_powertools import Logger
 
@@ -37,6 +38,15 @@ logger = Logger(child=True)
 
 class InvocationStillRunning(Exception):
     """SSM announced a node's run ended before its record says so; the event is retried."""
+
+
+class Recorded(NamedTuple):
+    """What a batch of SSM's reports on one command came to."""
+
+    task_id: str | None
+    """The task the command ran for; None when it is not longrun's"""
+    still_running: frozenset[str]
+    """The nodes SSM does not list as ended yet: their reports are retried"""
 
 
 SENT_BATCHES_KEPT = 1_000
@@ -218,22 +228,31 @@ class Workflow:
                     self._sent_batches.popitem(last=False)
         return batch
 
-    def record_outcome(self, command_id: str, node_id: str) -> str | None:
-        """SSM reported that a node's run of a command ended: record the device's outcome once. Answers the task, or
-        None when the report is not about longrun. (A cancelled task is settled when its commands end.)"""
-        outcome = run_command.command_runs(command_id, node_id).ended.get(node_id)
-        if outcome is None:
-            raise InvocationStillRunning(f"SSM does not list {node_id}'s run of {command_id} as ended yet")
-        batch = self._batch_of(outcome.comment)
-        if batch is None or node_id not in batch.nodes:
-            return None
-        index = batch.nodes[node_id]
-        # The command's end may have recorded this device already (its event can come first)
-        if not self._store.device_recorded(batch.task_id, index):
-            self._store.finish_device(batch, index, _with_deadline(batch, outcome))
-            if outcome.status in (DeviceStatus.FAILED, DeviceStatus.TIMED_OUT):
-                self._hold_back_past_max_errors(batch.task_id)
-        return batch.task_id
+    def record_outcomes(self, command_id: str, node_ids: Collection[str]) -> Recorded:
+        """SSM reported that these nodes' runs of a command ended: record each device's outcome once, those of one
+        batch together. Answers the task (None when the command is not longrun's) and the nodes SSM does not list
+        as ended yet (their reports are to be retried). (A cancelled task is settled when its commands end.)"""
+        runs = run_command.command_runs(command_id)
+        ended = [runs.ended[node] for node in node_ids if node in runs.ended]
+        still_running = frozenset(node for node in node_ids if node not in runs.ended)
+        batch = self._batch_of(ended[0].comment) if ended else None
+        if batch is None:
+            return Recorded(None, still_running)
+        reported = {batch.nodes[outcome.node_id]: outcome for outcome in ended if outcome.node_id in batch.nodes}
+        # The command's end may have recorded some of them already (its event can come first)
+        recorded = self._store.recorded_devices(batch.task_id, reported)
+        new = {index: _with_deadline(batch, outcome) for index, outcome in reported.items() if index not in recorded}
+        self._finish(batch, new)
+        if any(outcome.status in (DeviceStatus.FAILED, DeviceStatus.TIMED_OUT) for outcome in new.values()):
+            self._hold_back_past_max_errors(batch.task_id)
+        return Recorded(batch.task_id, still_running)
+
+    def _finish(self, batch: Batch, outcomes: dict[int, CommandOutcome]) -> None:
+        """Record devices' outcomes in one transaction; if another report recorded one of them meanwhile, each of
+        the others on its own."""
+        if outcomes and not self._store.finish_devices(batch, outcomes):
+            for index, outcome in outcomes.items():
+                self._store.finish_device(batch, index, outcome)
 
     def _hold_back_past_max_errors(self, task_id: str) -> None:
         """max-errors is task-wide: once the task's errors pass it, SSM stops the command that passed it (its
@@ -264,29 +283,31 @@ class Workflow:
         if batch is None:
             return None
         runs = run_command.command_runs(command_id)
-        for node_id, index in self._unrecorded(batch):
-            if node_id in runs.going:
-                raise InvocationStillRunning(f"SSM still lists {node_id}'s run of {command_id} as going")
-            outcome = runs.ended.get(node_id) or CommandOutcome(
-                command_id=command_id,
-                node_id=node_id,
-                comment="",
-                status=DeviceStatus.NOT_STARTED,
-                reason="SSM did not send the script to the device (max-errors reached or the command ended)",
-            )
-            self._store.finish_device(batch, index, _with_deadline(batch, outcome))
+        unrecorded = self._unrecorded(batch)
+        going = sorted(node_id for node_id in unrecorded if node_id in runs.going)
+        if going:
+            raise InvocationStillRunning(f"SSM still lists {going[0]}'s run of {command_id} as going")
+        not_sent = "SSM did not send the script to the device (max-errors reached or the command ended)"
+        self._finish(
+            batch,
+            {
+                index: _with_deadline(batch, runs.ended[node_id])
+                if node_id in runs.ended
+                else CommandOutcome(
+                    command_id=command_id, node_id=node_id, comment="", status=DeviceStatus.NOT_STARTED, reason=not_sent
+                )
+                for node_id, index in unrecorded.items()
+            },
+        )
         latest = self._store.get_batch(batch.task_id, batch.number) or batch  # its token, if a retry replaced it
         executions.resume(latest.task_token, {"batch": batch.number, "devices": len(batch.device_ids)})
         settle_cancel(self._store, batch.task_id)
         return batch.task_id
 
-    def _unrecorded(self, batch: Batch) -> Iterator[tuple[str, int]]:
-        """The batch's devices (node, index) with no outcome recorded. A device's own event may be recording it
-        right now, so each is looked at again as it comes up, just before the caller writes it."""
-        recorded = self._store.device_runs(batch.task_id, *batch.index_range)
-        for node, index in batch.nodes.items():
-            if index not in recorded and not self._store.device_recorded(batch.task_id, index):
-                yield node, index
+    def _unrecorded(self, batch: Batch) -> dict[str, int]:
+        """The batch's devices (node -> position) with no outcome recorded."""
+        recorded = self._store.recorded_devices(batch.task_id, batch.nodes.values())
+        return {node: index for node, index in batch.nodes.items() if index not in recorded}
 
     def expire_batch(self, task_id: str, number: int) -> None:
         """The batch's wait ran out, so some of its reports never came (SSM's events are delivered at best effort):
@@ -295,7 +316,7 @@ class Workflow:
         batch = self._store.get_batch(task_id, number)
         if batch is None:
             return
-        silent = dict(self._unrecorded(batch))
+        silent = self._unrecorded(batch)
         if not silent:
             settle_cancel(self._store, task_id)
             return
@@ -303,20 +324,21 @@ class Workflow:
         going = sorted(node for node in silent if node in runs.going)
         if batch.command_id and going:
             run_command.cancel(batch.command_id, going)
+        outcomes: dict[int, CommandOutcome] = {}
         for node_id, index in silent.items():
             if node_id in runs.ended:
-                outcome = _with_deadline(batch, runs.ended[node_id])
-            else:
-                status, reason = DeviceStatus.NOT_STARTED, "SSM never sent the batch's script to the device"
-                if runs.going.get(node_id):
-                    status = DeviceStatus.TIMED_OUT
-                    reason = "SSM did not report the script's end in time; its run was cancelled"
-                elif node_id in runs.going:
-                    reason = "SSM had not started the script when the batch's time ran out; it was cancelled"
-                outcome = CommandOutcome(
-                    command_id=batch.command_id or "", node_id=node_id, comment="", status=status, reason=reason
-                )
-            self._store.finish_device(batch, index, outcome)
+                outcomes[index] = _with_deadline(batch, runs.ended[node_id])
+                continue
+            status, reason = DeviceStatus.NOT_STARTED, "SSM never sent the batch's script to the device"
+            if runs.going.get(node_id):
+                status = DeviceStatus.TIMED_OUT
+                reason = "SSM did not report the script's end in time; its run was cancelled"
+            elif node_id in runs.going:
+                reason = "SSM had not started the script when the batch's time ran out; it was cancelled"
+            outcomes[index] = CommandOutcome(
+                command_id=batch.command_id or "", node_id=node_id, comment="", status=status, reason=reason
+            )
+        self._finish(batch, outcomes)
         settle_cancel(self._store, task_id)
 
     def finish_run(self, task_id: str, error: dict[str, Any] | None = None) -> str:
