@@ -213,9 +213,19 @@ def dollars(quantities: dict[str, float]) -> dict[str, float]:
     return {name: round(value, 6) for name, value in bill.items()}
 
 
+PER_TASK = ("pushBusEvents",)
+"""What does not grow with the fleet: the bus hears each status change and each whole 10 % a task passes (at most
+12 events), so a larger fleet has at most the larger run's"""
+
+
 def extrapolate(small: dict[str, float], large: dict[str, float], n_small: int, n_large: int, n: int) -> dict:
-    """Along the line through two measured fleet sizes."""
-    return {name: small[name] + (large[name] - small[name]) * (n - n_small) / (n_large - n_small) for name in small}
+    """Along the line through two measured fleet sizes (``PER_TASK`` quantities: the larger run's)."""
+    return {
+        name: max(small[name], large[name])
+        if name in PER_TASK
+        else small[name] + (large[name] - small[name]) * (n - n_small) / (n_large - n_small)
+        for name in small
+    }
 
 
 def plot(result: dict[str, Any]) -> None:
