@@ -170,11 +170,11 @@ def _reported(tid: str, statuses: dict[str, DeviceStatus], going: tuple[str, ...
     )
 
 
-def test_a_batch_of_device_reports_is_recorded_in_one_transaction(
+def test_a_batch_of_device_reports_is_recorded_in_one_transaction_per_task(
     deployed: Deployment, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The queued reports of one command: every device SSM lists as ended is recorded, with the task's counts, in a
-    single transaction; a node SSM still lists as going is answered back, to be retried."""
+    """The queued reports of a task's devices: every device SSM lists as ended is recorded, with the task's counts,
+    in a single transaction; a run SSM still lists as going is answered back, to be retried."""
     boto3.client("s3").put_object(Bucket=deployed.bucket, Key="scripts/a.sh", Body=b"echo hi\n")
     tid = new_task(deployed, devices=4)
     deployed.workflow.start_run(tid)
@@ -187,8 +187,8 @@ def test_a_batch_of_device_reports_is_recorded_in_one_transaction(
     transactions: list[int] = []
     real = deployed.store._transact
     monkeypatch.setattr(deployed.store, "_transact", lambda actions: transactions.append(len(actions)) or real(actions))
-    recorded = deployed.workflow.record_outcomes("cmd-1", {"mi-0", "mi-1", "mi-2", "mi-3"})
-    assert recorded == (tid, frozenset({"mi-3"}))
+    recorded = deployed.workflow.record_outcomes({("cmd-1", node) for node in ("mi-0", "mi-1", "mi-2", "mi-3")})
+    assert recorded == ({tid}, {("cmd-1", "mi-3")})
     assert transactions == [4]  # three devices and the task's counts
     task = deployed.store.get_task(tid)
     assert task is not None and (task.counts.SUCCESS, task.counts.FAILED, task.counts.RUNNING) == (2, 1, 1)
@@ -213,8 +213,45 @@ def test_reports_of_devices_recorded_meanwhile_count_once(
     monkeypatch.setattr(run_command, "command_runs", lambda command_id, node_id=None: runs)
     assert deployed.store.finish_device(batch, 1, runs.ended["mi-1"])
     monkeypatch.setattr(deployed.store, "recorded_devices", lambda task, indexes: set())  # it was read before that
-    assert deployed.workflow.record_outcomes("cmd-1", {"mi-0", "mi-1", "mi-2"}) == (tid, frozenset())
-    assert deployed.workflow.record_outcomes("cmd-1", {"mi-0", "mi-1", "mi-2"}) == (tid, frozenset())  # again
+    reports = {("cmd-1", node) for node in ("mi-0", "mi-1", "mi-2")}
+    assert deployed.workflow.record_outcomes(reports) == ({tid}, set())
+    assert deployed.workflow.record_outcomes(reports) == ({tid}, set())  # again
     task = deployed.store.get_task(tid)
     assert task is not None and (task.counts.SUCCESS, task.counts.RUNNING) == (3, 0)
     assert len(deployed.store.device_runs(tid, 0, 3)) == 3
+
+
+def test_reports_from_several_commands_of_a_task_share_one_transaction(
+    deployed: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rolling scheduling runs many commands of a task at once, so a batch of reports spans them: still one
+    transaction for the task, and the recorded check reads just those devices."""
+    boto3.client("s3").put_object(Bucket=deployed.bucket, Key="scripts/a.sh", Body=b"echo hi\n")
+    tid = new_task(deployed, devices=120)
+    deployed.workflow.start_run(tid)
+    first, third = running_batch(deployed.store, tid, 50, 0), running_batch(deployed.store, tid, 20, 2)
+    deployed.store.set_batch_command(tid, 0, "cmd-0", False)
+    deployed.store.set_batch_command(tid, 2, "cmd-2", False)
+    ended = {
+        ("cmd-0", "mi-3"): run_command.batch_comment(tid, 0),
+        ("cmd-2", "mi-101"): run_command.batch_comment(tid, 2),
+        ("cmd-2", "mi-117"): run_command.batch_comment(tid, 2),
+    }
+
+    def runs(command_id: str, node_id: str | None = None) -> run_command.CommandRuns:
+        comment = ended[(command_id, node_id or "")]
+        update = {"command_id": command_id, "comment": comment}
+        return run_command.CommandRuns(
+            ended={node_id or "": outcome(node_id or "").model_copy(update=update)}, going={}
+        )
+
+    monkeypatch.setattr(run_command, "command_runs", runs)
+    transactions: list[int] = []
+    real = deployed.store._transact
+    monkeypatch.setattr(deployed.store, "_transact", lambda actions: transactions.append(len(actions)) or real(actions))
+    assert deployed.workflow.record_outcomes(set(ended)) == ({tid}, set())
+    assert transactions == [4]
+    assert set(deployed.store.device_runs(tid, 0, 120)) == {3, 101, 117}
+    assert deployed.store.recorded_devices(tid, [3, 101, 117, 118]) == {3, 101, 117}  # far apart: BatchGetItem
+    assert deployed.store.recorded_devices(tid, [100, 101, 102]) == {101}  # close together: one query
+    assert (first.number, third.number) == (0, 2)

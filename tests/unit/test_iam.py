@@ -79,6 +79,7 @@ ALLOWED: dict[str, list[Check]] = {
         Check("ssm:ListCommands", "*"),
         Check("ssm:ListCommandInvocations", "*"),
         Check("states:SendTaskSuccess", "*"),
+        Check("dynamodb:BatchGetItem", TABLE),
         Check("sqs:ReceiveMessage", COMMAND_EVENTS),
         Check("sqs:DeleteMessage", COMMAND_EVENTS),
         Check("sqs:GetQueueAttributes", COMMAND_EVENTS),
@@ -152,7 +153,7 @@ DENIED: dict[str, list[Check]] = {
         Check("s3:GetObject", SCRIPT),
     ],
     "CommandEventsFunction": [
-        *NEVER,
+        *NEVER[:2],
         Check("sqs:SendMessage", COMMAND_EVENTS),
         Check("ssm:SendCommand", DOCUMENT_ARN),
         Check("ssm:GetCommandInvocation", "*"),

@@ -47,7 +47,7 @@ import json
 import random
 import time
 from collections import Counter
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, cast
@@ -125,6 +125,10 @@ def _ids_sk(chunk: int) -> str:
 
 def _device_sk(index: int) -> str:
     return f"DEVICE#{index:05d}"
+
+
+Finished = tuple[Batch, int, CommandOutcome]
+"""A device whose run ended: its batch, its position in the task, and how its run ended"""
 
 
 def _device_index(sk: str) -> int:
@@ -592,12 +596,15 @@ class TaskStore:
     def finish_device(self, batch: Batch, index: int, outcome: CommandOutcome) -> bool:
         """Record a running device's outcome and move the task's counts with it, once: a second report of the same
         device changes nothing and answers False."""
-        return self.finish_devices(batch, {index: outcome})
+        return self.finish_devices([(batch, index, outcome)])
 
-    def finish_devices(self, batch: Batch, outcomes: Mapping[int, CommandOutcome]) -> bool:
-        """Record the outcomes of running devices of a batch (by position) and move the task's counts with them, in
-        one transaction: all of them, or none (False) when any of them is recorded already."""
-        pk = _task_pk(batch.task_id)
+    def finish_devices(self, finished: Sequence[Finished]) -> bool:
+        """Record the outcomes of running devices of one task (each by its batch and position) and move the task's
+        counts with them, in one transaction: all of them, or none (False) when any of them is recorded already."""
+        task_ids = {batch.task_id for batch, _, _ in finished}
+        if len(task_ids) != 1:
+            raise ValueError(f"one transaction records the devices of one task, not of {len(task_ids)}")
+        pk = _task_pk(task_ids.pop())
         now = utc_now()
         devices = [
             self._device_item(
@@ -615,9 +622,9 @@ class TaskStore:
                     stdout_url=outcome.stdout_url,
                 ),
             )
-            for index, outcome in sorted(outcomes.items())
+            for batch, index, outcome in sorted(finished, key=lambda device: device[1])
         ]
-        moved = Counter(outcome.status.value for outcome in outcomes.values())
+        moved = Counter(outcome.status.value for _, _, outcome in finished)
         names = {f"#s{n}": status for n, status in enumerate(moved)}
         values: dict[str, Any] = {f":n{n}": count for n, count in enumerate(moved.values())}
         counted = "".join(f", #c.#s{n} = #c.#s{n} + :n{n}" for n in range(len(moved)))
@@ -660,16 +667,30 @@ class TaskStore:
         return True
 
     def recorded_devices(self, task_id: str, indexes: Collection[int]) -> set[int]:
-        """Which of these positions have an outcome recorded: one strongly consistent query over their range (keys
-        only), far cheaper than a transaction that would fail."""
+        """Which of these positions have an outcome recorded, read strongly consistent (keys only), far cheaper than
+        a transaction that would fail: one query over their range when they are close together (a batch's), else
+        a BatchGetItem of just them."""
         if not indexes:
             return set()
-        items = self._query_all(
-            "PK = :pk AND SK BETWEEN :first AND :last",
-            {":pk": _task_pk(task_id), ":first": _device_sk(min(indexes)), ":last": _device_sk(max(indexes))},
-            projection="SK",
-        )
-        return {_device_index(item["SK"]) for item in items} & set(indexes)
+        pk, wanted = _task_pk(task_id), set(indexes)
+        if max(wanted) - min(wanted) < 2 * len(wanted):
+            items = self._query_all(
+                "PK = :pk AND SK BETWEEN :first AND :last",
+                {":pk": pk, ":first": _device_sk(min(wanted)), ":last": _device_sk(max(wanted))},
+                projection="SK",
+            )
+            return {_device_index(item["SK"]) for item in items} & wanted
+        found: set[int] = set()
+        keys = [{"PK": pk, "SK": _device_sk(index)} for index in sorted(wanted)]
+        while keys:
+            request = {self._table_name: {"Keys": keys[:100], "ConsistentRead": True, "ProjectionExpression": "SK"}}
+            answer = self._client.batch_get_item(RequestItems=request)
+            found.update(_device_index(item["SK"]) for item in answer["Responses"].get(self._table_name, []))
+            unprocessed = answer.get("UnprocessedKeys", {}).get(self._table_name, {}).get("Keys", [])
+            keys = keys[100:] + unprocessed
+            if unprocessed:  # DynamoDB throttled part of it: ask again after a jittered pause
+                time.sleep(random.uniform(0, CONFLICT_BACKOFF[0]))  # noqa: S311 - jitter, not secrets
+        return found
 
     def device_runs(self, task_id: str, start: int, end: int) -> dict[int, DeviceRun]:
         """The recorded runs of the devices at positions start..end-1, by position."""

@@ -19,8 +19,9 @@ cut to the time left before the deadline, so every script ends by then.
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
+from collections import OrderedDict, defaultdict
 from collections.abc import Collection
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -30,7 +31,7 @@ from longrun import executions, lifecycle, run_command, scripts
 from longrun.batching import batch_range, error_limit, task_plan
 from longrun.config import Settings
 from longrun.models import Batch, CommandOutcome, DeviceStatus, Task, TaskStatus
-from longrun.store import ConditionFailed, TaskStore, utc_now
+from longrun.store import ConditionFailed, Finished, TaskStore, utc_now
 from longrun.tasks import settle_cancel
 
 logger = Logger(child=True)
@@ -41,20 +42,24 @@ class InvocationStillRunning(Exception):
 
 
 class Recorded(NamedTuple):
-    """What a batch of SSM's reports on one command came to."""
+    """What a batch of SSM's reports came to."""
 
-    task_id: str | None
-    """The task the command ran for; None when it is not longrun's"""
-    still_running: frozenset[str]
-    """The nodes SSM does not list as ended yet: their reports are retried"""
+    task_ids: frozenset[str]
+    """The tasks whose devices they reported"""
+    still_running: frozenset[tuple[str, str]]
+    """The runs (command, node) SSM does not list as ended yet: their reports are retried"""
 
 
 SENT_BATCHES_KEPT = 1_000
+MAX_READS_AT_ONCE = 10
+"""How many of SSM's invocation records a batch of reports reads at once"""
 
 
 def _seconds_left(task: Task, now: datetime) -> int | None:
+    """Whole seconds until the task's deadline, a part of a second counting as one (0 or less once it has passed), so
+    that a deadline is honoured to the second; None without a deadline."""
     deadline = task.deadline_at
-    return None if deadline is None else math.floor((deadline - now).total_seconds())
+    return None if deadline is None else math.ceil((deadline - now).total_seconds())
 
 
 def _with_deadline(batch: Batch, outcome: CommandOutcome) -> CommandOutcome:
@@ -228,30 +233,44 @@ class Workflow:
                     self._sent_batches.popitem(last=False)
         return batch
 
-    def record_outcomes(self, command_id: str, node_ids: Collection[str]) -> Recorded:
-        """SSM reported that these nodes' runs of a command ended: record each device's outcome once, those of one
-        batch together. Answers the task (None when the command is not longrun's) and the nodes SSM does not list
-        as ended yet (their reports are to be retried). (A cancelled task is settled when its commands end.)"""
-        runs = run_command.command_runs(command_id)
-        ended = [runs.ended[node] for node in node_ids if node in runs.ended]
-        still_running = frozenset(node for node in node_ids if node not in runs.ended)
-        batch = self._batch_of(ended[0].comment) if ended else None
-        if batch is None:
-            return Recorded(None, still_running)
-        reported = {batch.nodes[outcome.node_id]: outcome for outcome in ended if outcome.node_id in batch.nodes}
-        # The command's end may have recorded some of them already (its event can come first)
-        recorded = self._store.recorded_devices(batch.task_id, reported)
-        new = {index: _with_deadline(batch, outcome) for index, outcome in reported.items() if index not in recorded}
-        self._finish(batch, new)
-        if any(outcome.status in (DeviceStatus.FAILED, DeviceStatus.TIMED_OUT) for outcome in new.values()):
-            self._hold_back_past_max_errors(batch.task_id)
-        return Recorded(batch.task_id, still_running)
+    def record_outcomes(self, reports: Collection[tuple[str, str]]) -> Recorded:
+        """SSM reported that these runs (command, node) ended: record each device's outcome once, those of one task
+        together (one transaction, whichever of its commands they ran in). Answers the tasks, and the reports whose
+        run SSM does not list as ended yet (to be retried); a command that is not longrun's is passed over. (A
+        cancelled task is settled when its commands end.)"""
+        still_running: set[tuple[str, str]] = set()
+        by_task: defaultdict[str, list[Finished]] = defaultdict(list)
+        # Each node's run on its own (a page of a whole command with its steps' output is up to 50 times larger):
+        # the first alone (it makes the SSM client, which is not made safely from two threads), the others at once
+        runs = sorted(reports)
 
-    def _finish(self, batch: Batch, outcomes: dict[int, CommandOutcome]) -> None:
-        """Record devices' outcomes in one transaction; if another report recorded one of them meanwhile, each of
-        the others on its own."""
-        if outcomes and not self._store.finish_devices(batch, outcomes):
-            for index, outcome in outcomes.items():
+        def ended(run: tuple[str, str]) -> CommandOutcome | None:
+            return run_command.command_runs(*run).ended.get(run[1])
+
+        outcomes = [ended(run) for run in runs[:1]]
+        with ThreadPoolExecutor(max_workers=max(1, min(len(runs) - 1, MAX_READS_AT_ONCE))) as pool:
+            outcomes += pool.map(ended, runs[1:])
+        for (command_id, node_id), outcome in zip(runs, outcomes, strict=True):
+            if outcome is None:
+                still_running.add((command_id, node_id))
+                continue
+            batch = self._batch_of(outcome.comment)
+            if batch is not None and node_id in batch.nodes:
+                by_task[batch.task_id].append((batch, batch.nodes[node_id], _with_deadline(batch, outcome)))
+        for task_id, finished in by_task.items():
+            # The command's end may have recorded some of them already (its event can come first)
+            recorded = self._store.recorded_devices(task_id, [index for _, index, _ in finished])
+            new = [device for device in finished if device[1] not in recorded]
+            self._finish(new)
+            if any(outcome.status in (DeviceStatus.FAILED, DeviceStatus.TIMED_OUT) for _, _, outcome in new):
+                self._hold_back_past_max_errors(task_id)
+        return Recorded(frozenset(by_task), frozenset(still_running))
+
+    def _finish(self, finished: list[Finished]) -> None:
+        """Record a task's devices' outcomes in one transaction; if another report recorded one of them meanwhile,
+        each of the others on its own."""
+        if finished and not self._store.finish_devices(finished):
+            for batch, index, outcome in finished:
                 self._store.finish_device(batch, index, outcome)
 
     def _hold_back_past_max_errors(self, task_id: str) -> None:
@@ -289,15 +308,22 @@ class Workflow:
             raise InvocationStillRunning(f"SSM still lists {going[0]}'s run of {command_id} as going")
         not_sent = "SSM did not send the script to the device (max-errors reached or the command ended)"
         self._finish(
-            batch,
-            {
-                index: _with_deadline(batch, runs.ended[node_id])
-                if node_id in runs.ended
-                else CommandOutcome(
-                    command_id=command_id, node_id=node_id, comment="", status=DeviceStatus.NOT_STARTED, reason=not_sent
+            [
+                (
+                    batch,
+                    index,
+                    _with_deadline(batch, runs.ended[node_id])
+                    if node_id in runs.ended
+                    else CommandOutcome(
+                        command_id=command_id,
+                        node_id=node_id,
+                        comment="",
+                        status=DeviceStatus.NOT_STARTED,
+                        reason=not_sent,
+                    ),
                 )
                 for node_id, index in unrecorded.items()
-            },
+            ]
         )
         latest = self._store.get_batch(batch.task_id, batch.number) or batch  # its token, if a retry replaced it
         executions.resume(latest.task_token, {"batch": batch.number, "devices": len(batch.device_ids)})
@@ -324,10 +350,10 @@ class Workflow:
         going = sorted(node for node in silent if node in runs.going)
         if batch.command_id and going:
             run_command.cancel(batch.command_id, going)
-        outcomes: dict[int, CommandOutcome] = {}
+        outcomes: list[Finished] = []
         for node_id, index in silent.items():
             if node_id in runs.ended:
-                outcomes[index] = _with_deadline(batch, runs.ended[node_id])
+                outcomes.append((batch, index, _with_deadline(batch, runs.ended[node_id])))
                 continue
             status, reason = DeviceStatus.NOT_STARTED, "SSM never sent the batch's script to the device"
             if runs.going.get(node_id):
@@ -335,10 +361,16 @@ class Workflow:
                 reason = "SSM did not report the script's end in time; its run was cancelled"
             elif node_id in runs.going:
                 reason = "SSM had not started the script when the batch's time ran out; it was cancelled"
-            outcomes[index] = CommandOutcome(
-                command_id=batch.command_id or "", node_id=node_id, comment="", status=status, reason=reason
+            outcomes.append(
+                (
+                    batch,
+                    index,
+                    CommandOutcome(
+                        command_id=batch.command_id or "", node_id=node_id, comment="", status=status, reason=reason
+                    ),
+                )
             )
-        self._finish(batch, outcomes)
+        self._finish(outcomes)
         settle_cancel(self._store, task_id)
 
     def finish_run(self, task_id: str, error: dict[str, Any] | None = None) -> str:
