@@ -12,15 +12,21 @@
   for, then sorts and sizes what it found; each comparison goes through ``cast_value``, which tests the value's type
   five times before answering a string with itself. A string's (and a binary's) ``cast_value`` and ``size`` are
   answered at once, with the same result.
+- Querying a table (not an index) by its partition key: moto lists and sorts every item of the table, then keeps
+  those of the partition. The table keeps its items by partition already, so the query reads only that partition:
+  the same items, in the same order.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
+import threading
 from typing import Any
 
 from moto.core.serialize import BaseJSONSerializer
 from moto.dynamodb.models.dynamo_type import DynamoType
+from moto.dynamodb.models.table import Table
 from moto.dynamodb.models.utilities import bytesize
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication
 
@@ -56,6 +62,7 @@ def install() -> None:
     _cache_backend_for_host()
     _serialize_plain_attribute_values()
     _compare_strings_at_once()
+    _query_one_partition()
 
 
 def _cache_backend_for_host() -> None:
@@ -109,3 +116,34 @@ def _compare_strings_at_once() -> None:
     fast_cast_value.__wrapped__ = original_cast  # type: ignore[attr-defined]
     DynamoType.cast_value = property(fast_cast_value)  # type: ignore[method-assign,assignment]
     DynamoType.size = fast_size  # type: ignore[method-assign]
+
+
+_partition = threading.local()
+"""The table a query in this thread reads, and the items of the partition it reads"""
+
+
+def _query_one_partition() -> None:
+    all_items = Table.all_items
+    query = Table.query
+    signature = inspect.signature(query)
+
+    @functools.wraps(all_items)
+    def partition_items(self: Table) -> list[Any]:
+        table, items = getattr(_partition, "only", (None, []))
+        if table is self:
+            return sorted(items, key=lambda item: item.range_key)
+        return all_items(self)
+
+    @functools.wraps(query)
+    def query_partition(self: Table, hash_key: Any, *args: Any, **kwargs: Any) -> Any:
+        index_name = signature.bind(self, hash_key, *args, **kwargs).arguments.get("index_name")
+        if index_name or not self.range_key_attr or hash_key is None:
+            return query(self, hash_key, *args, **kwargs)
+        _partition.only = (self, list(self.items.get(hash_key, {}).values()))
+        try:
+            return query(self, hash_key, *args, **kwargs)
+        finally:
+            _partition.only = (None, [])
+
+    Table.all_items = partition_items  # type: ignore[method-assign]
+    Table.query = query_partition  # type: ignore[method-assign]

@@ -6,9 +6,12 @@ import base64
 import json
 from typing import Any
 
+import boto3
 import pytest
+from moto import mock_aws
 from moto.core.serialize import BaseJSONSerializer, JSONSerializer, XFormedAttributePicker
 from moto.core.utils import get_service_model
+from moto.dynamodb.models.table import Table
 from moto.dynamodb.models.utilities import dynamo_to_dict
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
@@ -107,3 +110,74 @@ def test_values_compare_and_size_as_moto_compares_and_sizes_them(fast: None, val
 
 def other_type(value: dict[str, Any]) -> str:
     return next(iter(value))
+
+
+QUERIES: list[dict[str, Any]] = [
+    {"KeyConditionExpression": "PK = :pk", "ExpressionAttributeValues": {":pk": {"S": "TASK#2"}}},
+    {"KeyConditionExpression": "PK = :pk", "ExpressionAttributeValues": {":pk": {"S": "TASK#9"}}},  # no such one
+    {
+        "KeyConditionExpression": "PK = :pk AND begins_with(SK, :p)",
+        "ExpressionAttributeValues": {":pk": {"S": "TASK#1"}, ":p": {"S": "DEVICE#"}},
+        "ScanIndexForward": False,
+        "Limit": 3,
+    },
+    {
+        "KeyConditionExpression": "PK = :pk AND SK BETWEEN :a AND :b",
+        "ExpressionAttributeValues": {":pk": {"S": "TASK#1"}, ":a": {"S": "DEVICE#00002"}, ":b": {"S": "DEVICE#00005"}},
+        "ProjectionExpression": "SK",
+    },
+    {
+        "KeyConditionExpression": "PK = :pk",
+        "FilterExpression": "n > :n",
+        "ExpressionAttributeValues": {":pk": {"S": "TASK#1"}, ":n": {"N": "3"}},
+        "Limit": 4,
+        "ExclusiveStartKey": {"PK": {"S": "TASK#1"}, "SK": {"S": "DEVICE#00001"}},
+    },
+    {
+        "IndexName": "ByN",
+        "KeyConditionExpression": "g = :g",
+        "ExpressionAttributeValues": {":g": {"S": "all"}},
+    },
+]
+
+
+@pytest.mark.parametrize("query", QUERIES)
+def test_a_query_reads_its_partition_and_answers_as_moto_does(
+    fast: None, query: dict[str, Any], monkeypatch: Any
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    with mock_aws():
+        dynamodb = boto3.client("dynamodb", region_name="us-east-1")
+        dynamodb.create_table(
+            TableName="t",
+            BillingMode="PAY_PER_REQUEST",
+            AttributeDefinitions=[{"AttributeName": n, "AttributeType": "S"} for n in ("PK", "SK", "g")],
+            KeySchema=[{"AttributeName": "PK", "KeyType": "HASH"}, {"AttributeName": "SK", "KeyType": "RANGE"}],
+            GlobalSecondaryIndexes=[
+                {
+                    "IndexName": "ByN",
+                    "KeySchema": [
+                        {"AttributeName": "g", "KeyType": "HASH"},
+                        {"AttributeName": "SK", "KeyType": "RANGE"},
+                    ],
+                    "Projection": {"ProjectionType": "ALL"},
+                }
+            ],
+        )
+        for task in (3, 1, 2):
+            for device in (7, 0, 5, 2, 9, 1, 4):
+                dynamodb.put_item(
+                    TableName="t",
+                    Item={
+                        "PK": {"S": f"TASK#{task}"},
+                        "SK": {"S": f"DEVICE#{device:05d}"},
+                        "n": {"N": str(device)},
+                        "g": {"S": "all"},
+                    },
+                )
+        fast_answer = dynamodb.query(TableName="t", **query)
+        monkeypatch.setattr(Table, "query", Table.query.__wrapped__)  # type: ignore[attr-defined]
+        monkeypatch.setattr(Table, "all_items", Table.all_items.__wrapped__)  # type: ignore[attr-defined]
+        assert fast_answer["Items"] == dynamodb.query(TableName="t", **query)["Items"]
+        assert fast_answer.get("LastEvaluatedKey") == dynamodb.query(TableName="t", **query).get("LastEvaluatedKey")
