@@ -46,8 +46,8 @@ from longrun.store import WriteConflict, utc_now
 from longrun.tasks import DEVICE_SCAN_WINDOW, RESULT_PAGE_MAX, Stream
 
 PROBLEM_JSON = "application/problem+json"
-TaskId = Annotated[str, Path(description="The task's id", pattern=r"^[0-9a-f-]{36}$")]
-WebhookId = Annotated[str, Path(description="The endpoint's id", pattern=r"^[0-9a-f-]{36}$")]
+TaskId = Annotated[str, Path(description="The task's id (an id of another form names no task: 404)")]
+WebhookId = Annotated[str, Path(description="The endpoint's id (an id of another form names no endpoint: 404)")]
 DeviceId = Annotated[
     str,
     Path(
@@ -409,6 +409,11 @@ def _invalid(error: RequestValidationError) -> Response[Any]:
 @app.exception_handler(UnicodeDecodeError)  # type: ignore[untyped-decorator]
 def _not_text(_: UnicodeDecodeError) -> Response[Any]:
     return _problem(400, "Malformed request", "the body is not UTF-8 encoded JSON")
+
+
+@app.exception_handler(RecursionError)  # type: ignore[untyped-decorator]
+def _too_deep(_: RecursionError) -> Response[Any]:
+    return _problem(400, "Malformed request", "the body's JSON nests too deeply to be read")
 
 
 @app.exception_handler(TaskError)  # type: ignore[untyped-decorator]

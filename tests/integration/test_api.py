@@ -149,8 +149,38 @@ def test_unknown_and_foreign_tasks_are_not_found(deployed: Deployment) -> None:
     assert code == 404
     code, _, _ = call("GET", f"{RESOURCE}/00000000-0000-4000-8000-000000000000")
     assert code == 404
-    code, _, problem = call("GET", f"{RESOURCE}/not-a-task-id")
-    assert code == 422 and problem["errors"][0]["field"] == "path.task_id"
+    for malformed in ("not-a-task-id", task["id"].upper(), "x" * 3000, "%00"):
+        for method, path in (("GET", ""), ("GET", "/result"), ("GET", "/devices"), ("DELETE", "")):
+            code, headers, problem = call(method, f"{RESOURCE}/{malformed}{path}")
+            assert (code, headers["Content-Type"]) == (404, "application/problem+json"), (method, path, problem)
+
+
+def test_input_that_once_crashed_the_handler_is_a_clear_problem(deployed: Deployment) -> None:
+    """Each of these answered 502 (the handler crashed): now a 4xx problem, and nothing is written."""
+    before = table_items(deployed)
+    code, _, problem = call("POST", RESOURCE, {"device-ids": [10**38], "script-url": "scripts/hello.sh"})
+    assert code == 422 and problem["errors"][0]["field"].startswith("body.device-ids.0")
+    code, _, problem = call("POST", RESOURCE, raw="[" * 100_000)
+    assert (code, problem["status"]) == (400, 400)
+    assert table_items(deployed) == before
+    accepted = submit(**{"device-ids": [10**38 - 1]})  # 38 digits: a DynamoDB number holds them
+    task = submit()
+    call("DELETE", f"{RESOURCE}/{task['id']}")
+    for token in ("²", "٣", "1" * 40, "-1", " 1"):
+        code, _, problem = call("GET", f"{RESOURCE}/{task['id']}/result", query={"next-token": token})
+        assert (code, problem["status"]) == (400, 400), token
+    assert accepted["device-ids"] == [10**38 - 1]
+
+
+@pytest.mark.parametrize(
+    "script_url", ["scripts/a b.sh", "scripts/a?.sh", "scripts/a\x00.sh", "scripts/%2e%2e/x.sh", "scripts/é.sh"]
+)
+def test_a_script_key_outside_the_allowed_characters_is_refused_at_submit(
+    deployed: Deployment, script_url: str
+) -> None:
+    code, _, problem = call("POST", RESOURCE, {"device-ids": ["web-1"], "script-url": script_url})
+    assert code == 422 and problem["errors"][0]["field"] == "body.script-url"
+    assert executions(deployed) == []
 
 
 def test_result_is_a_conflict_until_the_task_finishes(deployed: Deployment) -> None:

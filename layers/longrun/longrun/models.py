@@ -28,7 +28,12 @@ MAX_BATCH_SIZE = 50
 MAX_DEVICE_TIMEOUT_SECONDS = 28_800
 """AWS-RunRemoteScript's executionTimeout allows at most 8 hours."""
 MAX_TASK_DEADLINE_SECONDS = 30 * 24 * 3600
+MAX_INTEGER_DEVICE_ID = 10**38 - 1
+"""An integer device id is kept as a DynamoDB number, which holds at most 38 digits"""
 DEVICE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,63}$")
+RESOURCE_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+"""The form of the ids longrun gives tasks and webhook endpoints (a UUID); an id of another form names nothing"""
+SCRIPT_KEY_PATTERN = re.compile(r"[A-Za-z0-9._/-]+")
 MAX_SCRIPT_BYTES = 1_048_576
 """The largest script a client may upload through POST /device-management/scripts"""
 PERCENTAGE = r"^(100|[1-9]?[0-9])%$"
@@ -99,7 +104,7 @@ class Model(BaseModel):
 
 
 DeviceId = Annotated[
-    StrictStr | Annotated[StrictInt, Field(ge=0)],
+    StrictStr | Annotated[StrictInt, Field(ge=0, le=MAX_INTEGER_DEVICE_ID)],
     Field(description="An SSM managed node id, or the value of the node's device-id tag"),
 ]
 
@@ -175,6 +180,8 @@ class ScriptExecutionRequest(Model):
             raise ValueError("must be an object key such as scripts/hello.sh or an s3://bucket/key URL")
         if any(part in ("", ".", "..") for part in key.split("/")):
             raise ValueError("must not contain empty, '.' or '..' path segments")
+        if not SCRIPT_KEY_PATTERN.fullmatch(key):
+            raise ValueError("a script's key may hold only the letters A-Z and a-z, digits, '.', '_', '-' and '/'")
         return url
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -26,6 +27,7 @@ from longrun.errors import (
 )
 from longrun.links import Links
 from longrun.models import (
+    RESOURCE_ID,
     DeviceCounts,
     DevicePage,
     DeviceResult,
@@ -234,6 +236,8 @@ class ScriptExecutions:
         return self._view(task, devices, links)
 
     def _owned(self, owner: Owner, task_id: str) -> tuple[Task, TaskDevices]:
+        if not RESOURCE_ID.fullmatch(task_id):
+            raise TaskNotFound("no script-execution task has this id")
         found = self._store.get_task_with_devices(task_id)
         if found is None or found[0].owner_key != owner_digest(owner.key) or found[0].kind != KIND:
             raise TaskNotFound(f"no script-execution task {task_id}")
@@ -434,6 +438,11 @@ def _first_possible(task: Task, devices: TaskDevices, status: DeviceStatus, star
     return start
 
 
+POSITION = re.compile(r"[0-9]{1,5}")
+"""A result's or a devices page's next-token: the position it starts at (ASCII digits: ``str.isdigit`` also takes
+superscripts and other scripts' digits, some of which ``int`` refuses and some it reads)"""
+
+
 def _next_token(position: int, total: int) -> str | None:
     return str(position) if position < total else None
 
@@ -441,7 +450,7 @@ def _next_token(position: int, total: int) -> str | None:
 def _offset(next_token: str | None, total: int) -> int:
     if next_token is None:
         return 0
-    if not next_token.isdigit() or int(next_token) >= total:
+    if not POSITION.fullmatch(next_token) or int(next_token) >= total:
         raise BadRequest("next-token is not a token this API issued for this result")
     return int(next_token)
 

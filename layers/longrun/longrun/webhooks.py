@@ -29,6 +29,7 @@ from longrun.config import Settings
 from longrun.errors import BadRequest, InvalidRequest, WebhookNotFound
 from longrun.links import Links
 from longrun.models import (
+    RESOURCE_ID,
     WEBHOOK_PING,
     DeliveryAttempt,
     DeliveryStatus,
@@ -87,10 +88,12 @@ class Webhooks:
         return _view(self._owned(owner, webhook_id), links)
 
     def remove(self, owner: Owner, webhook_id: str) -> None:
+        _require_id(webhook_id)
         if not self._store.remove_webhook(owner_digest(owner.key), webhook_id):
             raise WebhookNotFound(f"no webhook {webhook_id}")
 
     def rotate_secret(self, owner: Owner, webhook_id: str, links: Links) -> Webhook:
+        _require_id(webhook_id)
         until = utc_now() + PREVIOUS_SECRET_VALID
         endpoint = self._store.rotate_webhook_secret(owner_digest(owner.key), webhook_id, new_secret(), until)
         if endpoint is None:
@@ -122,6 +125,7 @@ class Webhooks:
         return WebhookDeliveryPage(items=items, next_token=token)
 
     def _owned(self, owner: Owner, webhook_id: str) -> WebhookEndpoint:
+        _require_id(webhook_id)
         endpoint = self._store.get_webhook(owner_digest(owner.key), webhook_id)
         if endpoint is None:
             raise WebhookNotFound(f"no webhook {webhook_id}")
@@ -258,3 +262,8 @@ def _view(endpoint: WebhookEndpoint, links: Links, show_secret: bool = False) ->
         secret=endpoint.secret if show_secret else None,
         href=links.webhook(endpoint.id),
     )
+
+
+def _require_id(webhook_id: str) -> None:
+    if not RESOURCE_ID.fullmatch(webhook_id):
+        raise WebhookNotFound("no webhook has this id")
