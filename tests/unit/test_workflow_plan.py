@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from longrun import workflow
 from longrun.batching import batch_plan, batch_range, concurrency_limit, error_limit, task_plan
-from longrun.models import MAX_BATCH_SIZE, TaskSettings
+from longrun.models import MAX_BATCH_SIZE, DeviceCounts, Task, TaskSettings, TaskStatus
 
 
 @pytest.mark.parametrize(
@@ -99,3 +101,21 @@ def test_error_limits(errors: int | str | None, devices: int, limit: int | None)
 
 def test_batches_cover_the_devices_in_order() -> None:
     assert [batch_range(n, 50, 120) for n in range(3)] == [(0, 50), (50, 100), (100, 120)]
+
+
+@pytest.mark.parametrize(
+    ("deadline", "after", "left"),
+    [(1, 0.1, 1), (1, 0.999, 1), (1, 1.0, 0), (1, 1.5, 0), (10, 0.2, 10), (10, 9.01, 1), (None, 5.0, None)],
+)
+def test_a_deadline_is_honoured_to_the_second(deadline: int | None, after: float, left: int | None) -> None:
+    """A part of a second left counts as a second (deadline-seconds 1 once ended a task TIMED_OUT 0.1 s in, with
+    nothing run); once the deadline has passed, nothing is left."""
+    created = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+    settings = TaskSettings(
+        script_url="scripts/a.sh", timeout_seconds=60, max_concurrency=50, deadline_seconds=deadline
+    )
+    task = Task(
+        id="t", kind="script-execution", owner="o", owner_key="k", status=TaskStatus.IN_PROGRESS, settings=settings,
+        device_count=1, counts=DeviceCounts(RUNNING=1), created_at=created, updated_at=created,
+    )  # fmt: skip
+    assert workflow._seconds_left(task, created + timedelta(seconds=after)) == left
