@@ -396,11 +396,26 @@ def _problem(status: int, title: str, detail: str | None, errors: list[FieldErro
     return Response(status_code=status, content_type=PROBLEM_JSON, body=problem.model_dump_json())
 
 
+VALIDATOR_TAG = re.compile(r"^(str|int|float|bool|none|constrained-.+|function-.+|.+\[.*\])$")
+"""The parts of a validation error's location that name one of pydantic's validators (a member of a union, a
+constraint), not a field"""
+TYPE_MISMATCHES = {"string_type", "int_type", "float_type", "bool_type", "none_required"}
+
+
 @app.exception_handler(RequestValidationError)  # type: ignore[untyped-decorator]
 def _invalid(error: RequestValidationError) -> Response[Any]:
-    errors = [
-        FieldError(field=".".join(str(part) for part in item["loc"]), message=item["msg"]) for item in error.errors()
+    """Every field error at once, each at its field as the API spells it (body.device-ids.0). Where a value may take
+    one of several types, a type it does not have is left out when another error says what is wrong with it."""
+    found = [
+        (".".join(str(part) for part in item["loc"] if not VALIDATOR_TAG.match(str(part))), item)
+        for item in error.errors()
     ]
+    explained = {field for field, item in found if item["type"] not in TYPE_MISMATCHES}
+    errors: list[FieldError] = []
+    for field, item in found:
+        kept = FieldError(field=field, message=item["msg"])
+        if (item["type"] not in TYPE_MISMATCHES or field not in explained) and kept not in errors:
+            errors.append(kept)
     if any(item["type"] == "json_invalid" for item in error.errors()):
         return _problem(400, "Malformed request", "the body is not valid JSON", errors)
     return _problem(422, "Invalid request", "the request does not match the API's schema", errors)

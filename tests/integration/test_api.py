@@ -282,3 +282,19 @@ def test_owner_scope_role_lets_every_session_of_a_role_share_its_tasks(
     assert call("GET", f"{RESOURCE}/{task['id']}", identity=assumed_role("other", "AROAOTHER", "x"))[0] == 404
     user = {"caller": "AIDAEXAMPLEUSER", "userArn": "arn:aws:iam::123456789012:user/carol"}
     assert call("GET", f"{RESOURCE}/{task['id']}", identity=user)[0] == 404
+
+
+def test_every_field_error_comes_in_one_answer_at_the_field_the_api_names(deployed: Deployment) -> None:
+    code, _, problem = call("POST", RESOURCE, {"device-ids": [], "script-url": "x.sh"})
+    assert code == 422
+    assert [error["field"] for error in problem["errors"]] == ["body.device-ids", "body.script-url"]
+    body = {"device-ids": [1, "bad id!", 10**38], "script-url": "scripts/a b.sh", "timeout-seconds": 0}
+    code, _, problem = call("POST", RESOURCE, body)
+    assert code == 422
+    assert [error["field"] for error in problem["errors"]] == [
+        "body.device-ids.1",  # not body.device-ids.1.function-after[...] nor its integer member's type mismatch
+        "body.device-ids.2",  # not body.device-ids.2.constrained-int
+        "body.script-url",
+        "body.timeout-seconds",
+    ]
+    assert executions(deployed) == []

@@ -12,6 +12,7 @@ from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -33,6 +34,8 @@ MAX_INTEGER_DEVICE_ID = 10**38 - 1
 DEVICE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,63}$")
 RESOURCE_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 """The form of the ids longrun gives tasks and webhook endpoints (a UUID); an id of another form names nothing"""
+SCRIPTS_PREFIX = "scripts/"
+"""Where scripts are kept in the deployment's bucket"""
 SCRIPT_KEY_PATTERN = re.compile(r"[A-Za-z0-9._/-]+")
 MAX_SCRIPT_BYTES = 1_048_576
 """The largest script a client may upload through POST /device-management/scripts"""
@@ -103,8 +106,14 @@ class Model(BaseModel):
 # Requests
 
 
+def _device_id_text(device_id: str) -> str:
+    if not DEVICE_ID_PATTERN.match(device_id):
+        raise ValueError("must be 1-64 characters of letters, digits and ._:@/+=- and start with a letter or digit")
+    return device_id
+
+
 DeviceId = Annotated[
-    StrictStr | Annotated[StrictInt, Field(ge=0, le=MAX_INTEGER_DEVICE_ID)],
+    Annotated[StrictStr, AfterValidator(_device_id_text)] | Annotated[StrictInt, Field(ge=0, le=MAX_INTEGER_DEVICE_ID)],
     Field(description="An SSM managed node id, or the value of the node's device-id tag"),
 ]
 
@@ -160,13 +169,8 @@ class ScriptExecutionRequest(Model):
     @classmethod
     def _device_ids_are_valid_and_unique(cls, ids: list[str | int]) -> list[str | int]:
         seen: set[str] = set()
-        for position, device_id in enumerate(ids):
+        for device_id in ids:
             key = device_key(device_id)
-            if isinstance(device_id, str) and not DEVICE_ID_PATTERN.match(device_id):
-                raise ValueError(
-                    f"device id at position {position} ({device_id!r}) must be 1-64 characters of letters, digits"
-                    " and ._:@/+=- and start with a letter or digit"
-                )
             if key in seen:
                 raise ValueError(f"device id {device_id!r} is listed more than once")
             seen.add(key)
@@ -182,6 +186,8 @@ class ScriptExecutionRequest(Model):
             raise ValueError("must not contain empty, '.' or '..' path segments")
         if not SCRIPT_KEY_PATTERN.fullmatch(key):
             raise ValueError("a script's key may hold only the letters A-Z and a-z, digits, '.', '_', '-' and '/'")
+        if not key.startswith(SCRIPTS_PREFIX):
+            raise ValueError(f"scripts must be under {SCRIPTS_PREFIX} in the deployment's bucket")
         return url
 
 

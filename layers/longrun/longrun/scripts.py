@@ -22,13 +22,12 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from longrun.errors import InvalidRequest
-from longrun.models import FieldError, ScriptLocation, ScriptUpload, ScriptUploadRequest
+from longrun.models import SCRIPTS_PREFIX, FieldError, ScriptLocation, ScriptUpload, ScriptUploadRequest
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-SCRIPTS_PREFIX = "scripts/"
-UPLOADS_PREFIX = "scripts/sha256/"
+UPLOADS_PREFIX = f"{SCRIPTS_PREFIX}sha256/"
 """Uploaded scripts, by the SHA-256 of their content"""
 HEAD_BYTES = 4096
 """How much of each device's stdout and stderr the result shows."""
