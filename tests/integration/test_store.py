@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import threading
 from datetime import UTC, datetime
 
 import pytest
 
 from longrun.models import Batch, CommandOutcome, DeviceStatus, Owner, ScriptExecutionRequest, TaskStatus
-from longrun.store import ConditionFailed, InvalidPageToken, TaskStore
+from longrun.store import ConditionFailed, InvalidPageToken, TaskStore, owner_digest
 from tests.integration.conftest import Deployment
 
 ARN = "arn:aws:states:us-east-1:123456789012:execution:m:x"
@@ -77,6 +79,38 @@ def test_a_page_token_of_another_listing_is_refused(deployed: Deployment) -> Non
         store.list_tasks(caller("alice"), None, 1, token)
     with pytest.raises(InvalidPageToken):
         store.list_tasks(caller("bob"), None, 1, "not-base64-json")
+
+
+@pytest.mark.parametrize(
+    "crafted",
+    [
+        [1, 2],
+        {"PK": 1, "SK": 2, "GSI1PK": "<real>", "GSI1SK": 4},
+        {"PK": {"S": "x"}, "SK": "y", "GSI1PK": "<real>", "GSI1SK": "w"},
+        {"PK": "x", "SK": "y"},
+        {"PK": "x", "SK": "y", "GSI1PK": "<real>", "GSI1SK": "w", "extra": "v"},
+        {"PK": "x", "SK": "", "GSI1PK": "<real>", "GSI1SK": "w"},
+        {"PK": "x", "SK": "y" * 3000, "GSI1PK": "<real>", "GSI1SK": "w"},
+    ],
+)
+def test_a_crafted_page_token_is_refused_before_dynamodb_sees_it(deployed: Deployment, crafted: object) -> None:
+    """Valid base64 of JSON that is not a key this listing ended at (its shape, its types, its attributes, its
+    range): refused as a bad token, never sent to DynamoDB (which answered it with a ValidationException: a 502)."""
+    store = deployed.store
+    for n in range(2):
+        new_task(store, task_id(n), owner="bob")
+    _, token = store.list_tasks(caller("bob"), None, 1, None)
+    assert token
+    real = json.loads(base64.urlsafe_b64decode(token))
+    if isinstance(crafted, dict):
+        crafted = {name: real["GSI1PK"] if value == "<real>" else value for name, value in crafted.items()}
+    with pytest.raises(InvalidPageToken):
+        store.list_tasks(caller("bob"), None, 1, base64.urlsafe_b64encode(json.dumps(crafted).encode()).decode())
+    outside = {"PK": f"OWNER#{owner_digest(caller('bob').key)}", "SK": "NOT-A-WEBHOOK"}
+    with pytest.raises(InvalidPageToken):
+        store.list_webhooks(
+            owner_digest(caller("bob").key), 1, base64.urlsafe_b64encode(json.dumps(outside).encode()).decode()
+        )
 
 
 def test_status_changes_are_conditional(deployed: Deployment) -> None:

@@ -82,6 +82,9 @@ TASK_SK = "TASK"
 DETAIL_SK = "TASK#DETAIL"
 """Sorts right after TASK and before TASK#IDS, so one query reads exactly the task and its detail"""
 IDS_PER_RECORD = 1_000
+TABLE_KEY = frozenset({"PK", "SK"})
+MAX_KEY_BYTES = 1024
+"""DynamoDB's largest sort key value (a partition key may hold 2,048 bytes; longrun's hold far fewer)"""
 OWNER_INDEX = "ByOwner"
 OWNER_STATUS_INDEX = "ByOwnerStatus"
 MAX_REASON_BYTES = 300
@@ -193,12 +196,21 @@ def _encode_token(key: dict[str, Any] | None) -> str | None:
     return base64.urlsafe_b64encode(json.dumps(_plain(key), separators=(",", ":")).encode()).decode()
 
 
-def _decode_token(token: str, **expected: str) -> dict[str, Any]:
+def _decode_token(token: str, names: frozenset[str], sk_prefix: str = "", **expected: str) -> dict[str, Any]:
+    """The key a page continues from: a token must be the key this listing's query ended at, its attributes
+    ``names`` (the table's key, and the index's when the listing reads one), all strings, ``expected`` among them,
+    and its sort key inside the query's range (DynamoDB refuses a start key outside it)."""
     try:
         key = json.loads(base64.urlsafe_b64decode(token.encode()))
-    except (binascii.Error, ValueError, UnicodeDecodeError) as error:
+    except (binascii.Error, ValueError, UnicodeDecodeError, RecursionError) as error:
         raise InvalidPageToken("next-token is not a token this API issued") from error
-    if not isinstance(key, dict) or any(key.get(name) != value for name, value in expected.items()):
+    if (
+        not isinstance(key, dict)
+        or set(key) != names
+        or not all(isinstance(value, str) and 0 < len(value.encode()) <= MAX_KEY_BYTES for value in key.values())
+        or any(key.get(name) != value for name, value in expected.items())
+        or not key["SK"].startswith(sk_prefix)
+    ):
         raise InvalidPageToken("next-token does not belong to this listing")
     return key
 
@@ -353,7 +365,8 @@ class TaskStore:
             "Limit": limit,
         }
         if next_token:
-            query["ExclusiveStartKey"] = _decode_token(next_token, **{pk_name: pk_value})
+            index_key = {pk_name, pk_name.replace("PK", "SK")}
+            query["ExclusiveStartKey"] = _decode_token(next_token, TABLE_KEY | index_key, **{pk_name: pk_value})
         page = self._client.query(TableName=self._table_name, **query)
         listed = [self._listed_from_item(item) for item in page["Items"]]
         return listed, _encode_token(page.get("LastEvaluatedKey"))
@@ -945,7 +958,7 @@ class TaskStore:
             "Limit": limit,
         }
         if next_token:
-            query["ExclusiveStartKey"] = _decode_token(next_token, PK=pk)
+            query["ExclusiveStartKey"] = _decode_token(next_token, TABLE_KEY, prefix, PK=pk)
         page = self._client.query(TableName=self._table_name, **query)
         return page["Items"], _encode_token(page.get("LastEvaluatedKey"))
 
