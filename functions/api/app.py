@@ -9,7 +9,8 @@ from urllib.parse import unquote
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
-from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestUnsupportedContentType, RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.logging import correlation_paths
@@ -70,6 +71,7 @@ PROBLEMS: dict[int, OpenAPIResponse] = {
         401: "No caller identity",
         404: "No such task, device or webhook",
         409: "The task or device is not in a state that allows this",
+        415: "The body is not JSON (Content-Type must be application/json)",
         422: "The request is not valid",
         503: "The workflow could not be started, or the task is busy: retry after Retry-After",
     }.items()
@@ -128,6 +130,27 @@ def _json(model: Any, status: int, headers: dict[str, str] | None = None) -> Res
     )
 
 
+def _json_only(router: APIGatewayRestResolver, next_middleware: NextMiddleware) -> Response[Any]:
+    """A body is JSON: any other Content-Type (a form, text) is refused with 415, before the route runs (Powertools
+    reads a form as a body too: if it fails validation, ``_invalid`` answers the same)."""
+    content_type = _non_json_content_type()
+    if content_type:
+        return _unsupported_media_type(content_type)
+    return next_middleware(router)
+
+
+def _non_json_content_type() -> str | None:
+    """The request's Content-Type if it says its body is something else than JSON."""
+    content_type = app.current_event.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type and content_type != "application/json" and not content_type.endswith("+json"):
+        return content_type
+    return None
+
+
+def _unsupported_media_type(content_type: str) -> Response[Any]:
+    return _problem(415, "Unsupported media type", f"the body must be JSON (application/json), not {content_type}")
+
+
 def _with_retry_after(view: ScriptExecution, status: int) -> Response[ScriptExecution]:
     wait = view.retry_after
     return _json(view, status, {"Retry-After": str(wait)} if wait is not None else {})
@@ -139,9 +162,10 @@ def _with_retry_after(view: ScriptExecution, status: int) -> Response[ScriptExec
     description="Answers at once with 202 and a Location to poll; the script runs on every device in the background.",
     responses={
         202: {"description": "Accepted; poll Location for progress", "headers": {**LOCATION, **RETRY_AFTER}},
-        **_problems(400, 401, 422, 503),
+        **_problems(400, 401, 415, 422, 503),
     },
     tags=["script-execution"],
+    middlewares=[_json_only],
 )
 def submit(request: Annotated[ScriptExecutionRequest, Body()]) -> Response[ScriptExecution]:
     view = script_executions().submit(_caller(), request, _links())
@@ -279,9 +303,10 @@ def device_stderr(task_id: TaskId, device_id: DeviceId) -> Response[None]:
     responses={
         200: {"description": "The bucket holds the script already"},
         201: {"description": "Upload the script as `upload` says"},
-        **_problems(400, 401, 422),
+        **_problems(400, 401, 415, 422),
     },
     tags=["scripts"],
+    middlewares=[_json_only],
 )
 def upload_script(request: Annotated[ScriptUploadRequest, Body()]) -> Response[ScriptLocation]:
     owner = _caller()
@@ -312,8 +337,9 @@ def cancel(task_id: TaskId) -> Response[ScriptExecution]:
     summary="Add a webhook endpoint",
     description="The endpoint receives the caller's task events, signed as Standard Webhooks says. Its secret is "
     "in this answer only.",
-    responses={201: {"description": "The endpoint, with its secret"}, **_problems(400, 401, 422)},
+    responses={201: {"description": "The endpoint, with its secret"}, **_problems(400, 401, 415, 422)},
     tags=["webhooks"],
+    middlewares=[_json_only],
 )
 def add_webhook(request: Annotated[WebhookRequest, Body()]) -> Response[Webhook]:
     endpoint = webhooks().add(_caller(), request, _links())
@@ -406,6 +432,9 @@ TYPE_MISMATCHES = {"string_type", "int_type", "float_type", "bool_type", "none_r
 def _invalid(error: RequestValidationError) -> Response[Any]:
     """Every field error at once, each at its field as the API spells it (body.device-ids.0). Where a value may take
     one of several types, a type it does not have is left out when another error says what is wrong with it."""
+    content_type = _non_json_content_type() if app.current_event.body else None
+    if content_type:
+        return _unsupported_media_type(content_type)
     found = [
         (".".join(str(part) for part in item["loc"] if not VALIDATOR_TAG.match(str(part))), item)
         for item in error.errors()
@@ -424,6 +453,11 @@ def _invalid(error: RequestValidationError) -> Response[Any]:
 @app.exception_handler(UnicodeDecodeError)  # type: ignore[untyped-decorator]
 def _not_text(_: UnicodeDecodeError) -> Response[Any]:
     return _problem(400, "Malformed request", "the body is not UTF-8 encoded JSON")
+
+
+@app.exception_handler(RequestUnsupportedContentType)  # type: ignore[untyped-decorator]
+def _not_json(_: RequestUnsupportedContentType) -> Response[Any]:
+    return _unsupported_media_type(app.current_event.headers.get("content-type", ""))
 
 
 @app.exception_handler(RecursionError)  # type: ignore[untyped-decorator]

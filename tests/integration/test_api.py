@@ -41,6 +41,7 @@ def call(
     base: str = STAGE,
     identity: dict[str, str] | None = None,
     custom_domain: bool = False,
+    headers: dict[str, str] | None = None,
 ) -> tuple[int, dict[str, str], Any]:
     """The API function's answer to a request, as API Gateway would send it: on the execute-api URL (``base`` is the
     stage, in requestContext.path only) or on a custom domain (``base`` is its base path mapping, in both paths),
@@ -59,6 +60,9 @@ def call(
     event["requestContext"].update(path=f"{base}{path}", resourcePath=resource, httpMethod=method)
     if custom_domain:
         event["path"] = f"{base}{path}"
+    for name, value in (headers or {}).items():
+        event.setdefault("headers", {})[name] = value
+        event.setdefault("multiValueHeaders", {})[name] = [value]
     event["requestContext"]["identity"].update(
         identity or {"caller": f"AIDA{caller.upper()}", "userArn": f"arn:aws:iam::123456789012:user/{caller}"}
     )
@@ -298,3 +302,21 @@ def test_every_field_error_comes_in_one_answer_at_the_field_the_api_names(deploy
         "body.timeout-seconds",
     ]
     assert executions(deployed) == []
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        (RESOURCE, '{"device-ids": ["web-1"], "script-url": "scripts/hello.sh"}'),
+        ("/device-management/scripts", '{"sha256": "' + "0" * 64 + '", "size": 10}'),
+        ("/device-management/webhooks", '{"url": "https://hooks.example.com/x"}'),
+    ],
+)
+def test_a_body_that_is_not_json_is_refused_with_415(deployed: Deployment, path: str, body: str) -> None:
+    for content_type in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"):
+        code, headers, problem = call("POST", path, raw=body, headers={"content-type": content_type})
+        assert (code, headers["Content-Type"], problem["status"]) == (415, "application/problem+json", 415)
+    assert executions(deployed) == [] and table_items(deployed) == []
+    if path == RESOURCE:
+        code, _, _ = call("POST", path, raw=body, headers={"content-type": "application/json; charset=utf-8"})
+        assert code == 202
