@@ -139,7 +139,7 @@ class LocalRuntime:
         edge = Edge(lambdas, self.fleet, identities, self.ledger)
         loopback.bind(edge)
         edge.serve(opts.host, opts.edge_port)
-        self._closers += [self.fleet.close, lambdas.close, edge.close]
+        self._closers += [self.fleet.close, bus.close, lambdas.close, edge.close]
         step_functions.sign_as_execution_role(identities, loopback)
         step_functions.fail_maps_past_their_tolerated_failures()
         self._configure_moto()

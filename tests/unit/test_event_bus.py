@@ -21,7 +21,9 @@ INVOCATION_ENDED = {
 def deliveries(stack: template.LocalStack, event: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     sent: list[tuple[str, dict[str, Any]]] = []
     bus = EventBus(stack, cast(LambdaBridge, None), lambda queue, body: sent.append((queue, json.loads(body))))
-    assert bus.put(event) == len(sent)
+    delivered = bus.put(event)
+    bus.close()  # the sends are made apart from the caller: wait for them
+    assert delivered == len(sent)
     return sent
 
 
