@@ -3,7 +3,7 @@ and the handling of SSM's status-change events.
 
 The machine starts the run, fans out over batches of up to 50 devices (one SSM command each) and waits on each
 batch with a task token. SSM's events, queued, report each device as it ends (progress: the reports of a batch of
-messages are recorded in one transaction per command), and the whole command once every device of it has ended;
+messages are recorded in one transaction per task), and the whole command once every device of it has ended;
 then the batch's token is handed back. Nothing polls.
 
 Rate control rolls (see ``batching.command_layout``): each command runs its devices under SSM's own rate control
