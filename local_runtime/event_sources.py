@@ -49,7 +49,7 @@ from moto.events.models import EventPattern
 from local_runtime.identities import Identities
 from local_runtime.lambdas import Invocation, LambdaBridge
 from local_runtime.loopback import EdgeTransport, connect
-from local_runtime.template import ANY_STREAM_LABEL, EventSourceMapping, Function, LocalStack
+from local_runtime.template import ANY_STREAM_LABEL, EventSourceMapping, Function, LocalStack, queue_url_of
 
 log = logging.getLogger("local_runtime.event_sources")
 STREAM_POLL_SECONDS = 0.25
@@ -367,8 +367,8 @@ class _QueuePoller(_Poller):
 
     def _poll(self) -> None:
         sqs = self._client("sqs")
-        _, _, _, region, account, name = self.mapping.source_arn.split(":", 5)
-        queue_url = f"{self._endpoint_url}/{account}/{name}"
+        region = self.mapping.source_arn.split(":")[3]
+        queue_url = queue_url_of(self.mapping.source_arn, self._endpoint_url)
         attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["VisibilityTimeout"])
         visibility = int(attributes["Attributes"]["VisibilityTimeout"])
         if visibility < self._function.timeout:

@@ -172,8 +172,7 @@ class LocalRuntime:
         )
 
         def send(queue_arn: str, body: str) -> None:
-            _, _, _, _, account, name = queue_arn.split(":", 5)
-            sqs.send_message(QueueUrl=f"{self.edge_url}/{account}/{name}", MessageBody=body)
+            sqs.send_message(QueueUrl=template.queue_url_of(queue_arn, self.edge_url), MessageBody=body)
 
         return send
 

@@ -205,6 +205,12 @@ QUEUE_ATTRIBUTES = {
 """The AWS::SQS::Queue properties that are the queue's attributes in CreateQueue"""
 
 
+def queue_url_of(queue_arn: str, endpoint: str) -> str:
+    """A queue's URL at ``endpoint``, from its ARN."""
+    _, _, _, _, account, name = queue_arn.split(":", 5)
+    return f"{endpoint}/{account}/{name}"
+
+
 @dataclass
 class LocalStack:
     """The deployed template's resources, named for one local deployment."""
@@ -364,8 +370,7 @@ class LocalStack:
 
     def queue_url(self, logical_id: str) -> str:
         """What !Ref gives for a queue: its URL, on the edge when the stack is deployed locally."""
-        endpoint = self.endpoint_url or f"https://sqs.{self.region}.amazonaws.com"
-        return f"{endpoint}/{ACCOUNT_ID}/{self.physical_id(logical_id)}"
+        return queue_url_of(self.arn(logical_id), self.endpoint_url or f"https://sqs.{self.region}.amazonaws.com")
 
     def ref(self, name: str) -> str:
         pseudo = {
