@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -62,9 +63,14 @@ class NodesNotManaged(Exception):
         """The nodes SSM's message names, if it names them"""
 
 
+_MAKING_CLIENT = threading.Lock()
+"""boto3 must not make two clients at once: ``command_runs`` is called from several threads"""
+
+
 @cache
 def _ssm() -> SSMClient:
-    return boto3.client("ssm")
+    with _MAKING_CLIENT:
+        return boto3.client("ssm")
 
 
 @cache

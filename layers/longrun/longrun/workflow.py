@@ -240,16 +240,15 @@ class Workflow:
         cancelled task is settled when its commands end.)"""
         still_running: set[tuple[str, str]] = set()
         by_task: defaultdict[str, list[Finished]] = defaultdict(list)
-        # Each node's run on its own (a page of a whole command with its steps' output is up to 50 times larger):
-        # the first alone (it makes the SSM client, which is not made safely from two threads), the others at once
+        # Each node's run on its own (a page of a whole command with its steps' output is up to 50 times larger), all
+        # at once
         runs = sorted(reports)
 
         def ended(run: tuple[str, str]) -> CommandOutcome | None:
             return run_command.command_runs(*run).ended.get(run[1])
 
-        outcomes = [ended(run) for run in runs[:1]]
-        with ThreadPoolExecutor(max_workers=max(1, min(len(runs) - 1, MAX_READS_AT_ONCE))) as pool:
-            outcomes += pool.map(ended, runs[1:])
+        with ThreadPoolExecutor(max_workers=max(1, min(len(runs), MAX_READS_AT_ONCE))) as pool:
+            outcomes = list(pool.map(ended, runs))
         for (command_id, node_id), outcome in zip(runs, outcomes, strict=True):
             if outcome is None:
                 still_running.add((command_id, node_id))
