@@ -336,17 +336,16 @@ def per_command(
     by_caller = meter.get("byCaller", {}).get("calls", {})
     messages = max(by_caller.get("EventBridge:service:sqs:SendMessage", 1), 1)
     per_message = invocations.get("CommandEventsFunction", 0) / messages
-    events = messages
     transitions = (large_units["stateTransitions"] - small_units["stateTransitions"]) / max(batches - small_batches, 1)
     return dict.fromkeys(large_units, 0.0) | {
         "stateTransitions": transitions,
         "lambdaRequests": 1 + per_message,
         "lambdaGbSeconds": milliseconds["RunBatchFunction"] / 1000 * MEMORY_GB["RunBatchFunction"] / batches
-        + milliseconds.get("CommandEventsFunction", 0) / 1000 * MEMORY_GB["CommandEventsFunction"] / events,
+        + milliseconds.get("CommandEventsFunction", 0) / 1000 * MEMORY_GB["CommandEventsFunction"] / messages,
         "dynamodbWriteUnits": capacity.get("RunBatchFunction:writeUnits", 0) / batches,
         "dynamodbReadUnits": capacity.get("RunBatchFunction:readUnits", 0) / batches
-        + capacity.get("CommandEventsFunction:readUnits", 0) / events,
-        "logBytes": logged.get("RunBatchFunction", 0) / batches + logged.get("CommandEventsFunction", 0) / events,
+        + capacity.get("CommandEventsFunction:readUnits", 0) / messages,
+        "logBytes": logged.get("RunBatchFunction", 0) / batches + logged.get("CommandEventsFunction", 0) / messages,
         "sqsRequests": 1 + 2 * per_message,
         "traceRoots": 1 + per_message,
     }

@@ -353,9 +353,9 @@ class TaskStore:
     ) -> tuple[list[ListedTask], str | None]:
         digest = owner_digest(owner.key)
         if status is None:
-            index, pk_name, pk_value = OWNER_INDEX, "GSI1PK", _owner_pk(digest)
+            index, pk_name, sk_name, pk_value = OWNER_INDEX, "GSI1PK", "GSI1SK", _owner_pk(digest)
         else:
-            index, pk_name, pk_value = OWNER_STATUS_INDEX, "GSI2PK", _owner_status_pk(digest, status)
+            index, pk_name, sk_name, pk_value = OWNER_STATUS_INDEX, "GSI2PK", "GSI2SK", _owner_status_pk(digest, status)
         query: dict[str, Any] = {
             "IndexName": index,
             "KeyConditionExpression": "#pk = :pk",
@@ -365,8 +365,8 @@ class TaskStore:
             "Limit": limit,
         }
         if next_token:
-            index_key = {pk_name, pk_name.replace("PK", "SK")}
-            query["ExclusiveStartKey"] = _decode_token(next_token, TABLE_KEY | index_key, **{pk_name: pk_value})
+            names = TABLE_KEY | {pk_name, sk_name}
+            query["ExclusiveStartKey"] = _decode_token(next_token, names, **{pk_name: pk_value})
         page = self._client.query(TableName=self._table_name, **query)
         listed = [self._listed_from_item(item) for item in page["Items"]]
         return listed, _encode_token(page.get("LastEvaluatedKey"))
