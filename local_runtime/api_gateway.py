@@ -311,6 +311,9 @@ class GatewayServer(ThreadingHTTPServer):
     headers, body)`` (header names in lower case)."""
 
     daemon_threads = True
+    request_queue_size = 1024
+    """The listen backlog (socketserver's default, 5, reset connections beyond a handful made at once; a gateway
+    takes a burst of them)"""
 
     def __init__(
         self, address: tuple[str, int], handler: type[GatewayHandler], answer: Answer, logger: logging.Logger

@@ -11,16 +11,16 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestUnsupportedContentType, RequestValidationError
-from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
+from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path, Query
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from longrun import scripts
+from longrun import idempotency, scripts
 from longrun.callers import owner_of
 from longrun.config import settings
-from longrun.errors import TaskError
+from longrun.errors import InvalidRequest, TaskError, problem_type
 from longrun.links import SCRIPTS, TASKS, WEBHOOKS, Links
 from longrun.models import (
     DevicePage,
@@ -55,6 +55,17 @@ DeviceId = Annotated[
         description="A device id of the task, URL-encoded (as its href has it); an integer id by its decimal form",
         min_length=1,
         max_length=256,
+    ),
+]
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        description="Makes the request safe to repeat: for 24 hours the same key with the same body answers the first "
+        "answer again and does nothing more; with another body 422; while the first is still in progress 409 with "
+        "Retry-After. A key belongs to its caller.",
+        pattern=idempotency.KEY_PATTERN,
     ),
 ]
 
@@ -148,7 +159,12 @@ def _non_json_content_type() -> str | None:
 
 
 def _unsupported_media_type(content_type: str) -> Response[Any]:
-    return _problem(415, "Unsupported media type", f"the body must be JSON (application/json), not {content_type}")
+    return _problem(
+        415,
+        "unsupported-media-type",
+        "Unsupported media type",
+        f"the body must be JSON (application/json), not {content_type}",
+    )
 
 
 def _with_retry_after(view: ScriptExecution, status: int) -> Response[ScriptExecution]:
@@ -167,8 +183,10 @@ def _with_retry_after(view: ScriptExecution, status: int) -> Response[ScriptExec
     tags=["script-execution"],
     middlewares=[_json_only],
 )
-def submit(request: Annotated[ScriptExecutionRequest, Body()]) -> Response[ScriptExecution]:
-    view = script_executions().submit(_caller(), request, _links())
+def submit(
+    request: Annotated[ScriptExecutionRequest, Body()], idempotency_key: IdempotencyKey = None
+) -> Response[ScriptExecution]:
+    view = script_executions().submit(_caller(), request, _links(), idempotency_key)
     logger.set_correlation_id(view.id)
     logger.info("task submitted", extra={"devices": len(view.device_ids)})
     metrics.add_metric(name="TasksSubmitted", unit=MetricUnit.Count, value=1)
@@ -341,8 +359,10 @@ def cancel(task_id: TaskId) -> Response[ScriptExecution]:
     tags=["webhooks"],
     middlewares=[_json_only],
 )
-def add_webhook(request: Annotated[WebhookRequest, Body()]) -> Response[Webhook]:
-    endpoint = webhooks().add(_caller(), request, _links())
+def add_webhook(
+    request: Annotated[WebhookRequest, Body()], idempotency_key: IdempotencyKey = None
+) -> Response[Webhook]:
+    endpoint = webhooks().add(_caller(), request, _links(), idempotency_key)
     response = _json(endpoint, 201)
     response.headers["Location"] = endpoint.href
     return response
@@ -417,8 +437,17 @@ def list_webhook_deliveries(
     return _json(webhooks().deliveries(_caller(), webhook_id, limit, next_token), 200)
 
 
-def _problem(status: int, title: str, detail: str | None, errors: list[FieldError] | None = None) -> Response[Any]:
-    problem = Problem(title=title, status=status, detail=detail, instance=app.current_event.path, errors=errors)
+def _problem(
+    status: int, kind: str, title: str, detail: str | None, errors: list[FieldError] | None = None
+) -> Response[Any]:
+    problem = Problem(
+        type=problem_type(kind),
+        title=title,
+        status=status,
+        detail=detail,
+        instance=app.current_event.path,
+        errors=errors,
+    )
     return Response(status_code=status, content_type=PROBLEM_JSON, body=problem.model_dump_json())
 
 
@@ -446,13 +475,13 @@ def _invalid(error: RequestValidationError) -> Response[Any]:
         if (item["type"] not in TYPE_MISMATCHES or field not in explained) and kept not in errors:
             errors.append(kept)
     if any(item["type"] == "json_invalid" for item in error.errors()):
-        return _problem(400, "Malformed request", "the body is not valid JSON", errors)
-    return _problem(422, "Invalid request", "the request does not match the API's schema", errors)
+        return _problem(400, "malformed-request", "Malformed request", "the body is not valid JSON", errors)
+    return _problem(422, InvalidRequest.kind, "Invalid request", "the request does not match the API's schema", errors)
 
 
 @app.exception_handler(UnicodeDecodeError)  # type: ignore[untyped-decorator]
 def _not_text(_: UnicodeDecodeError) -> Response[Any]:
-    return _problem(400, "Malformed request", "the body is not UTF-8 encoded JSON")
+    return _problem(400, "malformed-request", "Malformed request", "the body is not UTF-8 encoded JSON")
 
 
 @app.exception_handler(RequestUnsupportedContentType)  # type: ignore[untyped-decorator]
@@ -462,32 +491,42 @@ def _not_json(_: RequestUnsupportedContentType) -> Response[Any]:
 
 @app.exception_handler(RecursionError)  # type: ignore[untyped-decorator]
 def _too_deep(_: RecursionError) -> Response[Any]:
-    return _problem(400, "Malformed request", "the body's JSON nests too deeply to be read")
+    return _problem(400, "malformed-request", "Malformed request", "the body's JSON nests too deeply to be read")
 
 
 @app.exception_handler(TaskError)  # type: ignore[untyped-decorator]
 def _task_error(error: TaskError) -> Response[Any]:
-    return _problem(error.status, error.title, error.detail, error.errors)
+    response = _problem(error.status, error.kind, error.title, error.detail, error.errors)
+    if error.retry_after is not None:
+        response.headers["Retry-After"] = str(error.retry_after)
+    return response
 
 
 @app.exception_handler(WriteConflict)  # type: ignore[untyped-decorator]
 def _busy(_: WriteConflict) -> Response[Any]:
-    response = _problem(503, "The task is busy", "the task is being updated by its devices; try again shortly")
+    response = _problem(
+        503, "task-busy", "The task is busy", "the task is being updated by its devices; try again shortly"
+    )
     response.headers["Retry-After"] = "1"
     return response
 
 
 @app.exception_handler(_Unauthenticated)  # type: ignore[untyped-decorator]
 def _unauthenticated(_: _Unauthenticated) -> Response[Any]:
-    return _problem(401, "No caller identity", "the request carries no authorizer principal or IAM caller")
+    return _problem(
+        401, "no-caller-identity", "No caller identity", "the request carries no authorizer principal or IAM caller"
+    )
 
 
 @app.not_found
 def _not_found(_: Exception) -> Response[Any]:
-    return _problem(404, "Not found", f"no resource at {app.current_event.http_method} {app.current_event.path}")
+    return _problem(
+        404, "no-such-resource", "Not found", f"no resource at {app.current_event.http_method} {app.current_event.path}"
+    )
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    idempotency.register(context)
     return app.resolve(event, context)

@@ -42,6 +42,11 @@ UNUSABLE_LOCALLY: dict[tuple[str, str, str], str] = {
         "finds the command an attempt sent before it died without recording it; tests/integration covers it"
         " in-process (test_a_retried_batch_step_never_sends_its_command_twice), where no IAM check applies"
     ),
+    ("ApiFunction", "*IdempotencyTableAccessPolicy#*", "dynamodb:DeleteItem"): (
+        "Powertools' idempotency utility deletes a key's record when the request under it fails (a workflow that"
+        " could not start): tests/integration covers it in-process (test_a_request_that_failed_may_be_repeated_with"
+        "_its_key), where no IAM check applies"
+    ),
     ("FinishRunFunction", "*", "ssm:CancelCommand"): (
         "cancels the commands still running when the workflow itself fails; tests/integration covers it in-process,"
         " where no IAM check applies"

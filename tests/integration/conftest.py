@@ -13,7 +13,7 @@ import pytest
 from moto import mock_aws
 
 from local_runtime import dynamodb, template
-from longrun import config, executions, run_command, scripts, services
+from longrun import config, executions, idempotency, run_command, scripts, services
 from longrun.store import TaskStore
 from longrun.tasks import ScriptExecutions
 from longrun.workflow import Workflow
@@ -30,6 +30,8 @@ CACHED = (
     executions._sfn,
     scripts._s3,
     scripts._presigner,
+    idempotency._config,
+    idempotency._persistence,
 )
 
 

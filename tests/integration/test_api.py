@@ -30,6 +30,9 @@ class Context:
     invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:api"
     aws_request_id = "req"
 
+    def get_remaining_time_in_millis(self) -> int:
+        return 29_000
+
 
 def call(
     method: str,

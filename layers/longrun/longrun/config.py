@@ -32,6 +32,8 @@ class Settings:
     """Seconds before each attempt to deliver a webhook"""
     webhook_allow_loopback_http: bool = False
     """Webhook URLs may be plain http to a loopback address (the local runtime's tests)"""
+    idempotency_table: str | None = None
+    """Where Powertools' idempotency utility keeps a record per Idempotency-Key (the API only)"""
 
 
 @cache
@@ -53,4 +55,5 @@ def settings() -> Settings:
         if env.get("WEBHOOK_RETRY_SCHEDULE")
         else WEBHOOK_RETRY_SCHEDULE,
         webhook_allow_loopback_http=env.get("WEBHOOK_ALLOW_LOOPBACK_HTTP", "false") == "true",
+        idempotency_table=env.get("IDEMPOTENCY_TABLE"),
     )

@@ -68,17 +68,38 @@ class ScriptExecutions:
         self._store = store
         self._config = config
 
-    def submit(self, owner: Owner, request: ScriptExecutionRequest, links: Links) -> ScriptExecution:
-        """Record the task and start its workflow: two AWS requests whatever the fleet size."""
+    def submit(
+        self, owner: Owner, request: ScriptExecutionRequest, links: Links, idempotency_key: str | None = None
+    ) -> ScriptExecution:
+        """Record the task and start its workflow: two AWS requests whatever the fleet size. With an idempotency key,
+        a repeat of an accepted request answers the same task and starts nothing (longrun.idempotency)."""
         scripts.script_key(request.script_url, self._config.scripts_bucket)
-        if not self._config.state_machine_arn:
+        machine = self._config.state_machine_arn
+        if not machine:
             raise OrchestrationUnavailable("this function is not configured with STATE_MACHINE_ARN")
+        if idempotency_key is None:
+            return self._accept(owner, request, links, machine)
+        from longrun import idempotency  # only a request with a key pays for the utility's import
+
+        body = request.model_dump(mode="json", by_alias=True)
+        return idempotency.once(
+            "submit",
+            owner.key,
+            idempotency_key,
+            body,
+            ScriptExecution,
+            lambda: self._accept(owner, request, links, machine),
+        )
+
+    def _accept(self, owner: Owner, request: ScriptExecutionRequest, links: Links, machine: str) -> ScriptExecution:
+        """The task's id is made here, so a repeat answered from its idempotency record names the same task, and the
+        execution (named by the task) cannot start twice."""
         task_id = str(uuid.uuid4())
-        arn = executions.execution_arn(self._config.state_machine_arn, task_id)
+        arn = executions.execution_arn(machine, task_id)
         task = self._store.create_task(task_id, KIND, owner, request, arn)
         lifecycle.publish(task)
         try:
-            executions.start(self._config.state_machine_arn, task_id, {"taskId": task_id})
+            executions.start(machine, task_id, {"taskId": task_id})
         except (ClientError, BotoCoreError) as error:
             lifecycle.finish(self._store, task_id, TaskStatus.FAILED, reason=f"workflow did not start: {error}")
             raise OrchestrationUnavailable(f"the workflow could not be started: {error}") from error

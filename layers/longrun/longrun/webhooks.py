@@ -61,11 +61,23 @@ class Webhooks:
         self._store = store
         self._config = config
 
-    def add(self, owner: Owner, request: WebhookRequest, links: Links) -> Webhook:
+    def add(self, owner: Owner, request: WebhookRequest, links: Links, idempotency_key: str | None = None) -> Webhook:
+        """With an idempotency key, a repeat of an accepted request answers the same endpoint, secret included, and
+        adds none (longrun.idempotency)."""
         try:
             resolve_target(request.url, self._config.webhook_allow_loopback_http)
         except UnsafeUrl as error:
             raise InvalidRequest(str(error), [FieldError(field="body.url", message=str(error))]) from error
+        if idempotency_key is None:
+            return self._add(owner, request, links)
+        from longrun import idempotency  # only a request with a key pays for the utility's import
+
+        body = request.model_dump(mode="json", by_alias=True)
+        return idempotency.once(
+            "add-webhook", owner.key, idempotency_key, body, Webhook, lambda: self._add(owner, request, links)
+        )
+
+    def _add(self, owner: Owner, request: WebhookRequest, links: Links) -> Webhook:
         endpoint = WebhookEndpoint(
             id=str(uuid.uuid4()),
             owner_key=owner_digest(owner.key),

@@ -1,0 +1,54 @@
+"""Each kind of problem has its own type, and docs/problems.md lists every one the functions can answer."""
+
+from __future__ import annotations
+
+import re
+
+from longrun import errors
+from tests.conftest import ROOT
+
+DOCUMENTED = re.compile(r"^\| `(?P<kind>[a-z-]+)` \| (?P<status>\d{3}) \|", re.MULTILINE)
+ANSWERED = re.compile(r'_problem\(\s*(?P<status>\d{3}),\s*"(?P<kind>[a-z-]+)"')
+
+
+def _documented() -> dict[str, int]:
+    text = (ROOT / "docs" / "problems.md").read_text()
+    return {found["kind"]: int(found["status"]) for found in DOCUMENTED.finditer(text)}
+
+
+def _domain_errors() -> list[type[errors.TaskError]]:
+    found, pending = [], [errors.TaskError]
+    while pending:
+        for subclass in pending.pop().__subclasses__():
+            found.append(subclass)
+            pending.append(subclass)
+    return found
+
+
+def test_every_domain_error_has_a_kind_of_its_own_documented_with_its_status() -> None:
+    documented = _documented()
+    kinds = [error.kind for error in _domain_errors()]
+    assert len(kinds) == len(set(kinds)), kinds
+    assert {error.kind: error.status for error in _domain_errors()}.items() <= documented.items()
+
+
+def test_every_kind_a_function_answers_is_documented_with_its_status() -> None:
+    documented = _documented()
+    answered = {
+        (found["kind"], int(found["status"]))
+        for path in (ROOT / "functions").glob("*/app.py")
+        for found in ANSWERED.finditer(path.read_text())
+    }
+    assert answered, "no problem found in the functions: the pattern is stale"
+    assert answered <= documented.items()
+
+
+def test_every_documented_kind_is_answered_somewhere() -> None:
+    answered = {error.kind for error in _domain_errors()} | {
+        found["kind"] for path in (ROOT / "functions").glob("*/app.py") for found in ANSWERED.finditer(path.read_text())
+    }
+    assert set(_documented()) == answered
+
+
+def test_a_type_is_the_urn_of_its_kind() -> None:
+    assert errors.problem_type(errors.TaskNotFound.kind) == "urn:longrun:problem:task-not-found"
