@@ -16,7 +16,7 @@ from aws_lambda_powertools import Logger
 
 from longrun.callers import owner_of
 from longrun.config import settings
-from longrun.errors import TaskError
+from longrun.errors import TaskError, problem_type
 from longrun.event_stream import EventStream
 from longrun.links import Links
 from longrun.models import Problem
@@ -71,20 +71,25 @@ class Handler(BaseHTTPRequestHandler):
         context: dict[str, Any] = json.loads(self.headers.get("x-amzn-request-context") or "{}")
         found = EVENTS_PATH.match(context.get("path") or self.path.split("?", 1)[0])
         if found is None:
-            return self._problem(404, "Not found", f"no resource at GET {self.path}")
+            return self._problem(404, "no-such-resource", "Not found", f"no resource at GET {self.path}")
         identity = context.get("identity") or {}
         principal = (context.get("authorizer") or {}).get("principalId")
         owner = owner_of(principal, identity.get("caller"), identity.get("userArn"), settings().owner_scope)
         if owner is None:
-            return self._problem(401, "No caller identity", "the request carries no authorizer principal or IAM caller")
+            return self._problem(
+                401,
+                "no-caller-identity",
+                "No caller identity",
+                "the request carries no authorizer principal or IAM caller",
+            )
         accept = self.headers.get("Accept", "*/*")
         if EVENT_STREAM not in accept and "*/*" not in accept and "text/*" not in accept:
-            return self._problem(406, "Not acceptable", f"this resource is {EVENT_STREAM}")
+            return self._problem(406, "not-acceptable", "Not acceptable", f"this resource is {EVENT_STREAM}")
         stream = EventStream(task_store(), Links(base=found["base"]))
         try:
             frames = stream.open(owner, found["task_id"], self.headers.get("Last-Event-ID"))
         except TaskError as error:
-            return self._problem(error.status, error.title, error.detail)
+            return self._problem(error.status, error.kind, error.title, error.detail)
         if frames is None:  # the task has ended and the client has its last event: 204 stops EventSource
             self.send_response(204)
             self.send_header("Content-Length", "0")
@@ -104,8 +109,9 @@ class Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             logger.info("the client went away", extra={"task_id": found["task_id"]})
 
-    def _problem(self, status: int, title: str, detail: str) -> None:
-        body = Problem(title=title, status=status, detail=detail, instance=self.path).model_dump_json().encode()
+    def _problem(self, status: int, kind: str, title: str, detail: str) -> None:
+        problem = Problem(type=problem_type(kind), title=title, status=status, detail=detail, instance=self.path)
+        body = problem.model_dump_json().encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/problem+json")
         self.send_header("Content-Length", str(len(body)))

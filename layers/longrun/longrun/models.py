@@ -510,7 +510,11 @@ class FieldError(ApiModel):
 class Problem(ApiModel):
     """An RFC 9457 problem detail."""
 
-    type: str = "about:blank"
+    type: str = Field(
+        default="about:blank",
+        description="What kind of problem it is: urn:longrun:problem:<kind> (docs/problems.md lists them), or "
+        "about:blank for API Gateway's own answers, where the status says it all",
+    )
     title: str
     status: int
     detail: str | None = None
