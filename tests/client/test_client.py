@@ -10,7 +10,15 @@ from typing import Any
 import httpx
 import pytest
 
-from longrun_client import Client, ConnectionFailed, InvalidRequest, NotFound, ServiceUnavailable, WaitTimeout
+from longrun_client import (
+    Client,
+    Conflict,
+    ConnectionFailed,
+    InvalidRequest,
+    NotFound,
+    ServiceUnavailable,
+    WaitTimeout,
+)
 from longrun_client import client as client_module
 from longrun_client.models import TaskStatus
 
@@ -34,6 +42,17 @@ def task_body(status: str = "IN_PROGRESS", **counts: int) -> dict[str, Any]:
         "href": f"/v1/device-management/script-execution/{TASK_ID}",
         "device-ids": ["web-1"],
     }
+
+
+WEBHOOK_BODY = {
+    "id": "5f0e0000-0000-4000-8000-000000000001",
+    "url": "https://hooks.example.com/x",
+    "events": ["script-execution.finished"],
+    "enabled": True,
+    "createdAt": "2026-11-27T10:00:00Z",
+    "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+    "href": "/v1/device-management/webhooks/5f0e0000-0000-4000-8000-000000000001",
+}
 
 
 def problem(status: int, title: str, **fields: Any) -> httpx.Response:
@@ -131,17 +150,64 @@ def test_retries_are_bounded_and_end_in_the_problem(sleeps: list[float]) -> None
     assert all(wait <= client_module.BACKOFF[1] for wait in sleeps)
 
 
-def test_a_post_is_not_retried_after_a_500_which_may_have_acted(sleeps: list[float]) -> None:
+def test_a_post_without_an_idempotency_key_is_not_retried_after_a_500_which_may_have_acted(
+    sleeps: list[float],
+) -> None:
     calls = 0
 
     def handler(request: httpx.Request) -> httpx.Response:
         nonlocal calls
         calls += 1
+        assert "Idempotency-Key" not in request.headers
         return problem(500, "Internal Server Error")
 
     with pytest.raises(ServiceUnavailable):
-        make_client(handler).submit(["web-1"], "scripts/hello.sh")
+        make_client(handler).rotate_webhook_secret("5f0e0000-0000-4000-8000-000000000001")
     assert calls == 1
+
+
+def test_a_post_with_an_idempotency_key_is_repeated_after_a_500_and_while_in_progress(sleeps: list[float]) -> None:
+    answers = iter(
+        [
+            problem(500, "Internal Server Error"),
+            problem(409, "In progress", type="urn:longrun:problem:idempotency-key-in-progress"),
+            httpx.Response(202, json=task_body("SUBMITTED")),
+        ]
+    )
+    keys: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        keys.append(request.headers["Idempotency-Key"])
+        return next(answers)
+
+    assert make_client(handler).submit(["web-1"], "scripts/hello.sh").id == TASK_ID
+    assert len(keys) == 3 and len(set(keys)) == 1
+    assert len(sleeps) == 2
+
+
+def test_a_409_of_another_kind_is_not_repeated(sleeps: list[float]) -> None:
+    calls = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        return problem(409, "Task is not in a state that allows this", type="urn:longrun:problem:task-state-conflict")
+
+    with pytest.raises(Conflict):
+        make_client(handler).submit(["web-1"], "scripts/hello.sh")
+    assert calls == 1 and sleeps == []
+
+
+def test_a_webhook_is_added_with_an_idempotency_key_kept_across_retries(sleeps: list[float]) -> None:
+    answers = iter([problem(503, "Busy"), httpx.Response(201, json=WEBHOOK_BODY)])
+    keys: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        keys.append(request.headers["Idempotency-Key"])
+        return next(answers)
+
+    make_client(handler).add_webhook("https://hooks.example.com/x", idempotency_key="hook-1")
+    assert keys == ["hook-1", "hook-1"]
 
 
 def test_a_connection_that_cannot_be_made_is_retried_then_reported(sleeps: list[float]) -> None:

@@ -45,7 +45,10 @@ TASKS = "device-management/script-execution"
 SCRIPTS = "device-management/scripts"
 WEBHOOKS = "device-management/webhooks"
 RETRIED_STATUSES = frozenset({429, 500, 502, 503, 504})
-"""Answers a request is tried again after (a POST only after 429 and 503, which say nothing was done)"""
+"""Answers a request is tried again after (a POST without an Idempotency-Key only after 429 and 503, which say
+nothing was done)"""
+KEY_IN_PROGRESS = "urn:longrun:problem:idempotency-key-in-progress"
+"""The type of the 409 that says the first request with the same Idempotency-Key is still running: repeat it"""
 BACKOFF = (0.5, 10.0)
 """Full-jitter exponential backoff between attempts: first ceiling, largest ceiling (seconds)"""
 MAX_RETRY_AFTER = 60.0
@@ -230,12 +233,16 @@ class Client:
 
     # --- webhooks ----------------------------------------------------------------------------------------------
 
-    def add_webhook(self, url: str, events: Sequence[TaskEventType] | None = None) -> Webhook:
-        """Add an endpoint for the caller's task events; the answer holds its signing secret, shown only now."""
+    def add_webhook(
+        self, url: str, events: Sequence[TaskEventType] | None = None, idempotency_key: str | None = None
+    ) -> Webhook:
+        """Add an endpoint for the caller's task events; the answer holds its signing secret, shown only now. An
+        ``Idempotency-Key`` goes with it (generated unless given), so a retried request adds one endpoint."""
         body = WebhookRequest(url=url, events=list(events) if events else None).model_dump(
             mode="json", by_alias=True, exclude_none=True
         )
-        return self._model(Webhook, self._request("POST", WEBHOOKS, json=body))
+        headers = {"Idempotency-Key": idempotency_key or str(uuid.uuid4())}
+        return self._model(Webhook, self._request("POST", WEBHOOKS, json=body, headers=headers))
 
     def webhooks(self) -> Iterator[Webhook]:
         for page in self._pages(WEBHOOKS, WebhookPage, {"limit": 100}):
@@ -296,10 +303,12 @@ class Client:
         headers: dict[str, str] | None = None,
     ) -> httpx.Response:
         """Send a request, retrying with bounded, jittered backoff (honouring Retry-After) what can safely be
-        retried: a connection that could not be made, and 429 or 5xx answers to GET and DELETE (a POST only after
-        429 or 503). Raises the problem the API answered."""
+        retried: a connection that could not be made, and 429 or 5xx answers to GET, DELETE and a POST with an
+        Idempotency-Key (which also repeats while its first request is in progress); a POST without a key only after
+        429 or 503. Raises the problem the API answered."""
         url = self.api_url + path
         clean = {name: value for name, value in (params or {}).items() if value is not None}
+        repeatable = method != "POST" or "Idempotency-Key" in (headers or {})
         attempt = 0
         while True:
             attempt += 1
@@ -312,11 +321,11 @@ class Client:
                 _sleep(attempt, None)
                 continue
             except httpx.TransportError as error:
-                if last or method == "POST":
+                if last or not repeatable:
                     raise ConnectionFailed(f"{method} {url} failed: {error}") from error
                 _sleep(attempt, None)
                 continue
-            if response.status_code in RETRIED_STATUSES and not last and _retried(method, response.status_code):
+            if not last and _retried(repeatable, response):
                 _sleep(attempt, _retry_after(response))
                 continue
             if response.status_code >= 400:
@@ -324,8 +333,13 @@ class Client:
             return response
 
 
-def _retried(method: str, status: int) -> bool:
-    return method != "POST" or status in (429, 503)
+def _retried(repeatable: bool, response: httpx.Response) -> bool:
+    status = response.status_code
+    if not repeatable:
+        return status in (429, 503)
+    if status == 409:
+        return _problem(response).type == KEY_IN_PROGRESS
+    return status in RETRIED_STATUSES
 
 
 def _retry_after(response: httpx.Response) -> float | None:
