@@ -11,7 +11,7 @@ SAM := $(VENV_SAM)/bin/sam
 SAM_CLI_VERSION := 1.170.0
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: run test lint validate openapi record-watch check clean bench bench-cost bench-fanout bench-latency bench-push-latency bench-cold-start bench-memory bench-scheduling
+.PHONY: run test lint validate openapi record-watch check clean bench bench-cost bench-fanout bench-latency bench-push-latency bench-cold-start bench-memory bench-scheduling load
 
 $(VENV)/.installed: requirements-dev.txt layers/longrun/requirements.txt client/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -57,7 +57,7 @@ $(VENV)/.bench: $(VENV)/.installed $(VENV_SAM)/.installed bench/requirements.txt
 	$(PY) -m pip install --quiet -r bench/requirements.txt
 	touch $@
 
-bench: bench-cold-start bench-cost bench-fanout bench-latency bench-push-latency bench-memory bench-scheduling
+bench: bench-cold-start bench-cost bench-fanout bench-latency bench-push-latency bench-memory bench-scheduling load
 
 bench-cost: $(VENV)/.bench
 	$(PY) -m bench.cost_model
@@ -79,6 +79,10 @@ bench-memory: $(VENV)/.bench
 
 bench-scheduling: $(VENV)/.bench
 	$(PY) -m bench.scheduling
+
+## load: 200 simultaneous submits and 5,000 status polls against a local runtime on loopback (about 2 minutes)
+load: $(VENV)/.bench
+	$(PY) -m bench.load
 
 ## record-watch: record `longrun watch` on a 50-device task in tmux, rendered to docs/longrun-watch*.svg
 record-watch: $(VENV)/.installed $(VENV_SAM)/.installed
