@@ -20,6 +20,18 @@ LOCAL_PARAMETERS = {"WebhookAllowLoopbackHttp": "true"}
 http to a loopback address) is the only kind a laptop can try"""
 
 
+PER_REQUEST_LOGGERS = ("local_runtime.api", "local_runtime.websocket", "local_runtime.lambda")
+"""Where a line per request, connection or invocation goes, at DEBUG: printed only with --request-log"""
+
+
+def configure_logging(level: str, request_log: bool) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    for noisy in ("werkzeug", "botocore", "websockets"):  # moto's request log, boto3's notes, each WebSocket's state
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    for per_request in PER_REQUEST_LOGGERS:
+        logging.getLogger(per_request).setLevel(logging.DEBUG if request_log else logging.NOTSET)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m local_runtime", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
@@ -62,6 +74,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--caller", default="local-developer", help="who unsigned requests come from")
     parser.add_argument("--log-level", default=os.environ.get("LOCAL_LOG_LEVEL", "INFO"))
+    parser.add_argument(
+        "--request-log",
+        action=argparse.BooleanOptionalAction,
+        default=os.environ.get("LOCAL_REQUEST_LOG") == "1",
+        help="also print each request to the APIs, each WebSocket connection, and each function's REPORT line",
+    )
     parser.add_argument("--logs-dir", type=Path, default=ROOT / ".local-runtime" / "logs", help="functions' logs")
     parser.add_argument(
         "--parameter", action="append", default=[], metavar="NAME=VALUE", help="a template parameter's value"
@@ -98,10 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         help="share of DynamoDB transactions and single-item writes rejected as conflicting, 0..1",
     )
     args = parser.parse_args(argv)
-    level = args.log_level.upper()
-    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    for noisy in ("werkzeug", "botocore", "websockets"):  # moto's request log, boto3's notes, each WebSocket's state
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    configure_logging(args.log_level.upper(), args.request_log)
     devices = _listed(args.devices)
     devices += tuple(f"device-{n}" for n in range(1, args.fleet_size + 1))
     runtime = LocalRuntime(

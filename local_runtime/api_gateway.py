@@ -389,7 +389,7 @@ class GatewayHandler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = answer  # noqa: N815 - the stdlib's names
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's signature
-        self.server.logger.info("%s %s", self.address_string(), format % args)
+        self.server.logger.debug("%s %s", self.address_string(), format % args)  # --request-log
 
 
 def _watch(client: socket.socket, gone: Callable[[], None], done: threading.Event) -> None:

@@ -83,7 +83,7 @@ class LogStream:
         if error_type:
             line += f"\tStatus: error ({error_type})"
         _append(self.path, f"END RequestId: {request_id}\n{line}\n")
-        log.info("%s %s", function.logical_id, line)
+        log.debug("%s %s", function.logical_id, line)  # --request-log
 
 
 @dataclass

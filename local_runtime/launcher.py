@@ -43,7 +43,7 @@ class RuntimeProcess:
         command = [
             sys.executable, "-m", "local_runtime", "--port", str(port), "--edge-port", str(edge_port),
             "--ws-port", str(ws_port),
-            "--logs-dir", str(work / "logs"), *options,
+            "--logs-dir", str(work / "logs"), "--request-log", *options,
         ]  # fmt: skip
         with log.open("wb") as out:
             process = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)

@@ -163,12 +163,12 @@ class WebSocketGateway:
         websocket = Connection(handler.connection, protocol, ping_interval=None, close_timeout=CLOSE_TIMEOUT_SECONDS)
         client = _Client(peer, websocket)
         self._clients[peer.connection_id] = client
-        log.info("connection %s opened for %s", peer.connection_id, peer.identity["userArn"] or "an anonymous caller")
+        log.debug("connection %s opened for %s", peer.connection_id, peer.identity["userArn"] or "an anonymous caller")
         try:
             self._receive(client)
         finally:
             del self._clients[peer.connection_id]
-        log.info("connection %s closed (%s)", peer.connection_id, websocket.close_code)
+        log.debug("connection %s closed (%s)", peer.connection_id, websocket.close_code)
         if not self._closing.is_set():
             self._disconnected(client)
 
