@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from typing import Annotated, Any
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
@@ -119,6 +119,12 @@ def _caller() -> Owner:
     return owner
 
 
+def _audit(owner: Owner, action: str, **what: Any) -> None:
+    """The audit line of a change: who (the caller's ARN or principal), what, and when (the line's timestamp). A
+    webhook's URL is named by its host only: its path or query may hold a secret."""
+    logger.info("audit", extra={"audit": {"who": owner.name, "action": action, **what}})
+
+
 def _links() -> Links:
     """Links that resolve on the URL the client used: the request's path before the API's own resource path is the
     stage (execute-api URL) or a custom domain's base path."""
@@ -186,9 +192,10 @@ def _with_retry_after(view: ScriptExecution, status: int) -> Response[ScriptExec
 def submit(
     request: Annotated[ScriptExecutionRequest, Body()], idempotency_key: IdempotencyKey = None
 ) -> Response[ScriptExecution]:
-    view = script_executions().submit(_caller(), request, _links(), idempotency_key)
+    owner = _caller()
+    view = script_executions().submit(owner, request, _links(), idempotency_key)
     logger.set_correlation_id(view.id)
-    logger.info("task submitted", extra={"devices": len(view.device_ids)})
+    _audit(owner, "submit", task=view.id, devices=len(view.device_ids), script=view.script_url)
     metrics.add_metric(name="TasksSubmitted", unit=MetricUnit.Count, value=1)
     metrics.add_metric(name="DevicesRequested", unit=MetricUnit.Count, value=len(view.device_ids))
     response = _with_retry_after(view, 202)
@@ -329,7 +336,7 @@ def device_stderr(task_id: TaskId, device_id: DeviceId) -> Response[None]:
 def upload_script(request: Annotated[ScriptUploadRequest, Body()]) -> Response[ScriptLocation]:
     owner = _caller()
     location = scripts.offer_upload(settings().scripts_bucket, request, utc_now())
-    logger.info("script upload", extra={"owner": owner.name, "sha256": request.sha256, "new": bool(location.upload)})
+    _audit(owner, "upload-script", sha256=request.sha256, new=bool(location.upload))
     return _json(location, 201 if location.upload else 200)
 
 
@@ -346,7 +353,9 @@ def upload_script(request: Annotated[ScriptUploadRequest, Body()]) -> Response[S
 )
 def cancel(task_id: TaskId) -> Response[ScriptExecution]:
     logger.set_correlation_id(task_id)
-    view = script_executions().cancel(_caller(), task_id, _links())
+    owner = _caller()
+    view = script_executions().cancel(owner, task_id, _links())
+    _audit(owner, "cancel", task=task_id, status=view.status.value)
     return _with_retry_after(view, 200 if view.status is TaskStatus.CANCELLED else 202)
 
 
@@ -362,7 +371,9 @@ def cancel(task_id: TaskId) -> Response[ScriptExecution]:
 def add_webhook(
     request: Annotated[WebhookRequest, Body()], idempotency_key: IdempotencyKey = None
 ) -> Response[Webhook]:
-    endpoint = webhooks().add(_caller(), request, _links(), idempotency_key)
+    owner = _caller()
+    endpoint = webhooks().add(owner, request, _links(), idempotency_key)
+    _audit(owner, "add-webhook", webhook=endpoint.id, host=urlsplit(endpoint.url).hostname)
     response = _json(endpoint, 201)
     response.headers["Location"] = endpoint.href
     return response
@@ -398,7 +409,9 @@ def describe_webhook(webhook_id: WebhookId) -> Response[Webhook]:
     tags=["webhooks"],
 )
 def remove_webhook(webhook_id: WebhookId) -> Response[None]:
-    webhooks().remove(_caller(), webhook_id)
+    owner = _caller()
+    webhooks().remove(owner, webhook_id)
+    _audit(owner, "remove-webhook", webhook=webhook_id)
     return Response(status_code=204)
 
 
@@ -420,7 +433,10 @@ def ping_webhook(webhook_id: WebhookId) -> Response[WebhookDelivery]:
     tags=["webhooks"],
 )
 def rotate_webhook_secret(webhook_id: WebhookId) -> Response[Webhook]:
-    return _json(webhooks().rotate_secret(_caller(), webhook_id, _links()), 200)
+    owner = _caller()
+    endpoint = webhooks().rotate_secret(owner, webhook_id, _links())
+    _audit(owner, "rotate-webhook-secret", webhook=webhook_id)
+    return _json(endpoint, 200)
 
 
 @app.get(
