@@ -47,12 +47,14 @@ from urllib.parse import parse_qs, urlsplit
 
 from local_runtime.lambdas import Invocation, LambdaBridge
 from local_runtime.sigv4 import signer
-from local_runtime.template import ACCOUNT_ID, Function, LocalStack, RestApi, Route
+from local_runtime.template import ACCOUNT_ID, Function, LocalStack, MockRoute, RestApi, Route, path_parameters
 from local_runtime.web_adapter import InvocationFailed, Streaming, WebAdapter
 
 log = logging.getLogger("local_runtime.api")
 INTEGRATION_TIMEOUT_SECONDS = 29
 MAX_PAYLOAD_BYTES = 10 * 1024 * 1024
+MAX_URL_CHARACTERS = {"EDGE": 8192, "REGIONAL": 10240, "PRIVATE": 8192}
+"""The longest URL API Gateway takes, by the API's endpoint type (REST API quotas)"""
 STREAM_IDLE_TIMEOUT_SECONDS = {"EDGE": 30.0, "REGIONAL": 300.0, "PRIVATE": 300.0}
 """How long a streamed response may go without a byte, by the API's endpoint type"""
 _NOT_STREAMED = {"connection", "content-length", "date", "keep-alive", "transfer-encoding"}
@@ -169,6 +171,10 @@ class ApiGateway:
         return self._api.stage
 
     def handle(self, method: str, target: str, headers: dict[str, list[str]], body: bytes) -> Reply | Streamed:
+        if len(target) > MAX_URL_CHARACTERS[self._api.endpoint_type]:
+            return problem_reply(
+                414, "URI Too Long", f"a URL is at most {MAX_URL_CHARACTERS[self._api.endpoint_type]} characters"
+            )
         url = urlsplit(target)
         stage, _, rest = url.path.lstrip("/").partition("/")
         if stage != self._api.stage:
@@ -178,6 +184,9 @@ class ApiGateway:
         if len(body) > MAX_PAYLOAD_BYTES:
             return self._gateway_error(GatewayError("REQUEST_TOO_LARGE", "Request Too Long"), context)
         route, params = self._route(method, path)
+        if route is None and (mock := self._mock(path)) is not None:
+            context["resourcePath"] = mock.path
+            return mock_reply(mock, context)
         if route is None:
             return self._gateway_error(
                 GatewayError("MISSING_AUTHENTICATION_TOKEN", "Missing Authentication Token"), context
@@ -217,6 +226,11 @@ class ApiGateway:
             if params is not None and route.method == method.upper():
                 return route, params
         return None, {}
+
+    def _mock(self, path: str) -> MockRoute | None:
+        """The ANY method of the resource the path is on, if it is a mock integration: it answers every method the
+        resource does not have."""
+        return next((mock for mock in self._api.mocks if path_parameters(mock.path, path) is not None), None)
 
     def _may_invoke(self, route: Route, method: str) -> bool:
         """Whether API Gateway may invoke the function: local callers hold execute-api:Invoke only, so an
@@ -386,7 +400,25 @@ class GatewayHandler(BaseHTTPRequestHandler):
         if not reply.complete:
             self.close_connection = True
 
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = answer  # noqa: N815 - the stdlib's names
+    def __getattr__(self, name: str) -> Any:
+        """Every method is the gateway's to answer (do_GET, do_TRACE, ...): one a resource does not have gets its
+        ANY method's 405, not the HTTP server's 501."""
+        if name.startswith("do_"):
+            return self.answer
+        raise AttributeError(name)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """The HTTP server's own refusals (a request line or header it cannot read, one too long) as problems."""
+        title = message or self.responses.get(code, ("Error",))[0]
+        status, headers, data = problem_reply(code, title, explain)
+        self.send_response(status, message)
+        for name, values in headers.items():
+            self.send_header(name, values[0])
+        self.send_header("Connection", "close")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if getattr(self, "command", None) != "HEAD":
+            self.wfile.write(data)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's signature
         self.server.logger.debug("%s %s", self.address_string(), format % args)  # --request-log
@@ -453,19 +485,37 @@ def gateway_response(api: RestApi, error: GatewayError, context: dict[str, Any])
         status = configured.status or status
         headers.update({name: [value] for name, value in configured.headers.items()})
         template = configured.templates.get("application/json", template)
-    variables = {
-        **{f"context.{name}": str(value) for name, value in context.items()},
+    errors = {
         "context.error.message": error.message,
         "context.error.messageString": json.dumps(error.message),
         "context.error.responseType": error.kind,
         "context.error.validationErrorString": "",
     }
+    return status, headers, _render(template, context, errors)
+
+
+def problem_reply(status: int, title: str, detail: str | None = None) -> Reply:
+    """An answer of the HTTP front itself (a URL too long, a request line it cannot read), as a problem."""
+    body = {"type": "about:blank", "title": title, "status": status} | ({"detail": detail} if detail else {})
+    return status, {"Content-Type": ["application/problem+json"]}, json.dumps(body).encode()
+
+
+def mock_reply(mock: MockRoute, context: dict[str, Any]) -> Reply:
+    """A mock integration's answer: its integration response's status, static headers and mapping template (its
+    ``$context`` variables substituted; no other Velocity is played)."""
+    headers = {"Content-Type": ["application/json"]} | {name: [value] for name, value in mock.headers.items()}
+    return mock.status, headers, _render(mock.templates.get("application/json", ""), context, {})
+
+
+def _render(template: str, context: dict[str, Any], extra: dict[str, str]) -> bytes:
+    """A mapping template with its ``$context.NAME`` and ``${context.NAME}`` variables substituted."""
+    variables = {f"context.{name}": str(value) for name, value in context.items()} | extra
 
     def substitute(match: re.Match[str]) -> str:
         name = match.group(1) or match.group(2)
         return variables.get(name, match.group(0))
 
-    return status, headers, _VARIABLE.sub(substitute, template).encode()
+    return _VARIABLE.sub(substitute, template).encode()
 
 
 def _error_type(kind: str) -> str:

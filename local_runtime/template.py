@@ -74,9 +74,26 @@ class Route:
     """The integration's timeoutInMillis"""
 
     def match(self, path: str) -> dict[str, str] | None:
-        pattern = "^" + re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(self.path)) + "$"
-        found = re.match(pattern, path)
-        return found.groupdict() if found else None
+        return path_parameters(self.path, path)
+
+
+def path_parameters(resource: str, path: str) -> dict[str, str] | None:
+    """The path parameters of ``path`` on the API Gateway resource path ``resource``; None if it is not on it."""
+    pattern = "^" + re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(resource)) + "$"
+    found = re.match(pattern, path)
+    return found.groupdict() if found else None
+
+
+@dataclass(frozen=True)
+class MockRoute:
+    """A resource's ANY method with a mock integration: API Gateway answers it itself, from the integration's
+    response for the status its request template selects."""
+
+    path: str
+    status: int
+    headers: dict[str, str]
+    """method.response.header.NAME -> its static value (quotes removed)"""
+    templates: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -94,6 +111,8 @@ class RestApi:
     stage: str
     routes: list[Route]
     gateway_responses: dict[str, GatewayResponse]
+    mocks: list[MockRoute]
+    """The resources' ANY methods that are mock integrations (their own methods take precedence)"""
     endpoint_type: str = "EDGE"
     """EDGE (a REST API's default), REGIONAL or PRIVATE"""
 
@@ -596,9 +615,13 @@ def _rest_api(stack: LocalStack, logical_id: str, props: dict[str, Any]) -> Rest
     body = stack.resolve(props["Body"])
     functions_by_arn = {function.arn: function.logical_id for function in stack.functions.values()}
     routes = []
+    mocks = []
     for path, methods in body.get("paths", {}).items():
         for method, spec in methods.items():
             integration = spec["x-amazon-apigateway-integration"]
+            if integration["type"] == "mock":
+                mocks.append(_mock_route(method, path, integration))
+                continue
             function = functions_by_arn[_invoked_function(integration["uri"])]
             streamed = integration.get("responseTransferMode") == "STREAM"
             timeout_ms = int(integration.get("timeoutInMillis", DEFAULT_INTEGRATION_TIMEOUT_MS))
@@ -619,7 +642,26 @@ def _rest_api(stack: LocalStack, logical_id: str, props: dict[str, Any]) -> Rest
         if res["Properties"]["RestApiId"] == {"Ref": logical_id}
     ]
     endpoint = stack.resolve(props.get("EndpointConfiguration", {})).get("Types", ["EDGE"])[0]
-    return RestApi(logical_id, stack.physical_id(logical_id), stages[0], routes, responses, endpoint)
+    return RestApi(logical_id, stack.physical_id(logical_id), stages[0], routes, responses, mocks, endpoint)
+
+
+def _mock_route(method: str, path: str, integration: dict[str, Any]) -> MockRoute:
+    """A mock integration on a resource's ANY method: the status its request template's ``statusCode`` selects (200
+    without one), answered with the integration response whose selection pattern matches it, or the default one."""
+    if method != "x-amazon-apigateway-any-method":
+        raise ValueError(f"{method.upper()} {path}: the local runtime serves mock integrations on ANY methods only")
+    template = integration.get("requestTemplates", {}).get("application/json", "{}")
+    status = str(json.loads(template).get("statusCode", 200))
+    responses = integration.get("responses", {})
+    chosen = next(
+        (spec for pattern, spec in responses.items() if pattern != "default" and re.fullmatch(pattern, status)),
+        responses.get("default", {}),
+    )
+    headers = {
+        name.removeprefix("method.response.header."): value.strip("'")
+        for name, value in chosen.get("responseParameters", {}).items()
+    }
+    return MockRoute(path, int(chosen.get("statusCode", status)), headers, chosen.get("responseTemplates", {}))
 
 
 def _websocket_api(stack: LocalStack, logical_id: str, props: dict[str, Any]) -> WebSocketApi:

@@ -27,3 +27,17 @@ def test_a_ref_to_a_list_parameter_is_a_list(tmp_path: Path) -> None:
     stack = template.load(ROOT, "longrun-local", "us-east-1", template_file=tmp_path / "template.yaml")
     assert stack.functions["QueueRecorderFunction"].environment["SCHEDULE"] == "0;5;300"
     assert stack.resolve({"Ref": "Schedule"}) == ["0", "5", "300"]
+
+
+def test_each_resource_answers_405_with_exactly_the_methods_it_has() -> None:
+    """The template's mock ANY methods (405 with Allow) must follow the functions' Api events: a resource gets one,
+    and its Allow lists the methods the resource has, no more, no fewer."""
+    (api,) = template.load(ROOT, "allow", "us-east-1").apis
+    methods: dict[str, set[str]] = {}
+    for route in api.routes:
+        methods.setdefault(route.path, set()).add(route.method)
+    allowed = {mock.path: set(mock.headers["Allow"].split(", ")) for mock in api.mocks}
+    assert allowed == methods
+    for mock in api.mocks:
+        assert (mock.status, mock.headers["Content-Type"]) == (405, "application/problem+json")
+        assert mock.path in mock.templates["application/json"]
