@@ -47,7 +47,16 @@ from urllib.parse import parse_qs, urlsplit
 
 from local_runtime.lambdas import Invocation, LambdaBridge
 from local_runtime.sigv4 import signer
-from local_runtime.template import ACCOUNT_ID, Function, LocalStack, MockRoute, RestApi, Route, path_parameters
+from local_runtime.template import (
+    ACCOUNT_ID,
+    Function,
+    LocalStack,
+    MockRoute,
+    RestApi,
+    Route,
+    Throttle,
+    path_parameters,
+)
 from local_runtime.web_adapter import InvocationFailed, Streaming, WebAdapter
 
 log = logging.getLogger("local_runtime.api")
@@ -86,6 +95,26 @@ _DEFAULT_TEMPLATE = '{"message":$context.error.messageString}'
 _VARIABLE = re.compile(r"\$(?:\{(context(?:\.\w+)+)\}|(context(?:\.\w+)+))")
 
 Reply = tuple[int, dict[str, list[str]], bytes]
+
+
+class TokenBucket:
+    """A method's throttle as API Gateway applies it: ``burst`` requests at once, refilled at ``rate`` a second;
+    a request finding the bucket empty is THROTTLED (429)."""
+
+    def __init__(self, throttle: Throttle) -> None:
+        self._rate, self._size = throttle.rate, float(throttle.burst)
+        self._tokens, self._at = self._size, time.monotonic()
+        self._lock = threading.Lock()
+
+    def take(self) -> bool:
+        with self._lock:
+            now = time.monotonic()
+            self._tokens = min(self._size, self._tokens + (now - self._at) * self._rate)
+            self._at = now
+            if self._tokens < 1:
+                return False
+            self._tokens -= 1
+            return True
 
 
 @dataclass(frozen=True)
@@ -163,6 +192,8 @@ class ApiGateway:
         self._default_caller = default_caller
         self._server: GatewayServer | None = None
         self._integrations = ThreadPoolExecutor(max_workers=32, thread_name_prefix="api-integration")
+        self._buckets: dict[tuple[str, str], TokenBucket] = {}
+        self._buckets_lock = threading.Lock()
         streamed = {route.function: stack.functions[route.function] for route in self._api.routes if route.streamed}
         self._adapter = WebAdapter(lambdas, streamed.values())
 
@@ -184,7 +215,12 @@ class ApiGateway:
         if len(body) > MAX_PAYLOAD_BYTES:
             return self._gateway_error(GatewayError("REQUEST_TOO_LARGE", "Request Too Long"), context)
         route, params = self._route(method, path)
-        if route is None and (mock := self._mock(path)) is not None:
+        mock = self._mock(path) if route is None else None
+        resource = route.path if route else mock.path if mock else None
+        if resource is not None and not self._admitted(resource, route.method if route else "ANY"):
+            context["resourcePath"] = resource
+            return self._gateway_error(GatewayError("THROTTLED", "Too Many Requests"), context)
+        if mock is not None:
             context["resourcePath"] = mock.path
             return mock_reply(mock, context)
         if route is None:
@@ -226,6 +262,15 @@ class ApiGateway:
             if params is not None and route.method == method.upper():
                 return route, params
         return None, {}
+
+    def _admitted(self, resource: str, method: str) -> bool:
+        """Whether the method's throttle (the stage's method settings) takes one more request now."""
+        throttle = self._api.throttle_of(resource, method)
+        if throttle is None:
+            return True
+        with self._buckets_lock:
+            bucket = self._buckets.setdefault((resource, method), TokenBucket(throttle))
+        return bucket.take()
 
     def _mock(self, path: str) -> MockRoute | None:
         """The ANY method of the resource the path is on, if it is a mock integration: it answers every method the

@@ -105,6 +105,14 @@ class GatewayResponse:
 
 
 @dataclass(frozen=True)
+class Throttle:
+    """A stage's throttling of a method: a token bucket of ``burst`` tokens refilled at ``rate`` a second."""
+
+    rate: float
+    burst: int
+
+
+@dataclass(frozen=True)
 class RestApi:
     logical_id: str
     id: str
@@ -115,6 +123,12 @@ class RestApi:
     """The resources' ANY methods that are mock integrations (their own methods take precedence)"""
     endpoint_type: str = "EDGE"
     """EDGE (a REST API's default), REGIONAL or PRIVATE"""
+    throttling: dict[tuple[str, str], Throttle] = field(default_factory=dict)
+    """The stage's method settings: (resource path, method) -> its throttle; ("/*", "*") is every method's default"""
+
+    def throttle_of(self, path: str, method: str) -> Throttle | None:
+        """A method's throttle: its own setting, else the stage's default for every method."""
+        return self.throttling.get((path, method)) or self.throttling.get(("/*", "*"))
 
 
 @dataclass(frozen=True)
@@ -637,12 +651,28 @@ def _rest_api(stack: LocalStack, logical_id: str, props: dict[str, Any]) -> Rest
         status = spec.get("statusCode")
         responses[kind] = GatewayResponse(int(status) if status else None, headers, spec.get("responseTemplates", {}))
     stages = [
-        res["Properties"]["StageName"]
+        stack.resolve(res["Properties"])
         for res in stack.of_type("AWS::ApiGateway::Stage").values()
         if res["Properties"]["RestApiId"] == {"Ref": logical_id}
     ]
     endpoint = stack.resolve(props.get("EndpointConfiguration", {})).get("Types", ["EDGE"])[0]
-    return RestApi(logical_id, stack.physical_id(logical_id), stages[0], routes, responses, mocks, endpoint)
+    throttling = {
+        (setting["ResourcePath"].replace("~1", "/"), setting["HttpMethod"]): Throttle(
+            float(setting["ThrottlingRateLimit"]), int(setting["ThrottlingBurstLimit"])
+        )
+        for setting in stages[0].get("MethodSettings", [])
+        if "ThrottlingRateLimit" in setting and "ThrottlingBurstLimit" in setting
+    }
+    return RestApi(
+        logical_id,
+        stack.physical_id(logical_id),
+        stages[0]["StageName"],
+        routes,
+        responses,
+        mocks,
+        endpoint,
+        throttling,
+    )
 
 
 def _mock_route(method: str, path: str, integration: dict[str, Any]) -> MockRoute:

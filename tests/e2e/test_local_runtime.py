@@ -163,3 +163,21 @@ def test_a_function_imports_only_what_its_layer_requires_and_boto3(service: Serv
             check=False,
         )
         assert (probe.returncode == 0) is importable, (module, probe.stderr)
+
+
+def test_a_method_over_the_stages_throttle_answers_429_with_retry_after() -> None:
+    runtime = LocalRuntimeProcess.start(
+        "--parameter", "ApiThrottlingBurstLimit=3", "--parameter", "ApiThrottlingRateLimit=1"
+    )
+    try:
+        replies = [runtime.service.request("PUT", RESOURCE) for _ in range(5)]  # the resource's ANY: no function
+        other = runtime.service.request("GET", f"{RESOURCE}/0d1c2b3a-0000-4000-8000-000000000001")
+    finally:
+        runtime.stop()
+    assert [reply.status for reply in replies[:3]] == [405, 405, 405]
+    throttled = [reply for reply in replies[3:] if reply.status == 429]
+    assert throttled, [reply.status for reply in replies]  # one token a second: the last two cannot both pass
+    assert throttled[0].headers["Retry-After"] == "1"
+    assert throttled[0].headers["Content-Type"] == "application/problem+json"
+    assert throttled[0].body["status"] == 429
+    assert other.status == 404  # each method has a bucket of its own
