@@ -3,6 +3,7 @@ state and output, cancel."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import re
@@ -96,13 +97,19 @@ class ScriptExecutions:
         execution (named by the task) cannot start twice."""
         task_id = str(uuid.uuid4())
         arn = executions.execution_arn(machine, task_id)
-        task = self._store.create_task(task_id, KIND, owner, request, arn)
-        lifecycle.publish(task)
+        # The execution starts before the task is recorded: a request that dies in between leaves an execution that
+        # fails on its own (workflow.TaskNotRecorded), never a task SUBMITTED with nothing to start it.
         try:
             executions.start(machine, task_id, {"taskId": task_id})
         except (ClientError, BotoCoreError) as error:
-            lifecycle.finish(self._store, task_id, TaskStatus.FAILED, reason=f"workflow did not start: {error}")
             raise OrchestrationUnavailable(f"the workflow could not be started: {error}") from error
+        try:
+            task = self._store.create_task(task_id, KIND, owner, request, arn)
+        except BaseException:
+            with contextlib.suppress(ClientError, BotoCoreError):
+                executions.stop(arn, "its task could not be recorded")
+            raise
+        lifecycle.publish(task)
         return self._view(task, TaskDevices(ids=request.device_ids), links)
 
     def describe(self, owner: Owner, task_id: str, links: Links) -> ScriptExecution:

@@ -19,6 +19,7 @@ cut to the time left before the deadline, so every script ends by then.
 from __future__ import annotations
 
 import math
+import time
 from collections import OrderedDict, defaultdict
 from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
@@ -39,6 +40,17 @@ logger = Logger(child=True)
 
 class InvocationStillRunning(Exception):
     """SSM announced a node's run ended before its record says so; the event is retried."""
+
+
+class TaskNotRecorded(Exception):
+    """The execution started, but its task is not in the table: the API starts the execution before it records the
+    task, so the task may still be on its way. The state machine retries the step for longer than the API function
+    may run (TASK_RECORD_WAIT in the ASL); after that, its API request has died, and the execution fails with nothing
+    recorded, so no task is ever left SUBMITTED."""
+
+
+RECORD_WAITS = (0.05, 0.1, 0.2, 0.4)
+"""Seconds the first step waits in-process for a task its API request is recording right now"""
 
 
 class Recorded(NamedTuple):
@@ -89,7 +101,14 @@ class Workflow:
         step (its first answer lost) plans the same batches again."""
         nothing = {"taskId": task_id, "batches": [], "batchesAtOnce": 1, "batchWaitSeconds": 1}
         task = self._store.get_task(task_id)
-        if task is None or task.status not in (TaskStatus.SUBMITTED, TaskStatus.IN_PROGRESS):
+        for wait in RECORD_WAITS:
+            if task is not None:
+                break
+            time.sleep(wait)
+            task = self._store.get_task(task_id)
+        if task is None:
+            raise TaskNotRecorded(f"task {task_id} is not recorded (yet)")
+        if task.status not in (TaskStatus.SUBMITTED, TaskStatus.IN_PROGRESS):
             logger.info("task is no longer waiting to start", extra={"status": task and task.status})
             return nothing
         if task.status is TaskStatus.SUBMITTED:
