@@ -80,8 +80,8 @@ def test_links_resolve_on_the_stage_url_the_client_used(service: Service) -> Non
     ("method", "path"),
     [
         ("GET", "/nope"),
-        ("PUT", RESOURCE),  # a method the resource does not have
-        ("POST", f"{RESOURCE}/00000000-0000-4000-8000-000000000000"),
+        ("DELETE", "/device-management"),  # a resource with no method (a method another one lacks: 405, see
+        ("PUT", "/device-management/script-execution/x/nope"),  # test_http_problems.py)
     ],
 )
 def test_errors_api_gateway_answers_itself_are_valid_problems(service: Service, method: str, path: str) -> None:
