@@ -93,6 +93,6 @@ def test_a_workflow_that_cannot_start_records_nothing(deployed: Deployment, monk
 
     config.settings.cache_clear()
     services.script_executions.cache_clear()
-    status, headers, problem = call("POST", RESOURCE, BODY)
+    status, _, problem = call("POST", RESOURCE, BODY)
     assert status == 503 and problem["type"] == "urn:longrun:problem:workflow-unavailable"
     assert table_items(deployed) == []
