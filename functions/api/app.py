@@ -505,6 +505,16 @@ def _not_json(_: RequestUnsupportedContentType) -> Response[Any]:
     return _unsupported_media_type(app.current_event.headers.get("content-type", ""))
 
 
+@app.exception_handler(ValueError)  # type: ignore[untyped-decorator]
+def _unreadable_form(error: ValueError) -> Response[Any]:
+    """Powertools parses a form body before any route sees it, and fails on one it cannot read (multipart without a
+    boundary): a body that is not JSON is a 415 whatever its form. Any other ValueError is a fault, and stays one."""
+    content_type = _non_json_content_type()
+    if content_type is None:
+        raise error
+    return _unsupported_media_type(content_type)
+
+
 @app.exception_handler(RecursionError)  # type: ignore[untyped-decorator]
 def _too_deep(_: RecursionError) -> Response[Any]:
     return _problem(400, "malformed-request", "Malformed request", "the body's JSON nests too deeply to be read")

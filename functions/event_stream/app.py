@@ -42,7 +42,22 @@ OPENAPI_OPERATION: dict[str, Any] = {
         },
     ],
     "responses": {
-        "200": {"description": "The stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+        "200": {
+            "description": "The stream: each event's fields, as an EventSource hands them over",
+            "content": {
+                "text/event-stream": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "event": {"type": "string", "description": "state, then each event's type"},
+                            "id": {"type": "string", "description": "The event's id, for Last-Event-ID"},
+                            "data": {"type": "string", "description": "The event's JSON body"},
+                            "retry": {"type": "integer", "description": "Milliseconds before reconnecting"},
+                        },
+                    }
+                }
+            },
+        },
         "204": {"description": "The task has finished and Last-Event-ID was its last event: nothing more will come"},
         **{
             str(status): {

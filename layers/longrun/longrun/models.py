@@ -14,6 +14,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
@@ -29,14 +30,21 @@ MAX_BATCH_SIZE = 50
 MAX_DEVICE_TIMEOUT_SECONDS = 28_800
 """AWS-RunRemoteScript's executionTimeout allows at most 8 hours."""
 MAX_TASK_DEADLINE_SECONDS = 30 * 24 * 3600
-MAX_INTEGER_DEVICE_ID = 10**38 - 1
-"""An integer device id is kept as a DynamoDB number, which holds at most 38 digits"""
-DEVICE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,63}$")
+MAX_INTEGER_DEVICE_ID = 2**53 - 1
+"""The largest integer a JSON number carries exactly between any two programs (I-JSON, RFC 7493: a double's integer
+range); a larger id is sent as a string. (A DynamoDB number, which keeps it, holds 38 digits.)"""
+DEVICE_ID_TEXT = r"^[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,63}$"
+DEVICE_ID_PATTERN = re.compile(DEVICE_ID_TEXT)
 RESOURCE_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 """The form of the ids longrun gives tasks and webhook endpoints (a UUID); an id of another form names nothing"""
 SCRIPTS_PREFIX = "scripts/"
 """Where scripts are kept in the deployment's bucket"""
 SCRIPT_KEY_PATTERN = re.compile(r"[A-Za-z0-9._/-]+")
+_SEGMENT = r"([A-Za-z0-9_-][A-Za-z0-9._-]*|\.[A-Za-z0-9_-][A-Za-z0-9._-]*|\.\.[A-Za-z0-9._-]+)"
+SCRIPT_URL_PATTERN = rf"^(s3://[a-z0-9][a-z0-9.-]{{1,61}}[a-z0-9]/)?scripts(/{_SEGMENT})+$"
+"""What a script-url may be, as the OpenAPI document says it: a key under scripts/ of path segments of A-Z a-z 0-9 . _ -
+(none of them . or ..), or an s3:// URL of one (whose bucket must be the deployment's, which the document cannot
+say); the validator below gives each mistake its own message"""
 MAX_SCRIPT_BYTES = 1_048_576
 """The largest script a client may upload through POST /device-management/scripts"""
 PERCENTAGE = r"^(100|[1-9]?[0-9])%$"
@@ -95,6 +103,17 @@ _LETTERS = {
 _STATUS_OF_LETTER = {letter: status for status, letter in _LETTERS.items()}
 
 
+def _integral(value: Any) -> Any:
+    """A JSON number with no fraction is an integer, 600.0 as much as 600 (JSON Schema's "integer"); a string or a
+    boolean is not one."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+INTEGRAL = BeforeValidator(_integral)
+"""Put after an integer's constraints (Annotated[StrictInt, Field(ge=1), INTEGRAL]), so that the OpenAPI document
+still states them as minimum and maximum"""
+
+
 class Model(BaseModel):
     """Every model's base: its validator and serializer are built the first time it is used, not when the module is
     imported, so that a function's cold start pays only for the models it uses."""
@@ -113,13 +132,14 @@ def _device_id_text(device_id: str) -> str:
 
 
 DeviceId = Annotated[
-    Annotated[StrictStr, AfterValidator(_device_id_text)] | Annotated[StrictInt, Field(ge=0, le=MAX_INTEGER_DEVICE_ID)],
+    Annotated[StrictStr, AfterValidator(_device_id_text), Field(json_schema_extra={"pattern": DEVICE_ID_TEXT})]
+    | Annotated[StrictInt, Field(ge=0, le=MAX_INTEGER_DEVICE_ID), INTEGRAL],
     Field(description="An SSM managed node id, or the value of the node's device-id tag"),
 ]
 
 
-ConcurrencyLimit = Annotated[StrictInt, Field(ge=1)] | Annotated[StrictStr, Field(pattern=NONZERO_PERCENTAGE)]
-ErrorLimit = Annotated[StrictInt, Field(ge=0)] | Annotated[StrictStr, Field(pattern=PERCENTAGE)]
+ConcurrencyLimit = Annotated[StrictInt, Field(ge=1), INTEGRAL] | Annotated[StrictStr, Field(pattern=NONZERO_PERCENTAGE)]
+ErrorLimit = Annotated[StrictInt, Field(ge=0), INTEGRAL] | Annotated[StrictStr, Field(pattern=PERCENTAGE)]
 
 
 class ScriptExecutionRequest(Model):
@@ -128,27 +148,28 @@ class ScriptExecutionRequest(Model):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     device_ids: list[DeviceId] = Field(
-        alias="device-ids", min_length=1, max_length=MAX_DEVICES_PER_TASK, description="Devices to run the script on"
+        alias="device-ids",
+        min_length=1,
+        max_length=MAX_DEVICES_PER_TASK,
+        description='Devices to run the script on, each once (3 and "3" name the same device)',
+        json_schema_extra={"uniqueItems": True},
     )
     script_url: StrictStr = Field(
         alias="script-url",
         min_length=1,
         max_length=1024,
         description="A key in the deployment's scripts bucket (scripts/hello.sh) or an s3:// URL inside it",
+        json_schema_extra={"pattern": SCRIPT_URL_PATTERN},
     )
-    timeout_seconds: StrictInt = Field(
+    timeout_seconds: Annotated[StrictInt, Field(ge=1, le=MAX_DEVICE_TIMEOUT_SECONDS), INTEGRAL] = Field(
         default=600,
         alias="timeout-seconds",
-        ge=1,
-        le=MAX_DEVICE_TIMEOUT_SECONDS,
         description="How long one device's script may run before it is stopped and reported TIMED_OUT",
     )
-    max_concurrency: Annotated[StrictInt, Field(ge=1)] | Annotated[StrictStr, Field(pattern=NONZERO_PERCENTAGE)] = (
-        Field(
-            default=50,
-            alias="max-concurrency",
-            description="How many devices may run the script at once: a number, or a percentage of the devices",
-        )
+    max_concurrency: ConcurrencyLimit = Field(
+        default=50,
+        alias="max-concurrency",
+        description="How many devices may run the script at once: a number, or a percentage of the devices",
     )
     max_errors: ErrorLimit | None = Field(
         default=None,
@@ -156,11 +177,9 @@ class ScriptExecutionRequest(Model):
         description="Once more devices than this have failed or timed out (a number, or a percentage of the devices),"
         " no new device starts; the rest end NOT_STARTED. No limit when absent.",
     )
-    deadline_seconds: StrictInt | None = Field(
+    deadline_seconds: Annotated[StrictInt, Field(ge=1, le=MAX_TASK_DEADLINE_SECONDS), INTEGRAL] | None = Field(
         default=None,
         alias="deadline-seconds",
-        ge=1,
-        le=MAX_TASK_DEADLINE_SECONDS,
         description="The whole task's time limit: at the deadline running scripts are stopped (TIMED_OUT) and"
         " devices not started end NOT_STARTED; the task ends TIMED_OUT",
     )
@@ -532,7 +551,9 @@ class ScriptUploadRequest(Model):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     sha256: StrictStr = Field(pattern=r"^[0-9a-f]{64}$", description="The file's SHA-256, 64 lowercase hex digits")
-    size: StrictInt = Field(ge=1, le=MAX_SCRIPT_BYTES, description="The file's length in bytes")
+    size: Annotated[StrictInt, Field(ge=1, le=MAX_SCRIPT_BYTES), INTEGRAL] = Field(
+        description="The file's length in bytes"
+    )
 
 
 class ScriptUpload(ApiModel):
@@ -609,7 +630,9 @@ class SubscriptionRequest(Model):
 
     action: Literal["subscribe", "unsubscribe"]
     task_id: StrictStr = Field(alias="task-id", pattern=r"^[0-9a-f-]{36}$")
-    after: StrictInt | None = Field(default=None, ge=0, description="Resume after this event id")
+    after: Annotated[StrictInt, Field(ge=0), INTEGRAL] | None = Field(
+        default=None, description="Resume after this event id"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -627,7 +650,8 @@ class WebhookRequest(Model):
     events: list[TaskEventType] = Field(
         default_factory=lambda: list(TaskEventType),
         min_length=1,
-        description="The event types to deliver (all of them when absent)",
+        description="The event types to deliver, each once (all of them when absent)",
+        json_schema_extra={"uniqueItems": True},
     )
 
     @field_validator("events")
