@@ -11,7 +11,7 @@ SAM := $(VENV_SAM)/bin/sam
 SAM_CLI_VERSION := 1.170.0
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: run test lint validate openapi record-watch check clean bench bench-cost bench-fanout bench-latency bench-push-latency bench-cold-start bench-memory bench-scheduling load
+.PHONY: run test fuzz lint validate openapi record-watch check clean bench bench-cost bench-fanout bench-latency bench-push-latency bench-cold-start bench-memory bench-scheduling load
 
 $(VENV)/.installed: requirements-dev.txt layers/longrun/requirements.txt client/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,11 @@ openapi: $(VENV)/.installed
 	$(PY) -m tools.openapi > docs/openapi.json
 	$(PY) -m tools.event_schema > docs/task-event.schema.json
 
+## fuzz: schemathesis against every REST route of a local runtime, as two callers (seeded: FUZZ_SEED); not in
+##       `make test`, CI runs both
+fuzz: $(VENV)/.installed $(VENV_SAM)/.installed
+	$(PY) -m pytest fuzz
+
 ## bench: every benchmark (about 25 minutes); results in bench/results/, figures in docs/benchmarks/
 $(VENV)/.bench: $(VENV)/.installed $(VENV_SAM)/.installed bench/requirements.txt
 	$(PY) -m pip install --quiet -r bench/requirements.txt
@@ -89,7 +94,7 @@ record-watch: $(VENV)/.installed $(VENV_SAM)/.installed
 	$(PY) -m tools.record_watch
 
 ## check: everything CI checks
-check: lint validate test
+check: lint validate test fuzz
 
 clean:
 	rm -rf $(VENV) $(VENV_SAM) .aws-sam .pytest_cache .mypy_cache .ruff_cache

@@ -30,7 +30,33 @@ def document() -> dict[str, Any]:
     stream = load_module("longrun_event_stream_for_openapi", ROOT / "functions" / "event_stream", "app")
     schema = dict(json.loads(api.app.get_openapi_json_schema(title=TITLE, version=VERSION, description=DESCRIPTION)))
     schema["paths"][stream.ROUTE] = {"get": stream.OPENAPI_OPERATION}  # a streamed route: its own function
+    _link_created_resources(schema)
     return schema
+
+
+def _link_created_resources(schema: dict[str, Any]) -> None:
+    """OpenAPI links from each POST that makes a resource (its 201 or 202 answer carries the resource's ``id``) to
+    every operation on that resource whose only path parameter is the id: what a client (or a stateful fuzzer) does
+    next with a task or a webhook endpoint."""
+    paths = schema["paths"]
+    for collection, item in paths.items():
+        created = item.get("post", {}).get("responses", {})
+        status = next((code for code in ("201", "202") if code in created), None)
+        if status is None:
+            continue
+        links = {}
+        for path, operations in paths.items():
+            parameter = path.removeprefix(collection + "/").split("/")[0]
+            if not path.startswith(collection + "/{") or path.count("{") != 1:
+                continue
+            for method, operation in operations.items():
+                links[operation["operationId"]] = {
+                    "operationId": operation["operationId"],
+                    "parameters": {parameter.strip("{}"): "$response.body#/id"},
+                    "description": f"{method.upper()} {path} of the resource just made",
+                }
+        if links:
+            created[status]["links"] = links
 
 
 def main() -> None:
