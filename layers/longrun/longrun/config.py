@@ -32,6 +32,8 @@ class Settings:
     """Seconds before each attempt to deliver a webhook"""
     webhook_allow_loopback_http: bool = False
     """Webhook URLs may be plain http to a loopback address (the local runtime's tests)"""
+    task_retention_days: int = 90
+    """How long a finished task is kept (the TaskRetentionDays parameter)"""
     idempotency_table: str | None = None
     """Where Powertools' idempotency utility keeps a record per Idempotency-Key (the API only)"""
 
@@ -55,5 +57,6 @@ def settings() -> Settings:
         if env.get("WEBHOOK_RETRY_SCHEDULE")
         else WEBHOOK_RETRY_SCHEDULE,
         webhook_allow_loopback_http=env.get("WEBHOOK_ALLOW_LOOPBACK_HTTP", "false") == "true",
+        task_retention_days=int(env.get("TASK_RETENTION_DAYS", "90")),
         idempotency_table=env.get("IDEMPOTENCY_TABLE"),
     )

@@ -5,6 +5,7 @@ the service is first built, so a function never imports the services it does not
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 from functools import cache
 from typing import TYPE_CHECKING
 
@@ -19,9 +20,13 @@ if TYPE_CHECKING:
     from longrun.workflow import Workflow
 
 
+def _new_store() -> TaskStore:
+    return TaskStore(settings().tasks_table, timedelta(days=settings().task_retention_days))
+
+
 @cache
 def task_store() -> TaskStore:
-    return TaskStore(settings().tasks_table)
+    return _new_store()
 
 
 @cache
@@ -54,7 +59,7 @@ def deliveries() -> Deliveries:
     from longrun.webhooks import Deliveries
 
     if not hasattr(_per_thread, "deliveries"):
-        _per_thread.deliveries = Deliveries(TaskStore(settings().tasks_table), settings())
+        _per_thread.deliveries = Deliveries(_new_store(), settings())
     found: Deliveries = _per_thread.deliveries
     return found
 

@@ -92,6 +92,9 @@ MAX_REASON_BYTES = 300
 VERSION_BUMP = " ADD version :one"
 """Every write to a task's state counts its version up: the change feed numbers the task's events by it"""
 DELIVERY_LOG_DAYS = 30
+LONGEST_RUN = timedelta(days=366)
+"""No task runs longer: its Step Functions execution (a standard workflow) ends within a year"""
+DEFAULT_RETENTION = timedelta(days=90)
 CONFLICT_ATTEMPTS = 12
 CONFLICT_BACKOFF = (0.025, 1.0)
 """Full-jitter exponential backoff between attempts: first ceiling, largest ceiling (seconds)"""
@@ -173,6 +176,12 @@ def _owner_pk(digest: str) -> str:
 
 def _owner_status_pk(digest: str, status: TaskStatus) -> str:
     return f"OWNER#{digest}#STATUS#{status.value}"
+
+
+def _expired(item: dict[str, Any]) -> bool:
+    """Whether an item's time (its expiresAt) has come: TTL deletes it within days, and until then it is gone for
+    every read all the same."""
+    return "expiresAt" in item and int(item["expiresAt"]) <= _epoch(utc_now())
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -267,9 +276,18 @@ def _client() -> Any:
 
 
 class TaskStore:
-    def __init__(self, table_name: str) -> None:
+    def __init__(self, table_name: str, retention: timedelta = DEFAULT_RETENTION) -> None:
+        """``retention``: how long a finished task is kept (``expiresAt``, the table's TTL attribute). Its own
+        records are set to expire that long after it ended; those written while it ran (its devices, batches and
+        events) that long after the longest a task may run, as none of them is rewritten when it ends. Reads take a
+        task whose time has come as gone, whether or not TTL has deleted it yet."""
         self._client = _client()
         self._table_name = table_name
+        self._retention = retention
+
+    def _kept_while_running(self) -> int:
+        """The expiresAt of a record written while its task may still run."""
+        return _epoch(utc_now() + LONGEST_RUN + self._retention)
 
     # --- tasks ---------------------------------------------------------------------------------
 
@@ -281,9 +299,11 @@ class TaskStore:
         pk = _task_pk(task_id)
         digest = owner_digest(owner.key)
         settings = TaskSettings.model_validate(request.model_dump(exclude={"device_ids"}))
+        kept = self._kept_while_running()
         state = {
             "PK": pk,
             "SK": TASK_SK,
+            "expiresAt": kept,
             "status": TaskStatus.SUBMITTED.value,
             "counts": DeviceCounts(PENDING=len(request.device_ids)).model_dump(),
             "executionArn": execution_arn,
@@ -294,6 +314,7 @@ class TaskStore:
         detail = {
             "PK": pk,
             "SK": DETAIL_SK,
+            "expiresAt": kept,
             "kind": kind,
             "owner": owner.name,
             "ownerKey": digest,
@@ -312,7 +333,12 @@ class TaskStore:
             {"Put": {"TableName": self._table_name, "Item": detail, "ConditionExpression": new}},
         ]
         for chunk, start in enumerate(range(0, len(request.device_ids), IDS_PER_RECORD)):
-            record = {"PK": pk, "SK": _ids_sk(chunk), "ids": request.device_ids[start : start + IDS_PER_RECORD]}
+            record = {
+                "PK": pk,
+                "SK": _ids_sk(chunk),
+                "ids": request.device_ids[start : start + IDS_PER_RECORD],
+                "expiresAt": kept,
+            }
             actions.append({"Put": {"TableName": self._table_name, "Item": record}})
         self._transact(actions)
         return self._task_from_items(state, detail)
@@ -368,7 +394,7 @@ class TaskStore:
             names = TABLE_KEY | {pk_name, sk_name}
             query["ExclusiveStartKey"] = _decode_token(next_token, names, **{pk_name: pk_value})
         page = self._client.query(TableName=self._table_name, **query)
-        listed = [self._listed_from_item(item) for item in page["Items"]]
+        listed = [self._listed_from_item(item) for item in page["Items"] if not _expired(item)]
         return listed, _encode_token(page.get("LastEvaluatedKey"))
 
     def change_status(
@@ -397,8 +423,11 @@ class TaskStore:
         if to.finished or require_idle:
             names["#c"] = "counts"
             values[":zero"] = 0
+        expires = _epoch(utc_now() + self._retention)
         if to.finished:
             sets += ["completedAt = :now", "#c.NOT_STARTED = #c.NOT_STARTED + #c.PENDING", "#c.PENDING = :zero"]
+            sets.append("expiresAt = :expires")
+            values[":expires"] = expires
         if require_idle:
             condition += " AND #c.RUNNING = :zero"
         detail_sets = ["#s = :to", "GSI2PK = :gsi2"]
@@ -407,8 +436,8 @@ class TaskStore:
             detail_sets.append("statusReason = :reason")
             detail_values[":reason"] = reason
         if to.finished:
-            detail_sets.append("completedAt = :now")
-            detail_values[":now"] = now
+            detail_sets += ["completedAt = :now", "expiresAt = :expires"]
+            detail_values |= {":now": now, ":expires": expires}
         actions: list[dict[str, Any]] = [
             {
                 "Update": {
@@ -432,7 +461,7 @@ class TaskStore:
             },
         ]
         if outcomes is not None:
-            outcome_item = {"PK": pk, "SK": "TASK#OUTCOMES", "letters": outcomes}
+            outcome_item = {"PK": pk, "SK": "TASK#OUTCOMES", "letters": outcomes, "expiresAt": expires}
             actions.append({"Put": {"TableName": self._table_name, "Item": outcome_item}})
         self._transact(actions)
         changed = self.get_task(task_id)
@@ -460,6 +489,7 @@ class TaskStore:
                         "deviceIds": batch.device_ids,
                         "nodes": batch.nodes,
                         "taskToken": batch.task_token,
+                        "expiresAt": self._kept_while_running(),
                     },
                     "ConditionExpression": "attribute_not_exists(PK)",
                 }
@@ -761,7 +791,12 @@ class TaskStore:
 
     def keep_event(self, task_id: str, event_id: int, body: str) -> None:
         """Keep an event (as long as the task): the same event kept twice is one record."""
-        item = {"PK": _task_pk(task_id), "SK": _event_sk(event_id), "body": body}
+        item = {
+            "PK": _task_pk(task_id),
+            "SK": _event_sk(event_id),
+            "body": body,
+            "expiresAt": self._kept_while_running(),
+        }
         self._write(lambda: self._client.put_item(TableName=self._table_name, Item=item))
 
     def events_after(self, task_id: str, after: int) -> list[str]:
@@ -1002,21 +1037,20 @@ class TaskStore:
             first, largest = CONFLICT_BACKOFF
             time.sleep(random.uniform(0, min(largest, first * 2**attempt)))  # noqa: S311 - jitter, not secrets
 
-    @classmethod
     def _failed_device_item(
-        cls, batch: Batch, index: int, reason: str, now: str | None, node_id: str | None = None
+        self, batch: Batch, index: int, reason: str, now: str | None, node_id: str | None = None
     ) -> dict[str, Any]:
         """The record of a batch's device that ends FAILED without running (no node, or SSM refused its node)."""
         run = DeviceRun(
             index=index, device_id=batch.device_at(index), status=DeviceStatus.FAILED, reason=reason, node_id=node_id
         )
-        return cls._device_item(_task_pk(batch.task_id), run) | {"endedAt": now}
+        return self._device_item(_task_pk(batch.task_id), run) | {"endedAt": now}
 
-    @staticmethod
-    def _device_item(pk: str, run: DeviceRun) -> dict[str, Any]:
+    def _device_item(self, pk: str, run: DeviceRun) -> dict[str, Any]:
         fields = {
             "PK": pk,
             "SK": _device_sk(run.index),
+            "expiresAt": self._kept_while_running(),
             "deviceId": run.device_id,
             "status": run.status.value,
             "reason": run.reason.encode()[:MAX_REASON_BYTES].decode(errors="ignore") if run.reason else None,
@@ -1033,7 +1067,9 @@ class TaskStore:
     def _task_from_records(cls, items: list[dict[str, Any]]) -> Task | None:
         state = next((item for item in items if item["SK"] == TASK_SK), None)
         detail = next((item for item in items if item["SK"] == DETAIL_SK), None)
-        return cls._task_from_items(state, detail) if state and detail else None
+        if not state or not detail or _expired(state):
+            return None
+        return cls._task_from_items(state, detail)
 
     @staticmethod
     def _task_from_items(state: dict[str, Any], detail: dict[str, Any]) -> Task:
