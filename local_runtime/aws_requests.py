@@ -63,6 +63,8 @@ def checks(service: str, region: str, request: Request) -> list[Check]:
         return _ssm(operation, body, region)
     if service == "states":
         return _states(operation, body)
+    if service == "secretsmanager" and "SecretId" in body:
+        return [Check(f"secretsmanager:{operation}", _secret_arn(body["SecretId"], region))]
     if service == "events" and operation == "PutEvents":
         buses = {entry.get("EventBusName") or "default" for entry in body.get("Entries", [])}
         return [Check("events:PutEvents", _bus_arn(bus, region)) for bus in sorted(buses)]
@@ -142,6 +144,14 @@ def _states(operation: str, body: dict[str, Any]) -> list[Check]:
         if name in body:
             return [Check(f"states:{operation}", str(body[name]))]
     return [Check(f"states:{operation}", "*")]
+
+
+def _secret_arn(secret_id: str, region: str) -> str:
+    """The secret's ARN: as given, or from its name; a secret's ARN ends in a hyphen and six characters Secrets
+    Manager picks, so a policy names it with ``-??????`` (here the six are ``??????``, which only that matches)."""
+    if secret_id.startswith("arn:"):
+        return secret_id
+    return f"arn:aws:secretsmanager:{region}:{ACCOUNT_ID}:secret:{secret_id}-??????"
 
 
 def _function_arn(name: str, region: str) -> str:

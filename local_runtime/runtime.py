@@ -193,6 +193,9 @@ class LocalRuntime:
         queues = boto3.client("sqs")
         for queue, attributes in self.stack.queues():  # dead-letter queues first
             queues.create_queue(QueueName=queue, Attributes=attributes)
+        secrets = boto3.client("secretsmanager")
+        for name, value in self.stack.secrets():  # generated anew at each start, as a new deployment's
+            secrets.create_secret(Name=name, SecretString=value)
         events = boto3.client("events")
         for bus in self.stack.event_buses():
             events.create_event_bus(Name=bus)

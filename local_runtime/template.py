@@ -17,6 +17,8 @@ import hashlib
 import json
 import os
 import re
+import secrets as secrets_module
+import string
 import subprocess
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -319,6 +321,22 @@ class LocalStack:
             queues.append((self.physical_id(logical_id), attributes))
         return sorted(queues, key=lambda queue: "RedrivePolicy" in queue[1])
 
+    def secrets(self) -> list[tuple[str, str]]:
+        """(name, value) of each Secrets Manager secret: a value the template generates (GenerateSecretString) is
+        made now, of its length from letters and digits, as a new deployment would make it; a given one is kept."""
+        secrets = []
+        for logical_id, resource in self.of_type("AWS::SecretsManager::Secret").items():
+            props = self.resolve(resource.get("Properties", {}))
+            value = props.get("SecretString")
+            if value is None:
+                generate = props.get("GenerateSecretString", {})
+                if set(generate) - {"PasswordLength", "ExcludePunctuation"} or not generate.get("ExcludePunctuation"):
+                    raise ValueError(f"{logical_id}: the local runtime generates only letters and digits")
+                alphabet = string.ascii_letters + string.digits
+                value = "".join(secrets_module.choice(alphabet) for _ in range(int(generate.get("PasswordLength", 32))))
+            secrets.append((self.physical_id(logical_id), str(value)))
+        return secrets
+
     def buckets(self) -> list[tuple[str, dict[str, Any]]]:
         """(name, properties) of each bucket."""
         return [
@@ -373,6 +391,8 @@ class LocalStack:
             return str(self.resolve(props["Name"]))
         if kind == "AWS::SQS::Queue":
             return self._queue_name(logical_id, props)
+        if kind == "AWS::SecretsManager::Secret" and "Name" in props:
+            return str(self.resolve(props["Name"]))
         return f"{self.stack_name}-{logical_id}"
 
     def _queue_name(self, logical_id: str, props: dict[str, Any]) -> str:

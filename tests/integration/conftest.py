@@ -13,7 +13,7 @@ import pytest
 from moto import mock_aws
 
 from local_runtime import dynamodb, template
-from longrun import config, executions, idempotency, run_command, scripts, services
+from longrun import config, executions, idempotency, page_tokens, run_command, scripts, services
 from longrun.store import TaskStore
 from longrun.tasks import ScriptExecutions
 from longrun.workflow import Workflow
@@ -35,6 +35,8 @@ CACHED = (
     scripts._presigner,
     idempotency._config,
     idempotency._persistence,
+    page_tokens.sealed_with,
+    page_tokens._secrets,
 )
 
 
@@ -81,6 +83,8 @@ def deployed(aws: None, monkeypatch: pytest.MonkeyPatch) -> Deployment:
     s3 = boto3.client("s3")
     for bucket, _ in stack.buckets():
         s3.create_bucket(Bucket=bucket)
+    for name, value in stack.secrets():
+        boto3.client("secretsmanager").create_secret(Name=name, SecretString=value)
     sfn = boto3.client("stepfunctions")
     arns = [
         sfn.create_state_machine(name=name, definition=definition, roleArn=role)["stateMachineArn"]

@@ -17,6 +17,7 @@ from longrun.models import Batch, CommandOutcome, DeviceStatus, TaskStatus
 from tests.conftest import ROOT, function_module
 from tests.integration.conftest import Deployment
 from tests.integration.test_api import RESOURCE, STAGE, Context, call
+from tests.unit.test_device_states import position
 
 SCRIPTS = "/device-management/scripts"
 DEVICES = ["web-1", "web-2", 3, "site/db-1"]
@@ -79,13 +80,13 @@ def test_a_status_filter_and_pages(deployed: Deployment) -> None:
     code, _, running = call("GET", path, query={"status": "RUNNING"})
     assert code == 200 and [d["device-id"] for d in running["items"]] == ["web-2"] and "next-token" not in running
     code, _, first = call("GET", path, query={"status": "PENDING", "limit": "1"})
-    assert [d["device-id"] for d in first["items"]] == [3] and first["next-token"] == "3"
+    assert [d["device-id"] for d in first["items"]] == [3] and position(first["next-token"]) == "3"
     code, _, second = call("GET", path, query={"status": "PENDING", "limit": "1", "next-token": first["next-token"]})
     assert [d["device-id"] for d in second["items"]] == ["site/db-1"] and "next-token" not in second
     code, _, none = call("GET", path, query={"status": "FAILED"})
     assert (code, none) == (200, {"items": []})
     code, _, page = call("GET", path, query={"limit": "3"})
-    assert [d["device-id"] for d in page["items"]] == DEVICES[:3] and page["next-token"] == "3"
+    assert [d["device-id"] for d in page["items"]] == DEVICES[:3] and position(page["next-token"]) == "3"
 
 
 @pytest.mark.parametrize(

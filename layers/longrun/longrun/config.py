@@ -32,6 +32,8 @@ class Settings:
     """Seconds before each attempt to deliver a webhook"""
     webhook_allow_loopback_http: bool = False
     """Webhook URLs may be plain http to a loopback address (the local runtime's tests)"""
+    page_token_key_name: str | None = None
+    """The Secrets Manager secret whose value seals page tokens (the API only)"""
     task_retention_days: int = 90
     """How long a finished task is kept (the TaskRetentionDays parameter)"""
     idempotency_table: str | None = None
@@ -57,6 +59,7 @@ def settings() -> Settings:
         if env.get("WEBHOOK_RETRY_SCHEDULE")
         else WEBHOOK_RETRY_SCHEDULE,
         webhook_allow_loopback_http=env.get("WEBHOOK_ALLOW_LOOPBACK_HTTP", "false") == "true",
+        page_token_key_name=env.get("PAGE_TOKEN_KEY_NAME"),
         task_retention_days=int(env.get("TASK_RETENTION_DAYS", "90")),
         idempotency_table=env.get("IDEMPOTENCY_TABLE"),
     )

@@ -14,7 +14,7 @@ from typing import Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from longrun import executions, lifecycle, run_command, scripts
+from longrun import executions, lifecycle, page_tokens, run_command, scripts
 from longrun.batching import task_plan
 from longrun.config import Settings
 from longrun.errors import (
@@ -65,9 +65,10 @@ logger = logging.getLogger(__name__)
 
 
 class ScriptExecutions:
-    def __init__(self, store: TaskStore, config: Settings) -> None:
+    def __init__(self, store: TaskStore, config: Settings, tokens: page_tokens.PageTokens | None = None) -> None:
         self._store = store
         self._config = config
+        self._tokens = tokens or page_tokens.sealed_with(config.page_token_key_name)
 
     def submit(
         self, owner: Owner, request: ScriptExecutionRequest, links: Links, idempotency_key: str | None = None
@@ -119,19 +120,21 @@ class ScriptExecutions:
     def list(
         self, owner: Owner, status: TaskStatus | None, limit: int, next_token: str | None, links: Links
     ) -> ScriptExecutionPage:
+        caller, query = owner_digest(owner.key), f"tasks?status={status.value if status else ''}"
         try:
-            tasks, token = self._store.list_tasks(owner, status, limit, next_token)
+            tasks, token = self._store.list_tasks(owner, status, limit, self._tokens.open(next_token, caller, query))
         except InvalidPageToken as error:
             raise BadRequest(str(error)) from error
         items = [_summary(task, links) for task in tasks if task.kind == KIND]
-        return ScriptExecutionPage(items=items, next_token=token)
+        return ScriptExecutionPage(items=items, next_token=self._tokens.seal(token, caller, query))
 
     def result(self, owner: Owner, task_id: str, limit: int, next_token: str | None) -> ScriptExecutionResult:
         """Each device's outcome, in the order the request listed the devices, with the head of its output."""
         task, devices = self._owned(owner, task_id)
         if not task.status.finished:
             raise TaskConflict(f"task {task_id} is {task.status.value}; its result is ready once it has finished")
-        start = _offset(next_token, task.device_count)
+        caller, query = owner_digest(owner.key), f"result:{task_id}"
+        start = _offset(self._tokens.open(next_token, caller, query), task.device_count)
         end = min(start + limit, task.device_count)
         runs = self._store.device_runs(task_id, start, end)
         heads = scripts.read_heads(
@@ -141,7 +144,7 @@ class ScriptExecutions:
             id=task_id,
             status=task.status,
             devices=[_device_result(devices.ids[i], runs.get(i), heads) for i in range(start, end)],
-            next_token=str(end) if end < task.device_count else None,
+            next_token=self._tokens.seal(_next_token(end, task.device_count), caller, query),
         )
 
     def devices(
@@ -152,14 +155,18 @@ class ScriptExecutions:
         DEVICE_SCAN_WINDOW devices, so it may hold fewer than ``limit`` (even none) and still have a next-token."""
         task, devices = self._owned(owner, task_id)
         total = task.device_count
-        start = _offset(next_token, total)
+        caller, query = owner_digest(owner.key), f"devices:{task_id}?status={status.value if status else ''}"
+        start = _offset(self._tokens.open(next_token, caller, query), total)
+
+        def page(items: list[DeviceState], end: int) -> DevicePage:
+            return DevicePage(items=items, next_token=self._tokens.seal(_next_token(end, total), caller, query))
+
         if status is None:
             end = min(start + limit, total)
-            items = [state for _, state in self._states(task, devices, start, end, None, links)]
-            return DevicePage(items=items, next_token=_next_token(end, total))
+            return page([state for _, state in self._states(task, devices, start, end, None, links)], end)
         first = _first_possible(task, devices, status, start)
         if first is None:
-            return DevicePage(items=[])
+            return page([], total)
         found: list[DeviceState] = []
         window_end = min(first + DEVICE_SCAN_WINDOW, total)
         for chunk in range(first, window_end, RESULT_PAGE_MAX):
@@ -168,8 +175,8 @@ class ScriptExecutions:
             ):
                 found.append(state)
                 if len(found) == limit:
-                    return DevicePage(items=found, next_token=_next_token(index + 1, total))
-        return DevicePage(items=found, next_token=_next_token(window_end, total))
+                    return page(found, index + 1)
+        return page(found, window_end)
 
     def device(self, owner: Owner, task_id: str, device: str, links: Links) -> DeviceState:
         """One device's current state; ``device`` is its id as the path gives it (decoded)."""

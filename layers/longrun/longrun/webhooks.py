@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 import urllib3
 from standardwebhooks.webhooks import Webhook as Signer
 
-from longrun import channels
+from longrun import channels, page_tokens
 from longrun.config import Settings
 from longrun.errors import BadRequest, InvalidRequest, WebhookNotFound
 from longrun.links import Links
@@ -60,6 +60,7 @@ class Webhooks:
     def __init__(self, store: TaskStore, config: Settings) -> None:
         self._store = store
         self._config = config
+        self._tokens = page_tokens.sealed_with(config.page_token_key_name)
 
     def add(self, owner: Owner, request: WebhookRequest, links: Links, idempotency_key: str | None = None) -> Webhook:
         """With an idempotency key, a repeat of an accepted request answers the same endpoint, secret included, and
@@ -90,11 +91,17 @@ class Webhooks:
         return _view(endpoint, links, show_secret=True)
 
     def list(self, owner: Owner, limit: int, next_token: str | None, links: Links) -> WebhookPage:
+        caller = owner_digest(owner.key)
         try:
-            endpoints, token = self._store.list_webhooks(owner_digest(owner.key), limit, next_token)
+            endpoints, token = self._store.list_webhooks(
+                caller, limit, self._tokens.open(next_token, caller, "webhooks")
+            )
         except InvalidPageToken as error:
             raise BadRequest(str(error)) from error
-        return WebhookPage(items=[_view(endpoint, links) for endpoint in endpoints], next_token=token)
+        return WebhookPage(
+            items=[_view(endpoint, links) for endpoint in endpoints],
+            next_token=self._tokens.seal(token, caller, "webhooks"),
+        )
 
     def describe(self, owner: Owner, webhook_id: str, links: Links) -> Webhook:
         return _view(self._owned(owner, webhook_id), links)
@@ -130,11 +137,13 @@ class Webhooks:
 
     def deliveries(self, owner: Owner, webhook_id: str, limit: int, next_token: str | None) -> WebhookDeliveryPage:
         self._owned(owner, webhook_id)
+        caller, query = owner_digest(owner.key), f"deliveries:{webhook_id}"
         try:
-            items, token = self._store.list_deliveries(webhook_id, limit, next_token)
+            position = self._tokens.open(next_token, caller, query)
+            items, token = self._store.list_deliveries(webhook_id, limit, position)
         except InvalidPageToken as error:
             raise BadRequest(str(error)) from error
-        return WebhookDeliveryPage(items=items, next_token=token)
+        return WebhookDeliveryPage(items=items, next_token=self._tokens.seal(token, caller, query))
 
     def _owned(self, owner: Owner, webhook_id: str) -> WebhookEndpoint:
         _require_id(webhook_id)
