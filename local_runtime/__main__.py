@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 from types import FrameType
 
+from local_runtime.api_callers import DEFAULT_CALLERS, LOCAL_SECRET, ApiCallers
 from local_runtime.fleet import EventFaults
 from local_runtime.runtime import DEFAULT_DEVICES, ROOT, LocalRuntime, Options
 from local_runtime.websocket_gateway import IDLE_TIMEOUT_SECONDS, MAX_DURATION_SECONDS
@@ -72,7 +73,19 @@ def main(argv: list[str] | None = None) -> int:
         default="",
         help="comma-separated device ids of EC2 instances tagged as devices but not registered with SSM",
     )
-    parser.add_argument("--caller", default="local-developer", help="who unsigned requests come from")
+    parser.add_argument("--caller", default=DEFAULT_CALLERS[0], help="who unsigned requests come from")
+    parser.add_argument(
+        "--callers",
+        default=",".join(DEFAULT_CALLERS),
+        help="comma-separated callers the APIs know (NAME: an IAM user; ROLE~SESSION: a role's session); each signs"
+        f" with its name as access key id and {LOCAL_SECRET} as secret key",
+    )
+    parser.add_argument(
+        "--require-signature",
+        action=argparse.BooleanOptionalAction,
+        default=os.environ.get("LOCAL_REQUIRE_SIGNATURE") == "1",
+        help="refuse unsigned requests with 403, as the deployed APIs do ($LOCAL_REQUIRE_SIGNATURE=1)",
+    )
     parser.add_argument("--log-level", default=os.environ.get("LOCAL_LOG_LEVEL", "INFO"))
     parser.add_argument(
         "--request-log",
@@ -128,7 +141,11 @@ def main(argv: list[str] | None = None) -> int:
             ws_idle_timeout=args.ws_idle_timeout,
             ws_max_duration=args.ws_max_duration,
             devices=devices,
-            caller=args.caller,
+            callers=ApiCallers(
+                default=args.caller,
+                names=frozenset({args.caller, *_listed(args.callers)}),
+                require_signature=args.require_signature,
+            ),
             unmanaged=_listed(args.unmanaged),
             unresponsive=_listed(args.unresponsive),
             event_faults=EventFaults.parse(args.drop_events, args.delay_events),

@@ -18,16 +18,14 @@ the status and headers too; a stream cut short ends without its last chunk, as A
 fails before it answers is a 502, one that does not answer in time a 504; a client that goes away closes the
 connection to the function.
 
-Callers: a request signed with SigV4 is attributed to the access key's identity without checking the signature:
-``NAME`` is the IAM user NAME, ``ROLE~SESSION`` a session of the assumed role ROLE; an unsigned request comes from the
-local default caller. The HTTP server, the Lambda proxy integration and the caller's identity serve the WebSocket API
-too (websocket_gateway.py).
+Callers: a request signed with SigV4 is verified against the runtime's callers (api_callers.py); an unsigned one acts
+as the default caller, or is refused if the runtime requires signatures. The HTTP server, the Lambda proxy
+integration and the callers serve the WebSocket API too (websocket_gateway.py).
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import logging
 import re
@@ -45,8 +43,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from local_runtime.api_callers import ApiCallers, Refused
 from local_runtime.lambdas import Invocation, LambdaBridge
-from local_runtime.sigv4 import signer
 from local_runtime.template import (
     ACCOUNT_ID,
     Function,
@@ -118,25 +116,6 @@ class TokenBucket:
 
 
 @dataclass(frozen=True)
-class Caller:
-    """requestContext.identity of an IAM-authorized request, as API Gateway fills it in."""
-
-    caller: str
-    user_arn: str
-    access_key: str | None
-
-    @classmethod
-    def of(cls, access_key: str | None, default: str) -> Caller:
-        name = access_key or default
-        role, _, session = name.partition("~")
-        if session:
-            role_id = "AROA" + hashlib.sha256(role.encode()).hexdigest()[:17].upper()
-            return cls(f"{role_id}:{session}", f"arn:aws:sts::{ACCOUNT_ID}:assumed-role/{role}/{session}", access_key)
-        user_id = "AIDA" + hashlib.sha256(name.encode()).hexdigest()[:17].upper()
-        return cls(user_id, f"arn:aws:iam::{ACCOUNT_ID}:user/{name}", access_key)
-
-
-@dataclass(frozen=True)
 class GatewayError:
     kind: str
     message: str
@@ -185,11 +164,11 @@ Answer = Callable[[str, str, dict[str, list[str]], bytes], Reply | Streamed]
 
 
 class ApiGateway:
-    def __init__(self, stack: LocalStack, lambdas: LambdaBridge, default_caller: str) -> None:
+    def __init__(self, stack: LocalStack, lambdas: LambdaBridge, callers: ApiCallers) -> None:
         self._stack = stack
         self._api: RestApi = stack.apis[0]
         self._lambdas = lambdas
-        self._default_caller = default_caller
+        self._callers = callers
         self._server: GatewayServer | None = None
         self._integrations = ThreadPoolExecutor(max_workers=32, thread_name_prefix="api-integration")
         self._buckets: dict[tuple[str, str], TokenBucket] = {}
@@ -214,23 +193,23 @@ class ApiGateway:
         context = self._context(method, url.path, path, headers)
         if len(body) > MAX_PAYLOAD_BYTES:
             return self._gateway_error(GatewayError("REQUEST_TOO_LARGE", "Request Too Long"), context)
-        route, params = self._route(method, path)
-        mock = self._mock(path) if route is None else None
-        resource = route.path if route else mock.path if mock else None
-        if resource is not None and not self._admitted(resource, route.method if route else "ANY"):
-            context["resourcePath"] = resource
-            return self._gateway_error(GatewayError("THROTTLED", "Too Many Requests"), context)
-        if mock is not None:
-            context["resourcePath"] = mock.path
-            return mock_reply(mock, context)
+        found, params = self._route(method, path)
+        route: Route | MockRoute | None = found or self._mock(path)
         if route is None:
             return self._gateway_error(
                 GatewayError("MISSING_AUTHENTICATION_TOKEN", "Missing Authentication Token"), context
             )
         context["resourcePath"] = route.path
+        identity = self._callers.identify(method, target, headers, body)
+        if isinstance(identity, Refused):
+            return self._gateway_error(GatewayError(identity.kind, identity.message), context)
+        if not self._admitted(route.path, route.method if isinstance(route, Route) else "ANY"):
+            return self._gateway_error(GatewayError("THROTTLED", "Too Many Requests"), context)
+        if isinstance(route, MockRoute):
+            return mock_reply(route, context)
         if not self._may_invoke(route, method):
             return self._gateway_error(GatewayError("API_CONFIGURATION_ERROR", "Internal server error"), context)
-        event = self._event(route, params, method, path, url.query, headers, body, context)
+        event = self._event(route, params, method, path, url.query, headers, body, context, identity)
         if route.streamed:
             return self._stream(route, event, context)
         outcome = invoke_proxy(self._integrations, self._lambdas, self._stack.functions[route.function], event)
@@ -329,6 +308,7 @@ class ApiGateway:
         headers: dict[str, list[str]],
         body: bytes,
         context: dict[str, Any],
+        identity: dict[str, Any],
     ) -> dict[str, Any]:
         query = parse_qs(query_string, keep_blank_values=True)
         text, is_base64 = _body(body)
@@ -344,7 +324,7 @@ class ApiGateway:
             "stageVariables": None,
             "requestContext": {
                 **context,
-                "identity": iam_identity(headers, self._default_caller),
+                "identity": identity,
                 "authorizer": None,
             },
             "body": text,
@@ -494,27 +474,6 @@ def invoke_proxy(
         return GatewayError("INTEGRATION_TIMEOUT", "Endpoint request timed out")
     reply = None if result.error else proxy_reply(result.payload)
     return GatewayError("DEFAULT_5XX", "Internal server error", 502) if reply is None else reply
-
-
-def iam_identity(headers: dict[str, list[str]], default_caller: str) -> dict[str, Any]:
-    """requestContext.identity as API Gateway fills it for an IAM-authorized request (header names in lower case):
-    the caller the SigV4 Authorization header's access key names, or the local default caller if it is unsigned."""
-    signed = signer((headers.get("authorization") or [""])[0])
-    caller = Caller.of(signed.access_key if signed else None, default_caller)
-    return {
-        "accountId": ACCOUNT_ID,
-        "caller": caller.caller,
-        "user": caller.caller,
-        "userArn": caller.user_arn,
-        "accessKey": caller.access_key,
-        "sourceIp": "127.0.0.1",
-        "userAgent": (headers.get("user-agent") or [""])[0],
-        "cognitoIdentityPoolId": None,
-        "cognitoIdentityId": None,
-        "cognitoAuthenticationType": None,
-        "cognitoAuthenticationProvider": None,
-        "principalOrgId": None,
-    }
 
 
 def gateway_response(api: RestApi, error: GatewayError, context: dict[str, Any]) -> Reply:

@@ -15,6 +15,7 @@ import boto3
 
 from local_runtime import dynamodb, iam, meter, moto_speedups, sqs, step_functions, template
 from local_runtime import lambdas as lambdas_module
+from local_runtime.api_callers import ApiCallers
 from local_runtime.api_gateway import ApiGateway
 from local_runtime.edge import Edge
 from local_runtime.event_sources import EventSources
@@ -44,7 +45,8 @@ class Options:
     ws_max_duration: float = MAX_DURATION_SECONDS
     """How long a WebSocket connection may stay open (API Gateway's 2 hours; shorter for tests)"""
     devices: tuple[str, ...] = DEFAULT_DEVICES
-    caller: str = "local-developer"
+    callers: ApiCallers = field(default_factory=ApiCallers)
+    """Who may call the REST and WebSocket APIs (signed requests are verified), and what an unsigned request is"""
     region: str = "us-east-1"
     stack_name: str = "longrun-local"
     scripts: Path = EXAMPLE_SCRIPTS
@@ -147,12 +149,12 @@ class LocalRuntime:
         event_sources = EventSources(self.stack, lambdas, identities, self.edge_url, loopback)
         event_sources.start()
         self._closers.insert(0, event_sources.close)
-        api = ApiGateway(self.stack, lambdas, default_caller=opts.caller)
+        api = ApiGateway(self.stack, lambdas, opts.callers)
         api.serve(opts.host, opts.port)
         self._closers.insert(0, api.close)
         if self.stack.websocket_apis:
             websockets = WebSocketGateway(
-                self.stack, lambdas, identities, self.ledger, opts.caller, opts.ws_idle_timeout, opts.ws_max_duration
+                self.stack, lambdas, identities, self.ledger, opts.callers, opts.ws_idle_timeout, opts.ws_max_duration
             )
             websockets.serve(opts.host, opts.ws_port)
             self._closers.insert(0, websockets.close)
@@ -243,12 +245,14 @@ longrun is running locally (AWS played by moto; nothing leaves this machine).
 
   API        {self.stage_url}/device-management/script-execution
 {websocket}  AWS edge   {self.edge_url}   (AWS_ENDPOINT_URL for boto3, awslocal, localstack-client)
+  callers    {self.options.callers.describe()}
   devices    {devices}
   scripts    s3://{self.scripts_bucket}/  ({scripts})
   logs       {self.options.logs_dir}/<function>/  (one file per execution environment, as log streams)
 
 Try it with the longrun command (installed in .venv by make; `longrun --help`):
   export LONGRUN_API_URL={self.stage_url} LONGRUN_WEBSOCKET_URL={self.websocket_url or ""}
+  export AWS_ACCESS_KEY_ID={self.options.callers.default} AWS_SECRET_ACCESS_KEY={self.options.callers.secret}
   .venv/bin/longrun submit scripts/fail-on-db.sh -d web-1,web-2,db-1 --wait
   .venv/bin/longrun submit examples/scripts/rollout.sh -d web-1,web-2 --wait   (a local file: uploaded first)
   .venv/bin/longrun list;  .venv/bin/longrun watch <id>;  .venv/bin/longrun logs <id> web-1

@@ -238,6 +238,11 @@ def _parse_date(amz_date: str) -> datetime | None:
         return None
 
 
+def signed_at(signature: Signature) -> datetime | None:
+    """When the request says it was signed (X-Amz-Date); None if that is unreadable."""
+    return _parse_date(signature.amz_date)
+
+
 def check_validity(signature: Signature, now: datetime) -> None:
     """A presigned request is valid from X-Amz-Date (give or take the allowed skew) for X-Amz-Expires seconds."""
     signed_at = _parse_date(signature.amz_date)

@@ -56,12 +56,12 @@ from websockets.server import ServerProtocol
 from websockets.sync.connection import Connection
 
 from local_runtime import iam, meter
+from local_runtime.api_callers import ApiCallers, Refused
 from local_runtime.api_gateway import (
     GatewayError,
     GatewayHandler,
     GatewayServer,
     Reply,
-    iam_identity,
     invoke_proxy,
 )
 from local_runtime.identities import Identities
@@ -128,7 +128,7 @@ class WebSocketGateway:
         lambdas: LambdaBridge,
         identities: Identities,
         ledger: iam.Ledger,
-        default_caller: str,
+        callers: ApiCallers,
         idle_timeout: float = IDLE_TIMEOUT_SECONDS,
         max_duration: float = MAX_DURATION_SECONDS,
     ) -> None:
@@ -137,7 +137,7 @@ class WebSocketGateway:
         self._lambdas = lambdas
         self._identities = identities
         self._ledger = ledger
-        self._default_caller = default_caller
+        self._callers = callers
         self._idle_timeout = idle_timeout
         self._max_duration = max_duration
         self._clients: dict[str, _Client] = {}
@@ -212,7 +212,11 @@ class WebSocketGateway:
         for name, value in handler.headers.items():
             headers.setdefault(name, []).append(value)
         lower = {name.lower(): values for name, values in headers.items()}
-        identity = iam_identity(lower, self._default_caller)
+        identified = self._callers.identify("GET", handler.path, lower, b"")
+        if isinstance(identified, Refused):  # the upgrade is refused before $connect, as API Gateway refuses it
+            body = json.dumps({"message": identified.message}).encode()
+            return None, _response(403, {"Content-Type": ["application/json"]}, body)
+        identity = identified
         connect = self._api.routes.get("$connect")
         if connect is None or connect.authorization != "AWS_IAM":  # no one is authenticated
             identity |= dict.fromkeys(("accountId", "caller", "user", "userArn", "accessKey"))

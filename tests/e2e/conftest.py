@@ -21,7 +21,11 @@ from urllib.parse import urlsplit
 import boto3
 import psutil
 import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
 
+from local_runtime.api_callers import DEFAULT_CALLERS, LOCAL_SECRET
 from local_runtime.launcher import RuntimeProcess
 from tests.e2e import iam_report
 
@@ -31,6 +35,8 @@ BUCKET = "longrun-local-scriptsbucket"
 DEVICES = ("web-1", "web-2", "ec2:web-3", "db-1", "3")
 """The simulated fleet: hybrid managed nodes, and web-3 an EC2 instance"""
 UNMANAGED = ("lab-9",)
+CALLERS = (*DEFAULT_CALLERS, "someone-else", "pager", "mallory", "hook-owner", "alice", "deployer~ci-42")
+"""The callers the session's runtime knows (besides the default one, which unsigned requests act as)"""
 """EC2 instances tagged as devices whose SSM Agent is not registered"""
 
 
@@ -63,9 +69,18 @@ class Service:
         """The path before the API's own paths on its URL (the stage)."""
         return urlsplit(self.api).path.rstrip("/")
 
-    def request(self, method: str, path: str, body: Any = None, raw: bytes | None = None, **headers: str) -> Reply:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        raw: bytes | None = None,
+        caller: str | None = None,
+        **headers: str,
+    ) -> Reply:
         """A request for an API path (/device-management/...), or for a link the API gave (/v1/device-management/...),
-        which resolves on the API's host as a browser would resolve it."""
+        which resolves on the API's host as a browser would resolve it; signed with SigV4 as ``caller`` if given
+        (one of the local runtime's callers), else unsigned (the default caller)."""
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
         if data is not None:
             headers.setdefault("Content-Type", "application/json")
@@ -74,6 +89,8 @@ class Service:
             url = path
         elif self.base_path and path.startswith(self.base_path + "/"):
             url = self.origin + path
+        if caller is not None:
+            headers = sign_as(caller, method, url, data, headers)
         request = urllib.request.Request(url, data=data, method=method, headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
@@ -151,6 +168,13 @@ class Service:
         return [p for p in self.process.children(recursive=True) if _is_alive(p) and not _is_lambda(p)]
 
 
+def sign_as(caller: str, method: str, url: str, data: bytes | None, headers: dict[str, str]) -> dict[str, str]:
+    """The headers with a SigV4 signature for execute-api by ``caller`` (its access key id is its name)."""
+    request = AWSRequest(method=method, url=url, data=data or b"", headers=headers)
+    SigV4Auth(Credentials(caller, LOCAL_SECRET), "execute-api", "us-east-1").add_auth(request)
+    return dict(request.headers.items())
+
+
 def _is_alive(process: psutil.Process) -> bool:
     try:
         return process.status() != psutil.STATUS_ZOMBIE
@@ -182,7 +206,15 @@ class LocalRuntimeProcess:
     @classmethod
     def start(cls, *options: str) -> LocalRuntimeProcess:
         runtime = RuntimeProcess.start(
-            "--devices", ",".join(DEVICES), "--unmanaged", ",".join(UNMANAGED), "--log-level", "INFO", *options
+            "--devices",
+            ",".join(DEVICES),
+            "--unmanaged",
+            ",".join(UNMANAGED),
+            "--log-level",
+            "INFO",
+            "--callers",
+            ",".join(CALLERS),
+            *options,
         )
         process = psutil.Process(runtime.process.pid)
         service = Service(

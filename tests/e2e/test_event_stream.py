@@ -136,7 +136,7 @@ def test_a_client_that_reconnects_with_its_last_event_id_gets_every_later_event_
 
 def test_another_callers_task_a_bad_last_event_id_and_no_event_stream_accepted_are_problems(service: Service) -> None:
     path = f"{RESOURCE}/{service.submit()['id']}/events"
-    other = service.request("GET", path, Accept="text/event-stream", **OTHER_CALLER)
+    other = service.request("GET", path, caller=OTHER_CALLER, Accept="text/event-stream")
     bad = service.request("GET", path, **{"Accept": "text/event-stream", "Last-Event-ID": "abc"})
     json_only = service.request("GET", path, Accept="application/json")
     for reply, status in ((other, 404), (bad, 400), (json_only, 406)):

@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
 from local_runtime import template
+from local_runtime.api_callers import LOCAL_SECRET
 from local_runtime.identities import Identities
 from local_runtime.lambdas import function_site
 from tests.conftest import ROOT
-from tests.e2e.conftest import BUCKET, RESOURCE, LocalRuntimeProcess, Service
+from tests.e2e.conftest import BUCKET, RESOURCE, LocalRuntimeProcess, Reply, Service
 
 pytestmark = pytest.mark.e2e
 
@@ -181,3 +188,49 @@ def test_a_method_over_the_stages_throttle_answers_429_with_retry_after() -> Non
     assert throttled[0].headers["Content-Type"] == "application/problem+json"
     assert throttled[0].body["status"] == 429
     assert other.status == 404  # each method has a bucket of its own
+
+
+def test_signatures_are_verified_and_the_switch_refuses_unsigned_requests() -> None:
+    runtime = LocalRuntimeProcess.start("--require-signature")
+    service = runtime.service
+    body = json.dumps({"device-ids": ["web-1"], "script-url": "scripts/hello.sh"}).encode()
+    url = service.api + RESOURCE
+    try:
+        unsigned = service.request("GET", RESOURCE)
+        signed = service.request("GET", RESOURCE, caller="local-operator")
+        unknown = service.request("GET", RESOURCE, caller="nobody")
+        wrong = _send(service, "GET", url, None, _signed("local-operator", "not-the-secret", "GET", url, None))
+        tampered = _send(
+            service,
+            "POST",
+            url,
+            body.replace(b"web-1", b"web-2"),
+            _signed("local-operator", LOCAL_SECRET, "POST", url, body),
+        )
+        accepted = _send(service, "POST", url, body, _signed("local-operator", LOCAL_SECRET, "POST", url, body))
+    finally:
+        runtime.stop()
+    assert (unsigned.status, unsigned.body["title"]) == (403, "Missing Authentication Token")
+    assert unsigned.headers["Content-Type"] == "application/problem+json"
+    assert signed.status == 200
+    assert (unknown.status, unknown.body["title"]) == (403, "The security token included in the request is invalid.")
+    assert wrong.status == 403 and wrong.body["title"].startswith("The request signature we calculated does not match")
+    assert tampered.status == 403 and tampered.body["title"] == wrong.body["title"]
+    assert accepted.status == 202
+    (callers,) = [line for line in runtime.log.read_text().splitlines() if line.startswith("  callers")]
+    assert "local-developer" in callers and "local-operator" in callers and "unsigned requests refused (403)" in callers
+
+
+def _signed(caller: str, secret: str, method: str, url: str, body: bytes | None) -> dict[str, str]:
+    request = AWSRequest(method=method, url=url, data=body or b"", headers={"Content-Type": "application/json"})
+    SigV4Auth(Credentials(caller, secret), "execute-api", "us-east-1").add_auth(request)
+    return dict(request.headers.items())
+
+
+def _send(service: Service, method: str, url: str, body: bytes | None, headers: dict[str, str]) -> Reply:
+    request = urllib.request.Request(url, data=body, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return Reply(response.status, dict(response.headers), json.loads(response.read() or b"null"))
+    except urllib.error.HTTPError as error:
+        return Reply(error.code, dict(error.headers), json.loads(error.read() or b"null"))

@@ -18,16 +18,13 @@ from websockets.sync.client import connect
 
 from longrun.models import Owner
 from longrun.store import TaskStore
-from tests.e2e.conftest import BUCKET, RESOURCE, Service
+from tests.e2e.conftest import BUCKET, RESOURCE, Service, sign_as
 
 pytestmark = pytest.mark.e2e
 WEBHOOKS = "/device-management/webhooks"
 SLEEPY = "scripts/slow.sh"  # prints a line a second for SLOW_SECONDS (30 by default): cancelled at the end
 THREE = ["web-1", "web-2", "db-1"]
-OTHER_CALLER = {
-    "Authorization": "AWS4-HMAC-SHA256 Credential=someone-else/20261127/us-east-1/execute-api/aws4_request, "
-    "SignedHeaders=host, Signature=0"
-}
+OTHER_CALLER = "someone-else"
 
 
 def events_until_finished(ws: Any, timeout: float = 60) -> list[dict[str, Any]]:
@@ -94,7 +91,9 @@ def test_a_subscriber_that_reconnects_resumes_after_the_last_event_it_saw(servic
 
 def test_subscribing_to_another_callers_task_answers_404(service: Service) -> None:
     task = service.submit()
-    with connect(service.websocket_url, additional_headers=OTHER_CALLER) as ws:
+    assert service.websocket_url is not None
+    upgrade = sign_as(OTHER_CALLER, "GET", service.websocket_url.replace("ws://", "http://"), None, {})
+    with connect(service.websocket_url, additional_headers=upgrade) as ws:
         ws.send(json.dumps({"action": "subscribe", "task-id": task["id"]}))
         answer = json.loads(ws.recv(timeout=10))
         ws.send("not json")
@@ -154,7 +153,7 @@ def test_a_webhook_receives_its_owners_events_each_signed_with_its_secret(servic
     verifier = Verifier(made.body["secret"])
     try:
         theirs = service.request(
-            "POST", RESOURCE, {"device-ids": ["web-2"], "script-url": "scripts/hello.sh"}, **OTHER_CALLER
+            "POST", RESOURCE, {"device-ids": ["web-2"], "script-url": "scripts/hello.sh"}, caller=OTHER_CALLER
         )
         task = service.submit(**{"device-ids": THREE, "script-url": "scripts/fail-on-db.sh"})
 
@@ -171,7 +170,7 @@ def test_a_webhook_receives_its_owners_events_each_signed_with_its_secret(servic
             verifier.verify(raw, headers)  # raises WebhookVerificationError unless signed with the secret
         tasks = {json.loads(raw)["task-id"] for _, raw in receiver.received}
         assert task["id"] in tasks and theirs.body["id"] not in tasks  # the caller's own tasks only
-        assert service.request("GET", f"{WEBHOOKS}/{made.body['id']}", **OTHER_CALLER).status == 404
+        assert service.request("GET", f"{WEBHOOKS}/{made.body['id']}", caller=OTHER_CALLER).status == 404
         assert "secret" not in service.request("GET", f"{WEBHOOKS}/{made.body['id']}").body
     finally:
         assert service.request("DELETE", f"{WEBHOOKS}/{made.body['id']}").status == 204

@@ -168,17 +168,16 @@ def test_result_is_a_conflict_while_running(service: Service) -> None:
 
 
 def test_listing_pages_through_the_callers_tasks_newest_first(service: Service) -> None:
-    caller = {
-        "Authorization": "AWS4-HMAC-SHA256 Credential=pager/20261127/us-east-1/execute-api/aws4_request, "
-        "SignedHeaders=host, Signature=0"
-    }
+    caller = "pager"
     ids = []
     for _ in range(3):
-        reply = service.request("POST", RESOURCE, {"device-ids": ["web-1"], "script-url": "scripts/hello.sh"}, **caller)
+        reply = service.request(
+            "POST", RESOURCE, {"device-ids": ["web-1"], "script-url": "scripts/hello.sh"}, caller=caller
+        )
         ids.append(reply.body["id"])
     seen, path = [], f"{RESOURCE}?limit=2"
     while True:
-        page = service.request("GET", path, **caller).body
+        page = service.request("GET", path, caller=caller).body
         seen += [item["id"] for item in page["items"]]
         if "next-token" not in page:
             break

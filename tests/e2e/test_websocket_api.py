@@ -20,6 +20,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from local_runtime import template
+from local_runtime.api_callers import LOCAL_SECRET
 from local_runtime.identities import Identities
 from tests.conftest import ROOT
 from tests.e2e.conftest import LocalRuntimeProcess, Service
@@ -69,7 +70,7 @@ def open_connection(service: Service, query: str = "", access_key: str | None = 
     headers = {}
     if access_key is not None:
         request = AWSRequest(method="GET", url=url.replace("ws://", "http://"))
-        SigV4Auth(Credentials(access_key, "secret"), "execute-api", "us-east-1").add_auth(request)
+        SigV4Auth(Credentials(access_key, LOCAL_SECRET), "execute-api", "us-east-1").add_auth(request)
         headers = {name: request.headers[name] for name in ("Authorization", "X-Amz-Date")}
     return connect(url, additional_headers=headers, open_timeout=30)
 
