@@ -96,3 +96,32 @@ def test_a_workflow_that_cannot_start_records_nothing(deployed: Deployment, monk
     status, _, problem = call("POST", RESOURCE, BODY)
     assert status == 503 and problem["type"] == "urn:longrun:problem:workflow-unavailable"
     assert table_items(deployed) == []
+
+
+def test_a_cancel_repeated_after_it_failed_midway_ends_the_task(
+    deployed: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fault runs found tasks left CANCELLING: the first cancel failed after it recorded CANCELLING (here, the
+    execution could not be stopped), and a repeat answered CANCELLING without finishing what the first began."""
+    from botocore.exceptions import ClientError
+
+    from longrun import tasks as tasks_module
+
+    status, _, task = call("POST", RESOURCE, BODY)
+    assert status == 202
+    stop = tasks_module.executions.stop
+
+    def throttled(arn: str, cause: str) -> None:
+        raise ClientError({"Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"}}, "StopExecution")
+
+    monkeypatch.setattr(tasks_module.executions, "stop", throttled)
+    with pytest.raises(ClientError):
+        call("DELETE", f"{RESOURCE}/{task['id']}")
+    assert call("GET", f"{RESOURCE}/{task['id']}")[2]["status"] == "CANCELLING"
+    monkeypatch.setattr(tasks_module.executions, "stop", stop)
+    status, _, cancelled = call("DELETE", f"{RESOURCE}/{task['id']}")
+    assert (status, cancelled["status"]) == (200, "CANCELLED")
+    (execution,) = executions(deployed)
+    assert (
+        boto3.client("stepfunctions").describe_execution(executionArn=execution["executionArn"])["status"] == "ABORTED"
+    )

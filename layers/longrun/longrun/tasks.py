@@ -252,15 +252,19 @@ class ScriptExecutions:
         """Stop the task: no new device starts, running scripts are cancelled, the execution is stopped. Asking
         again answers the same state; a task that already finished is a conflict and stays as it is."""
         task, devices = self._owned(owner, task_id)
-        if task.status in (TaskStatus.CANCELLING, TaskStatus.CANCELLED):
+        if task.status is TaskStatus.CANCELLED:
             return self._view(task, devices, links)
         if task.status.finished:
             raise TaskConflict(f"task {task_id} already finished as {task.status.value}")
-        try:
-            reason = f"cancelled by {owner.name}"
-            task = lifecycle.change_status(self._store, task_id, TaskStatus.CANCELLING, reason=reason)
-        except ConditionFailed:
-            return self.cancel(owner, task_id, links)  # it moved meanwhile: answer from its new state
+        reason = task.status_reason or f"cancelled by {owner.name}"
+        if task.status is not TaskStatus.CANCELLING:
+            try:
+                reason = f"cancelled by {owner.name}"
+                task = lifecycle.change_status(self._store, task_id, TaskStatus.CANCELLING, reason=reason)
+            except ConditionFailed:
+                return self.cancel(owner, task_id, links)  # it moved meanwhile: answer from its new state
+        # Each step below is safe to repeat: a cancel asked again after one of them failed (a 5xx) finishes what the
+        # first began, so a task is never left CANCELLING with nothing left to end it.
         if task.execution_arn:
             executions.stop(task.execution_arn, cause=reason)
         for batch in self._store.batches(task_id):
