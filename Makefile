@@ -52,8 +52,8 @@ openapi: $(VENV)/.installed
 	$(PY) -m tools.openapi > docs/openapi.json
 	$(PY) -m tools.event_schema > docs/task-event.schema.json
 
-## fuzz: schemathesis against every REST route of a local runtime, as two callers (seeded: FUZZ_SEED); not in
-##       `make test`, CI runs both
+## fuzz: schemathesis against every REST route of a local runtime, as two callers, and 200 fault runs (tasks under
+##       injected AWS faults); seeded (FUZZ_SEED); not in `make test`, CI runs both
 fuzz: $(VENV)/.installed $(VENV_SAM)/.installed
 	$(PY) -m pytest fuzz
 

@@ -128,6 +128,13 @@ def main(argv: list[str] | None = None) -> int:
         default=0.0,
         help="share of DynamoDB transactions and single-item writes rejected as conflicting, 0..1",
     )
+    faults.add_argument(
+        "--fault-rate",
+        type=float,
+        default=0.0,
+        help="share of the functions' AWS calls answered with throttling, a server error or a lost answer, 0..1",
+    )
+    faults.add_argument("--fault-seed", type=int, default=None, help="seed of the faults drawn (and of conflicts)")
     args = parser.parse_args(argv)
     configure_logging(args.log_level.upper(), args.request_log)
     devices = _listed(args.devices)
@@ -151,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
             event_faults=EventFaults.parse(args.drop_events, args.delay_events),
             transaction_ms=args.transaction_ms,
             conflict_rate=args.transaction_conflict_rate,
+            fault_rate=args.fault_rate,
+            fault_seed=args.fault_seed,
             parameters=LOCAL_PARAMETERS | dict(item.split("=", 1) for item in args.parameter),
             logs_dir=args.logs_dir,
             template_file=args.template,

@@ -36,15 +36,18 @@ from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wrappers import Request, Response
 
 from local_runtime import aws_requests, iam, meter, s3_integrity, sigv4
+from local_runtime.faults import EdgeFaults, error_answer
 from local_runtime.fleet import Fleet, FleetError
 from local_runtime.identities import ADMINISTRATOR, Identities
 from local_runtime.lambdas import LambdaBridge
+from local_runtime.loopback import LOOPBACK
 from local_runtime.sigv4 import Refusal, Signature, Signer
 from local_runtime.template import ACCOUNT_ID
 
 INVOKE_PATH = re.compile(r"^/2015-03-31/functions/(?P<function>[^/]+)/invocations$")
 METER_PATH = "/_local/meter"
 IAM_PATH = "/_local/iam"
+FAULTS_PATH = "/_local/faults"
 FLEET_TARGETS = {
     "AmazonSSM.SendCommand": "SendCommand",
     "AmazonSSM.CancelCommand": "CancelCommand",
@@ -58,7 +61,10 @@ WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
 class Edge:
-    def __init__(self, lambdas: LambdaBridge, fleet: Fleet, identities: Identities, ledger: iam.Ledger) -> None:
+    def __init__(
+        self, lambdas: LambdaBridge, fleet: Fleet, identities: Identities, ledger: iam.Ledger, faults: EdgeFaults
+    ) -> None:
+        self._faults = faults
         self._moto: WsgiApp = DomainDispatcherApplication(_backend_app)
         self._lambdas = lambdas
         self._fleet = fleet
@@ -104,6 +110,14 @@ class Edge:
                 except Refusal as refusal:
                     return _refused("s3", request, refusal)(environ, start_response)
                 _record_checksum_algorithm(environ, request.method, received)
+        if signed is not None and principal.name.endswith("Function") and not environ.get(LOOPBACK):
+            fault = self._faults.draw(signed.service, target.rsplit(".", 1)[-1] or request.method)
+            if fault == "lost-answer":  # it acts; the caller never hears of it
+                with meter.attributed_to(principal.name):
+                    list(self._dispatch(request, target, signed, principal, environ, lambda *_: lambda _: None))
+            if fault is not None:
+                kind = "server-error" if fault == "lost-answer" else fault
+                return _raw(*error_answer(signed.service, kind))(environ, start_response)
         with meter.attributed_to(principal.name):
             return self._dispatch(request, target, signed, principal, environ, start_response)
 
@@ -197,6 +211,8 @@ class Edge:
             if request.method == "POST":
                 meter.reset()
             return Response(json.dumps(meter.snapshot()), 200, content_type="application/json")
+        if request.path.startswith(FAULTS_PATH):
+            return Response(json.dumps(self._faults.report()), 200, content_type="application/json")
         if request.path.startswith(IAM_PATH):
             if request.method == "DELETE":
                 self._ledger.clear_denials()
@@ -272,6 +288,10 @@ _JSON_CODES = {
     "InvalidToken": ("UnrecognizedClientException", "The security token included in the request is invalid."),
     "InvalidAccessKeyId": ("UnrecognizedClientException", "The security token included in the request is invalid."),
 }
+
+
+def _raw(status: int, headers: dict[str, str], body: bytes) -> Response:
+    return Response(body, status, headers)
 
 
 def _refused(service: str, request: Request, refusal: Refusal) -> Response:

@@ -27,6 +27,8 @@ from urllib3 import HTTPHeaderDict, HTTPResponse
 from werkzeug.exceptions import InternalServerError
 
 log = logging.getLogger("local_runtime.loopback")
+LOOPBACK = "longrun.loopback"
+"""Set in the environ of a request that did not come over a socket (the runtime's own)"""
 C = TypeVar("C")
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -108,6 +110,7 @@ class EdgeTransport:
             raise RuntimeError("the edge is not serving yet")
         app = self._app
         environ = handler.make_environ()
+        environ[LOOPBACK] = True
         answer: dict[str, Any] = {}
 
         def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[..., Any]:

@@ -20,6 +20,7 @@ from local_runtime.api_gateway import ApiGateway
 from local_runtime.edge import Edge
 from local_runtime.event_sources import EventSources
 from local_runtime.events import EventBus
+from local_runtime.faults import EdgeFaults
 from local_runtime.fleet import EventFaults, Fleet
 from local_runtime.identities import Credentials, Identities
 from local_runtime.lambdas import LambdaBridge
@@ -57,6 +58,9 @@ class Options:
     event_faults: EventFaults = field(default_factory=EventFaults)
     transaction_ms: float = 10.0
     conflict_rate: float = 0.0
+    fault_rate: float = 0.0
+    """Share of the functions' AWS calls the edge answers with a fault (faults.py)"""
+    fault_seed: int | None = None
     parameters: dict[str, str] = field(default_factory=dict)
     """Template parameter overrides"""
     logs_dir: Path = ROOT / ".local-runtime" / "logs"
@@ -111,7 +115,7 @@ class LocalRuntime:
         )
         moto_speedups.install()  # the same answers, sooner
         meter.install()  # makes moto's DynamoDB behave as DynamoDB, then counts what every call costs
-        dynamodb.configure(transaction_ms=opts.transaction_ms, conflict_rate=opts.conflict_rate)
+        dynamodb.configure(transaction_ms=opts.transaction_ms, conflict_rate=opts.conflict_rate, seed=opts.fault_seed)
         sqs.install()  # no message lost to concurrent requests
         self.stack = template.load(
             ROOT, opts.stack_name, opts.region, opts.parameters, opts.template_file, endpoint_url=self.edge_url
@@ -138,7 +142,7 @@ class LocalRuntime:
             faults=opts.event_faults,
             transport=loopback,
         )
-        edge = Edge(lambdas, self.fleet, identities, self.ledger)
+        edge = Edge(lambdas, self.fleet, identities, self.ledger, EdgeFaults(opts.fault_rate, opts.fault_seed))
         loopback.bind(edge)
         edge.serve(opts.host, opts.edge_port)
         self._closers += [self.fleet.close, bus.close, lambdas.close, edge.close]

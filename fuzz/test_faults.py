@@ -1,0 +1,161 @@
+"""Fault runs: tasks run while the functions' AWS calls meet throttling, server errors and lost answers at random
+(the edge's --fault-rate), DynamoDB refuses a share of writes as conflicting, and SSM's events for a share of the
+devices are lost; some tasks are cancelled at a random moment, racing their end. Afterwards every accepted task must
+have ended, once: its counts add up to its devices, each device's outcome is recorded once and is the one its script
+gave (or NOT_STARTED / CANCELLED / TIMED_OUT when it did not run to its end), and its event stream carries each event
+once, in order, ending with the task's end. Seeded (FUZZ_SEED); the runs, the faults injected and every violation
+found are printed."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+import urllib.request
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+import requests
+
+from fuzz.conftest import SEED
+from local_runtime.launcher import RuntimeProcess
+
+RUNS = 200
+"""Tasks, each one run under faults"""
+AT_ONCE = 25
+FAULT_RATE = 0.05
+RESOURCE = "/device-management/script-execution"
+DEVICES = ("web-1", "db-1")
+EXPECTED = {"web-1": "SUCCESS", "db-1": "FAILED"}
+"""What scripts/fail-on-db.sh gives each device when it runs to its end"""
+FINISHED = {"COMPLETE", "FAILED", "CANCELLED", "TIMED_OUT"}
+NOT_RUN_TO_ITS_END = {"NOT_STARTED", "CANCELLED", "TIMED_OUT"}
+
+
+@pytest.fixture(scope="module")
+def faulty() -> Iterator[RuntimeProcess]:
+    runtime = RuntimeProcess.start(
+        "--fault-rate", str(FAULT_RATE), "--fault-seed", str(SEED), "--transaction-conflict-rate", "0.05",
+        "--drop-events", "invocation:0.2", "--parameter", "ReportGraceSeconds=2",
+        timeout=120,
+    )  # fmt: skip
+    try:
+        yield runtime
+    finally:
+        runtime.stop()
+
+
+def _call(runtime: RuntimeProcess, method: str, path: str, body: Any = None, **headers: str) -> requests.Response:
+    """A request as longrun's client makes it: repeated after 409 (its key in progress), 429 and 5xx, for up to about
+    a minute (a key stays in progress until the first request's function would have timed out, 30 s)."""
+    for _ in range(60):
+        reply = requests.request(method, runtime.api + path, json=body, headers=headers, timeout=60)
+        if reply.status_code not in (409, 429) and reply.status_code < 500:
+            return reply
+        if reply.status_code == 409 and "idempotency" not in reply.text:
+            return reply
+        time.sleep(min(float(reply.headers.get("Retry-After", "1")), 2))
+    return reply
+
+
+def _run(runtime: RuntimeProcess, chooser: random.Random) -> dict[str, Any]:
+    key, cancel_after = str(uuid.uuid4()), chooser.random() * 2 if chooser.random() < 0.25 else None
+    body = {"device-ids": list(DEVICES), "script-url": "scripts/fail-on-db.sh", "timeout-seconds": 10}
+    submitted = _call(runtime, "POST", RESOURCE, body, **{"Idempotency-Key": key})
+    if submitted.status_code != 202:
+        return {"accepted": False, "status": submitted.status_code, "body": submitted.text[:300]}
+    task_id = submitted.json()["id"]
+    if cancel_after is not None:
+        time.sleep(cancel_after)
+        _call(runtime, "DELETE", f"{RESOURCE}/{task_id}")
+    return {"accepted": True, "id": task_id, "cancelled": cancel_after is not None}
+
+
+def _wait_ended(runtime: RuntimeProcess, task_id: str, deadline: float) -> dict[str, Any]:
+    while True:
+        task = _call(runtime, "GET", f"{RESOURCE}/{task_id}").json()
+        if task["status"] in FINISHED or time.monotonic() > deadline:
+            return dict(task)
+        time.sleep(0.5)
+
+
+def _violations(runtime: RuntimeProcess, run: dict[str, Any], task: dict[str, Any]) -> list[str]:
+    task_id, found = run["id"], []
+    if task["status"] not in FINISHED:
+        return [f"{task_id}: still {task['status']}"]
+    if task["status"] == "FAILED":  # the SDKs' retries make a fault that outlasts them improbable: a step gave up
+        found.append(f"{task_id}: FAILED: {str(task.get('statusReason'))[:300]}")
+    counts = task["deviceCounts"]
+    if sum(counts.values()) != len(DEVICES):
+        found.append(f"{task_id}: counts {counts} do not add up to {len(DEVICES)}")
+    result = _call(runtime, "GET", f"{RESOURCE}/{task_id}/result").json()
+    outcomes = {device["device-id"]: device["status"] for device in result["devices"]}
+    if len(result["devices"]) != len(DEVICES) or set(outcomes) != set(DEVICES):
+        found.append(f"{task_id}: result lists {[d['device-id'] for d in result['devices']]}")
+    if Counter(outcomes.values()) != Counter({status: n for status, n in counts.items() if n}):
+        found.append(f"{task_id}: counts {counts} differ from the devices' outcomes {outcomes}")
+    for device, status in outcomes.items():
+        if status not in (EXPECTED[device], *NOT_RUN_TO_ITS_END) or (status == "CANCELLED" and not run["cancelled"]):
+            found.append(f"{task_id}: {device} ended {status}, its script gives {EXPECTED[device]}")
+    time.sleep(0.2)
+    again = _call(runtime, "GET", f"{RESOURCE}/{task_id}").json()
+    if (again["status"], again["deviceCounts"]) != (task["status"], counts):
+        found.append(f"{task_id}: ended {task['status']}, then {again['status']}")
+    found += _stream_violations(runtime, task_id, task["status"])
+    return found
+
+
+def _stream_violations(runtime: RuntimeProcess, task_id: str, status: str) -> list[str]:
+    """The task's events as its stream replays them: each once, in order, the last its end."""
+    headers = {"Accept": "text/event-stream", "Last-Event-ID": "0"}
+    for _ in range(10):  # EventSource reconnects after an error (its function met a fault too)
+        reply = requests.get(f"{runtime.api}{RESOURCE}/{task_id}/events", headers=headers, timeout=30)
+        if reply.status_code == 200:
+            break
+        time.sleep(1)
+    else:
+        return [f"{task_id}: its event stream answered {reply.status_code}"]
+    text = reply.text
+    events = [block for block in text.split("\n\n") if "\nid: " in f"\n{block}" or block.startswith("id: ")]
+    ids = [int(line.removeprefix("id: ")) for block in events for line in block.splitlines() if line.startswith("id: ")]
+    types = [
+        line.removeprefix("event: ") for block in events for line in block.splitlines() if line.startswith("event: ")
+    ]
+    found = []
+    if ids != sorted(set(ids)):
+        found.append(f"{task_id}: event ids {ids} repeat or go back")
+    if types.count("script-execution.finished") != 1 or types[-1:] != ["script-execution.finished"]:
+        found.append(f"{task_id}: events {types} do not end with one script-execution.finished")
+    elif json.loads(events[-1].split("data: ", 1)[1])["data"]["status"] != status:
+        found.append(f"{task_id}: its last event says another end than {status}")
+    return found
+
+
+def test_every_task_run_under_faults_ends_once_with_every_outcome_recorded_once(faulty: RuntimeProcess) -> None:
+    chooser = random.Random(SEED)  # noqa: S311 - a seeded choice of runs, not a secret
+    started = time.monotonic()
+    with ThreadPoolExecutor(AT_ONCE) as pool:
+        seeds = [chooser.random() for _ in range(RUNS)]
+        runs = list(pool.map(lambda seed: _run(faulty, random.Random(seed)), seeds))  # noqa: S311 - not a secret
+    accepted = [run for run in runs if run["accepted"]]
+    deadline = time.monotonic() + 300
+    with ThreadPoolExecutor(AT_ONCE) as pool:
+        ended = list(pool.map(lambda run: _wait_ended(faulty, run["id"], deadline), accepted))
+    violations = [found for run, task in zip(accepted, ended, strict=True) for found in _violations(faulty, run, task)]
+    with urllib.request.urlopen(faulty.edge + "/_local/faults", timeout=10) as reply:  # noqa: S310 - the local runtime
+        injected = json.loads(reply.read())
+    print(
+        f"\n{len(runs)} fault runs in {time.monotonic() - started:.0f} s: {len(accepted)} accepted, "
+        f"{sum(run['cancelled'] for run in accepted)} cancelled at random; ends "
+        f"{dict(Counter(task['status'] for task in ended))}; faults injected: {injected['total']} "
+        f"{injected['byKind']}; violations: {len(violations)}"
+    )
+    for found in violations[:20]:
+        print("  ", found)
+    assert [run for run in runs if not run["accepted"]] == []
+    assert injected["total"] > 0
+    assert violations == []
