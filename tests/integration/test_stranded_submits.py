@@ -125,3 +125,26 @@ def test_a_cancel_repeated_after_it_failed_midway_ends_the_task(
     assert (
         boto3.client("stepfunctions").describe_execution(executionArn=execution["executionArn"])["status"] == "ABORTED"
     )
+
+
+def test_the_first_step_whose_own_write_acted_but_its_answer_was_lost_goes_on(
+    deployed: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fault runs found tasks FAILED: StartRun's move to IN_PROGRESS acted, its answer was lost, the SDK repeated
+    it, and the repeat's condition (SUBMITTED) failed."""
+    from longrun import lifecycle
+    from longrun import workflow as workflow_steps
+    from longrun.store import ConditionFailed
+
+    boto3.client("s3").put_object(Bucket=deployed.bucket, Key="scripts/hello.sh", Body=b"#!/bin/sh\necho hi\n")
+    status, _, task = call("POST", RESOURCE, BODY)
+    assert status == 202
+    change = lifecycle.change_status
+
+    def acted_then_lost(store: Any, task_id: str, to: Any, reason: str | None = None) -> Any:
+        change(store, task_id, to, reason=reason)
+        raise ConditionFailed("the repeat of a write that acted")
+
+    monkeypatch.setattr(workflow_steps.lifecycle, "change_status", acted_then_lost)
+    assert deployed.workflow.start_run(task["id"])["batches"] == [0]
+    assert call("GET", f"{RESOURCE}/{task['id']}")[2]["status"] == "IN_PROGRESS"

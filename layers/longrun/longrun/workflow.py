@@ -118,7 +118,12 @@ class Workflow:
                 reason = f"the script s3://{bucket}/{key} does not exist (or longrun may not read it)"
                 lifecycle.finish(self._store, task_id, TaskStatus.FAILED, reason=reason)
                 return nothing
-            lifecycle.change_status(self._store, task_id, TaskStatus.IN_PROGRESS)
+            try:
+                lifecycle.change_status(self._store, task_id, TaskStatus.IN_PROGRESS)
+            except ConditionFailed:  # it moved: by this very write, whose answer was lost and retried, or a cancel
+                task = self._store.get_task(task_id)
+                if task is None or task.status is not TaskStatus.IN_PROGRESS:
+                    return nothing
         plan = self._plan(task)
         return {
             "taskId": task_id,
