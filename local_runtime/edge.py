@@ -62,9 +62,14 @@ WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 class Edge:
     def __init__(
-        self, lambdas: LambdaBridge, fleet: Fleet, identities: Identities, ledger: iam.Ledger, faults: EdgeFaults
+        self,
+        lambdas: LambdaBridge,
+        fleet: Fleet,
+        identities: Identities,
+        ledger: iam.Ledger,
+        faults: EdgeFaults | None = None,
     ) -> None:
-        self._faults = faults
+        self._faults = faults or EdgeFaults()
         self._moto: WsgiApp = DomainDispatcherApplication(_backend_app)
         self._lambdas = lambdas
         self._fleet = fleet

@@ -12,7 +12,7 @@ import pytest
 from moto.moto_server.werkzeug_app import MotoRequestHandler
 from werkzeug.serving import make_server
 
-from local_runtime.loopback import EdgeTransport, connect
+from local_runtime.loopback import LOOPBACK, EdgeTransport, connect
 
 SOCKET_ONLY = {
     "wsgi.input",
@@ -74,6 +74,7 @@ def test_a_request_reaches_the_app_as_over_http(served: tuple[Recorder, int]) ->
         (http_environ, http_body), (loop_environ, loop_body) = sent_over_http, sent_over_loopback
         assert loop_body == http_body
         varying = {"HTTP_AUTHORIZATION", "HTTP_X_AMZ_DATE", "HTTP_AMZ_SDK_INVOCATION_ID", "HTTP_AMZ_SDK_REQUEST"}
+        assert loop_environ.pop(LOOPBACK) is True  # the only difference: the request says it is the runtime's own
         assert {k for k in loop_environ if k not in varying} == {k for k in http_environ if k not in varying}
         for key, value in http_environ.items():
             if key not in varying:
