@@ -12,26 +12,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import cache
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aws_lambda_powertools import Logger
-from aws_lambda_powertools.utilities.idempotency import (
-    DynamoDBPersistenceLayer,
-    IdempotencyConfig,
-    idempotent_function,
-)
-from aws_lambda_powertools.utilities.idempotency.exceptions import (
-    IdempotencyAlreadyInProgressError,
-    IdempotencyInconsistentStateError,
-    IdempotencyPersistenceLayerError,
-    IdempotencyValidationError,
-)
-from aws_lambda_powertools.utilities.idempotency.serialization.pydantic import PydanticSerializer
-from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel
 
 from longrun.config import settings
 from longrun.errors import IdempotencyKeyInProgress, IdempotencyKeyReused, IdempotencyUnavailable
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer, IdempotencyConfig
+    from aws_lambda_powertools.utilities.typing import LambdaContext
 
 EXPIRES_AFTER_SECONDS = 24 * 3600
 KEY_PATTERN = r"^[\x21-\x7e]{1,255}$"
@@ -39,10 +30,14 @@ KEY_PATTERN = r"^[\x21-\x7e]{1,255}$"
 
 logger = Logger(child=True)
 Answer = TypeVar("Answer", bound=BaseModel)
+_invocation: dict[str, LambdaContext] = {}
+"""The API function's current invocation (``register``)"""
 
 
 @cache
 def _config() -> IdempotencyConfig:
+    from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig  # only a request with a key pays for it
+
     return IdempotencyConfig(
         event_key_jmespath="[caller, key]",
         payload_validation_jmespath="request",
@@ -53,6 +48,8 @@ def _config() -> IdempotencyConfig:
 
 @cache
 def _persistence() -> DynamoDBPersistenceLayer:
+    from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
+
     table = settings().idempotency_table
     if not table:
         raise RuntimeError("this function is not configured with IDEMPOTENCY_TABLE")
@@ -60,30 +57,42 @@ def _persistence() -> DynamoDBPersistenceLayer:
 
 
 def register(context: LambdaContext) -> None:
-    """Tell the utility how long this invocation may still run: a request in progress that long is taken as lost, and
-    a repeat may run it again."""
-    _config().register_lambda_context(context)
+    """The invocation under way: how long it may still run tells the utility when a request in progress is taken as
+    lost, so that a repeat may run it again."""
+    _invocation["context"] = context
 
 
 def once(
-    action: str, caller: str, key: str, request: dict[str, Any], answer: type[Answer], run: Callable[[], Answer]
+    action: str, caller: str, key: str, request: BaseModel, answer: type[Answer], run: Callable[[], Answer]
 ) -> Answer:
-    """``run()``'s answer, computed once for this caller, ``action`` and key; ``request`` is what a repeat must match
-    (the request as validated)."""
+    """``run()``'s answer, computed once for this caller, ``action`` and key; ``request`` (as validated) is what a
+    repeat must match."""
+    from aws_lambda_powertools.utilities.idempotency import idempotent_function
+    from aws_lambda_powertools.utilities.idempotency.exceptions import (
+        IdempotencyAlreadyInProgressError,
+        IdempotencyInconsistentStateError,
+        IdempotencyPersistenceLayerError,
+        IdempotencyValidationError,
+    )
+    from aws_lambda_powertools.utilities.idempotency.serialization.pydantic import PydanticSerializer
 
     def accepted(data: dict[str, Any]) -> Answer:
         return run()
 
+    config = _config()
+    if "context" in _invocation:
+        config.register_lambda_context(_invocation["context"])
     guarded = idempotent_function(
         accepted,
         data_keyword_argument="data",
         persistence_store=_persistence(),
-        config=_config(),
+        config=config,
         output_serializer=PydanticSerializer(answer),
         key_prefix=action,
     )
+    body = request.model_dump(mode="json", by_alias=True)
     try:
-        found: Answer = guarded(data={"caller": caller, "key": key, "request": request})
+        found: Answer = guarded(data={"caller": caller, "key": key, "request": body})
     except IdempotencyValidationError as error:
         raise IdempotencyKeyReused(
             "this Idempotency-Key was first used with another request; use a new key for a new request"

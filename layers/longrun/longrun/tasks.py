@@ -14,7 +14,7 @@ from typing import Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from longrun import executions, lifecycle, page_tokens, run_command, scripts
+from longrun import executions, idempotency, lifecycle, page_tokens, run_command, scripts
 from longrun.batching import task_plan
 from longrun.config import Settings
 from longrun.errors import (
@@ -81,14 +81,11 @@ class ScriptExecutions:
             raise OrchestrationUnavailable("this function is not configured with STATE_MACHINE_ARN")
         if idempotency_key is None:
             return self._accept(owner, request, links, machine)
-        from longrun import idempotency  # only a request with a key pays for the utility's import
-
-        body = request.model_dump(mode="json", by_alias=True)
         return idempotency.once(
             "submit",
             owner.key,
             idempotency_key,
-            body,
+            request,
             ScriptExecution,
             lambda: self._accept(owner, request, links, machine),
         )
@@ -256,13 +253,13 @@ class ScriptExecutions:
             return self._view(task, devices, links)
         if task.status.finished:
             raise TaskConflict(f"task {task_id} already finished as {task.status.value}")
-        reason = task.status_reason or f"cancelled by {owner.name}"
         if task.status is not TaskStatus.CANCELLING:
             try:
                 reason = f"cancelled by {owner.name}"
                 task = lifecycle.change_status(self._store, task_id, TaskStatus.CANCELLING, reason=reason)
             except ConditionFailed:
                 return self.cancel(owner, task_id, links)  # it moved meanwhile: answer from its new state
+        reason = task.status_reason or f"cancelled by {owner.name}"
         # Each step below is safe to repeat: a cancel asked again after one of them failed (a 5xx) finishes what the
         # first began, so a task is never left CANCELLING with nothing left to end it.
         if task.execution_arn:

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 import urllib3
 from standardwebhooks.webhooks import Webhook as Signer
 
-from longrun import channels, page_tokens
+from longrun import channels, idempotency, page_tokens
 from longrun.config import Settings
 from longrun.errors import BadRequest, InvalidRequest, WebhookNotFound
 from longrun.links import Links
@@ -71,11 +71,8 @@ class Webhooks:
             raise InvalidRequest(str(error), [FieldError(field="body.url", message=str(error))]) from error
         if idempotency_key is None:
             return self._add(owner, request, links)
-        from longrun import idempotency  # only a request with a key pays for the utility's import
-
-        body = request.model_dump(mode="json", by_alias=True)
         return idempotency.once(
-            "add-webhook", owner.key, idempotency_key, body, Webhook, lambda: self._add(owner, request, links)
+            "add-webhook", owner.key, idempotency_key, request, Webhook, lambda: self._add(owner, request, links)
         )
 
     def _add(self, owner: Owner, request: WebhookRequest, links: Links) -> Webhook:
