@@ -1,7 +1,7 @@
 """Who may call the local APIs (REST and WebSocket), as API Gateway's IAM authorization decides it.
 
 The local runtime has its own IAM users: each caller's access key id is its name (``NAME`` an IAM user, or
-``ROLE~SESSION`` a session of the role ROLE), and every caller's secret access key is ``secret``. A signed request
+``ROLE~SESSION`` a session of the role ROLE), and every caller's secret access key is ``LOCAL_SECRET``. A signed request
 (SigV4, in its ``Authorization`` header or its query string) is verified as AWS verifies it: an access key the
 runtime does not have answers 403 "The security token included in the request is invalid." (ACCESS_DENIED), a
 signature more than 15 minutes off 403 "Signature expired" and a signature that does not match the request 403
@@ -33,6 +33,11 @@ class Refused:
     message: str
 
 
+MISMATCH = Refused("INVALID_SIGNATURE", "The request signature we calculated does not match the signature you provided."
+                   " Check your AWS Secret Access Key and signing method. Consult the service documentation for"
+                   " details.")  # fmt: skip
+
+
 @dataclass(frozen=True)
 class ApiCallers:
     default: str = DEFAULT_CALLERS[0]
@@ -48,13 +53,10 @@ class ApiCallers:
         answers instead."""
         flat = {name: values[-1] for name, values in headers.items()}
         url = urlsplit(target)
-        invalid = Refused("INVALID_SIGNATURE", "The request signature we calculated does not match the signature you"
-                          " provided. Check your AWS Secret Access Key and signing method. Consult the service"
-                          " documentation for details.")  # fmt: skip
         try:
             signature = sigv4.authentication(url.query, flat)
         except sigv4.Refusal:
-            return invalid
+            return MISMATCH
         if signature is None:
             if flat.get("authorization"):
                 return Refused("INVALID_SIGNATURE", "Authorization header requires 'Credential', 'Signature' and"
@@ -72,7 +74,7 @@ class ApiCallers:
         try:
             sigv4.verify(signature, self.secret, method, url.path, url.query, flat, hashlib.sha256(body).hexdigest())
         except sigv4.Refusal:
-            return invalid
+            return MISMATCH
         return identity(signature.access_key, self.default, flat)
 
     def describe(self) -> str:

@@ -248,7 +248,9 @@ class ApiGateway:
         if throttle is None:
             return True
         with self._buckets_lock:
-            bucket = self._buckets.setdefault((resource, method), TokenBucket(throttle))
+            bucket = self._buckets.get((resource, method))
+            if bucket is None:
+                bucket = self._buckets[(resource, method)] = TokenBucket(throttle)
         return bucket.take()
 
     def _mock(self, path: str) -> MockRoute | None:

@@ -179,9 +179,9 @@ def _owner_status_pk(digest: str, status: TaskStatus) -> str:
 
 
 def _expired(item: dict[str, Any]) -> bool:
-    """Whether an item's time (its expiresAt) has come: TTL deletes it within days, and until then it is gone for
-    every read all the same."""
-    return "expiresAt" in item and int(item["expiresAt"]) <= _epoch(utc_now())
+    """Whether an item's time (its expiresAt, earlier than now: DynamoDB's TTL rule) has come: TTL deletes it within
+    days, and until then it is gone for every read all the same."""
+    return "expiresAt" in item and int(item["expiresAt"]) < _epoch(utc_now())
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -820,7 +820,7 @@ class TaskStore:
     def connection_owner(self, connection_id: str) -> str | None:
         """The digest of the owner's key of a connection, None if it is not known (gone or expired)."""
         item = self._connection(connection_id)
-        if item is None or item.get("expiresAt", 0) < _epoch(utc_now()):
+        if item is None or _expired(item):
             return None
         return str(item["ownerKey"])
 
@@ -870,9 +870,8 @@ class TaskStore:
 
     def subscribers(self, task_id: str) -> list[str]:
         """The connections subscribed to a task that have not expired."""
-        now = _epoch(utc_now())
         items = self._query_prefix(task_id, "SUBSCRIBER#")
-        return [item["SK"].removeprefix("SUBSCRIBER#") for item in items if int(item["expiresAt"]) >= now]
+        return [item["SK"].removeprefix("SUBSCRIBER#") for item in items if not _expired(item)]
 
     # --- webhooks ------------------------------------------------------------------------------
 

@@ -45,8 +45,8 @@ class InvocationStillRunning(Exception):
 class TaskNotRecorded(Exception):
     """The execution started, but its task is not in the table: the API starts the execution before it records the
     task, so the task may still be on its way. The state machine retries the step for longer than the API function
-    may run (TASK_RECORD_WAIT in the ASL); after that, its API request has died, and the execution fails with nothing
-    recorded, so no task is ever left SUBMITTED."""
+    may run (StartRun's retry of TaskNotRecorded in the ASL); after that, its API request has died, and the execution
+    ends NeverRecorded with nothing recorded, so no task is ever left SUBMITTED."""
 
 
 RECORD_WAITS = (0.05, 0.1, 0.2, 0.4)
