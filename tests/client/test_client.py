@@ -185,6 +185,24 @@ def test_a_post_with_an_idempotency_key_is_repeated_after_a_500_and_while_in_pro
     assert len(sleeps) == 2
 
 
+def test_a_key_in_progress_is_waited_on_beyond_the_attempts_for_a_bounded_time(sleeps: list[float]) -> None:
+    calls = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        in_progress = problem(409, "In progress", type="urn:longrun:problem:idempotency-key-in-progress")
+        in_progress.headers["Retry-After"] = "1"
+        return in_progress if calls <= 20 else httpx.Response(202, json=task_body("SUBMITTED"))
+
+    assert make_client(handler, max_attempts=2).submit(["web-1"], "scripts/hello.sh").id == TASK_ID
+    assert calls == 21
+    calls = -1000
+    with pytest.raises(Conflict):
+        make_client(handler, max_attempts=2).submit(["web-1"], "scripts/hello.sh")
+    assert sum(sleeps) >= 20 + client_module.KEY_IN_PROGRESS_WAIT
+
+
 def test_a_409_of_another_kind_is_not_repeated(sleeps: list[float]) -> None:
     calls = 0
 

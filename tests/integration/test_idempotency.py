@@ -3,11 +3,13 @@ template's idempotency table."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import boto3
 import pytest
 
+from local_runtime import dynamodb
 from tests.integration.conftest import Deployment
 from tests.integration.test_api import RESOURCE, call, executions, table_items
 
@@ -82,6 +84,105 @@ def test_a_request_that_failed_may_be_repeated_with_its_key(
     services.script_executions.cache_clear()
     status, _, task = _submit(BODY, "key-1")
     assert status == 202 and [execution["name"] for execution in executions(deployed)] == [task["id"]]
+
+
+def _lapse_in_progress(deployed: Deployment) -> None:
+    """The key's record as it is left when the first request's function timed out before marking it done, once its
+    time in progress is over."""
+    table = boto3.resource("dynamodb").Table(deployed.stack.functions["ApiFunction"].environment["IDEMPOTENCY_TABLE"])
+    (record,) = _idempotency_records(deployed)
+    table.update_item(
+        Key={"id": record["id"]},
+        UpdateExpression="SET #s = :s, in_progress_expiration = :past REMOVE #d",
+        ExpressionAttributeNames={"#s": "status", "#d": "data"},
+        ExpressionAttributeValues={":s": "INPROGRESS", ":past": 1},
+    )
+
+
+def _tasks(deployed: Deployment) -> set[str]:
+    return {item["PK"].removeprefix("TASK#") for item in table_items(deployed) if item["SK"] == "TASK"}
+
+
+def test_a_repeat_after_the_first_request_timed_out_answers_the_task_it_made(deployed: Deployment) -> None:
+    first = _submit(BODY, "key-1")
+    _lapse_in_progress(deployed)
+    again = _submit(BODY, "key-1")
+    assert again[0] == 202 and again[2]["id"] == first[2]["id"]
+    assert [execution["name"] for execution in executions(deployed)] == [first[2]["id"]]
+    assert _tasks(deployed) == {first[2]["id"]}
+    (record,) = _idempotency_records(deployed)
+    assert record["status"] == "COMPLETED"
+
+
+def test_a_completion_that_cannot_be_written_still_answers_the_task_made(
+    deployed: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
+    from botocore.exceptions import ClientError
+
+    def refused(*_: Any) -> None:
+        raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException"}}, "UpdateItem")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(DynamoDBPersistenceLayer, "_update_record", refused)
+        first = _submit(BODY, "key-1")
+    assert first[0] == 202
+    (record,) = _idempotency_records(deployed)
+    assert record["status"] == "INPROGRESS"
+    _lapse_in_progress(deployed)
+    again = _submit(BODY, "key-1")
+    assert again[0] == 202 and again[2]["id"] == first[2]["id"]
+    assert len(executions(deployed)) == 1 and _tasks(deployed) == {first[2]["id"]}
+
+
+def test_an_execution_left_by_a_failed_first_request_is_not_reused(
+    deployed: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from longrun.store import TaskStore
+
+    def crashed(*_: Any, **__: Any) -> None:
+        raise TimeoutError("the table did not answer")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(TaskStore, "create_task", crashed)
+        with pytest.raises(TimeoutError):  # the function fails: API Gateway answers 502
+            _submit(BODY, "key-1")
+    (stopped,) = executions(deployed)
+    assert stopped["status"] == "ABORTED"
+    status, _, task = _submit(BODY, "key-1")
+    assert status == 202 and task["id"] != stopped["name"]
+    assert {execution["name"] for execution in executions(deployed)} == {stopped["name"], task["id"]}
+    assert _tasks(deployed) == {task["id"]}
+
+
+def test_a_key_used_again_after_its_window_makes_a_new_task(
+    deployed: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from longrun import idempotency
+
+    first = _submit(BODY, "key-1")
+    table = boto3.resource("dynamodb").Table(deployed.stack.functions["ApiFunction"].environment["IDEMPOTENCY_TABLE"])
+    (record,) = _idempotency_records(deployed)
+    table.update_item(
+        Key={"id": record["id"]}, UpdateExpression="SET expiration = :past", ExpressionAttributeValues={":past": 1}
+    )
+    later = idempotency.utc_now() + timedelta(seconds=idempotency.EXPIRES_AFTER_SECONDS + 60)
+    monkeypatch.setattr(idempotency, "utc_now", lambda: later)
+    status, _, task = _submit(BODY, "key-1")
+    assert status == 202 and task["id"] != first[2]["id"]
+    assert _tasks(deployed) == {first[2]["id"], task["id"]}
+
+
+def test_idempotency_records_are_written_through_conflicts(deployed: Deployment) -> None:
+    dynamodb.configure(conflict_rate=0.4, seed=11)
+    try:
+        answers = [_submit(BODY, f"key-{n}") for n in range(8)]
+        conflicts = dynamodb.RULES.conflicts
+    finally:
+        dynamodb.configure()
+    assert [status for status, _, _ in answers] == [202] * 8, answers
+    assert conflicts > 0
+    assert {record["status"] for record in _idempotency_records(deployed)} == {"COMPLETED"}
 
 
 def test_a_repeat_while_the_first_is_in_progress_answers_409_with_retry_after(deployed: Deployment) -> None:

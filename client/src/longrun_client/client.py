@@ -49,6 +49,9 @@ RETRIED_STATUSES = frozenset({429, 500, 502, 503, 504})
 nothing was done)"""
 KEY_IN_PROGRESS = "urn:longrun:problem:idempotency-key-in-progress"
 """The type of the 409 that says the first request with the same Idempotency-Key is still running: repeat it"""
+KEY_IN_PROGRESS_WAIT = 60.0
+"""How long a request is repeated while its key is in progress (seconds), apart from its attempts: a key stays in
+progress until the first request's function would have timed out (30 s) when that request's answer was lost"""
 BACKOFF = (0.5, 10.0)
 """Full-jitter exponential backoff between attempts: first ceiling, largest ceiling (seconds)"""
 MAX_RETRY_AFTER = 60.0
@@ -304,12 +307,12 @@ class Client:
     ) -> httpx.Response:
         """Send a request, retrying with bounded, jittered backoff (honouring Retry-After) what can safely be
         retried: a connection that could not be made, and 429 or 5xx answers to GET, DELETE and a POST with an
-        Idempotency-Key (which also repeats while its first request is in progress); a POST without a key only after
-        429 or 503. Raises the problem the API answered."""
+        Idempotency-Key; a POST without a key only after 429 or 503. A POST whose key is in progress is repeated
+        for up to ``KEY_IN_PROGRESS_WAIT``, apart from its attempts. Raises the problem the API answered."""
         url = self.api_url + path
         clean = {name: value for name, value in (params or {}).items() if value is not None}
         repeatable = method != "POST" or "Idempotency-Key" in (headers or {})
-        attempt = 0
+        attempt, waited = 0, 0.0
         while True:
             attempt += 1
             last = attempt >= self._max_attempts
@@ -325,6 +328,14 @@ class Client:
                     raise ConnectionFailed(f"{method} {url} failed: {error}") from error
                 _sleep(attempt, None)
                 continue
+            if (
+                response.status_code == 409
+                and waited < KEY_IN_PROGRESS_WAIT
+                and _problem(response).type == KEY_IN_PROGRESS
+            ):
+                attempt -= 1  # waiting on the first request is not an attempt of this one
+                waited += _sleep(1, _retry_after(response))
+                continue
             if not last and _retried(repeatable, response):
                 _sleep(attempt, _retry_after(response))
                 continue
@@ -337,8 +348,6 @@ def _retried(repeatable: bool, response: httpx.Response) -> bool:
     status = response.status_code
     if not repeatable:
         return status in (429, 503)
-    if status == 409:
-        return _problem(response).type == KEY_IN_PROGRESS
     return status in RETRIED_STATUSES
 
 
@@ -347,10 +356,12 @@ def _retry_after(response: httpx.Response) -> float | None:
     return min(float(value), MAX_RETRY_AFTER) if value.isdigit() else None
 
 
-def _sleep(attempt: int, retry_after: float | None) -> None:
+def _sleep(attempt: int, retry_after: float | None) -> float:
     first, largest = BACKOFF
     backoff = random.uniform(0, min(largest, first * 2 ** (attempt - 1)))  # noqa: S311 - jitter, not secrets
-    time.sleep(max(backoff, retry_after or 0.0))
+    pause = max(backoff, retry_after or 0.0)
+    time.sleep(pause)
+    return pause
 
 
 def _problem(response: httpx.Response) -> Problem:

@@ -25,8 +25,20 @@ def execution_arn(state_machine_arn: str, name: str) -> str:
     return state_machine_arn.replace(":stateMachine:", ":execution:", 1) + f":{name}"
 
 
+class NameTaken(Exception):
+    """An execution of this name has already ended (or has another input): the name cannot start another for 90
+    days."""
+
+
 def start(state_machine_arn: str, name: str, payload: dict[str, Any]) -> None:
-    _sfn().start_execution(stateMachineArn=state_machine_arn, name=name, input=json.dumps(payload))
+    """Start an execution; starting it again while it runs, with the same input, is no error and starts nothing
+    (StartExecution's rule for a repeated name)."""
+    try:
+        _sfn().start_execution(stateMachineArn=state_machine_arn, name=name, input=json.dumps(payload))
+    except ClientError as error:
+        if error.response["Error"]["Code"] == "ExecutionAlreadyExists":
+            raise NameTaken(str(error)) from error
+        raise
 
 
 def stop(arn: str, cause: str) -> None:

@@ -47,10 +47,10 @@ import json
 import random
 import time
 from collections import Counter
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import boto3
 from boto3.dynamodb.transform import TransformationInjector, copy_dynamodb_params
@@ -98,6 +98,9 @@ DEFAULT_RETENTION = timedelta(days=90)
 CONFLICT_ATTEMPTS = 12
 CONFLICT_BACKOFF = (0.025, 1.0)
 """Full-jitter exponential backoff between attempts: first ceiling, largest ceiling (seconds)"""
+
+
+T = TypeVar("T")
 
 
 class ConditionFailed(Exception):
@@ -260,6 +263,23 @@ def _is_conflict(error: ClientError) -> bool:
     if code == "TransactionConflictException":
         return True
     return code == "TransactionCanceledException" and "TransactionConflict" in _reasons(error)
+
+
+def retry_conflicts(call: Callable[[], T]) -> T:
+    """``call()``, made again after a jittered pause while DynamoDB refuses it as conflicting with a transaction on
+    its items (which the SDKs do not retry); WriteConflict once it has conflicted ``CONFLICT_ATTEMPTS`` times."""
+    attempt = 0
+    while True:
+        try:
+            return call()
+        except ClientError as error:
+            attempt += 1
+            if not _is_conflict(error):
+                raise
+            if attempt == CONFLICT_ATTEMPTS:
+                raise WriteConflict(f"still conflicting after {CONFLICT_ATTEMPTS} attempts: {error}") from error
+        first, largest = CONFLICT_BACKOFF
+        time.sleep(random.uniform(0, min(largest, first * 2 ** (attempt - 1))))  # noqa: S311 - jitter, not secrets
 
 
 def _client() -> Any:
@@ -1020,21 +1040,14 @@ class TaskStore:
 
     @staticmethod
     def _write(call: Any) -> None:
-        """Make a write, again after a jittered pause while it conflicts with other transactions on its items;
-        a failed condition is final (ConditionFailed)."""
-        for attempt in range(CONFLICT_ATTEMPTS):
-            try:
-                call()
-                return
-            except ClientError as error:
-                if _is_condition_failure(error):
-                    raise ConditionFailed(str(error)) from error
-                if not _is_conflict(error):
-                    raise
-                if attempt == CONFLICT_ATTEMPTS - 1:
-                    raise WriteConflict(f"still conflicting after {CONFLICT_ATTEMPTS} attempts: {error}") from error
-            first, largest = CONFLICT_BACKOFF
-            time.sleep(random.uniform(0, min(largest, first * 2**attempt)))  # noqa: S311 - jitter, not secrets
+        """Make a write (again while it conflicts with other transactions on its items, ``retry_conflicts``); a
+        failed condition is final (ConditionFailed)."""
+        try:
+            retry_conflicts(call)
+        except ClientError as error:
+            if _is_condition_failure(error):
+                raise ConditionFailed(str(error)) from error
+            raise
 
     def _failed_device_item(
         self, batch: Batch, index: int, reason: str, now: str | None, node_id: str | None = None

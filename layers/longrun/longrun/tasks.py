@@ -8,7 +8,7 @@ import logging
 import math
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Literal
 
@@ -21,6 +21,7 @@ from longrun.errors import (
     BadRequest,
     DeviceNotFinished,
     DeviceNotFound,
+    IdempotencyKeyReused,
     NoOutput,
     OrchestrationUnavailable,
     TaskConflict,
@@ -80,29 +81,67 @@ class ScriptExecutions:
         if not machine:
             raise OrchestrationUnavailable("this function is not configured with STATE_MACHINE_ARN")
         if idempotency_key is None:
-            return self._accept(owner, request, links, machine)
+            made = self._accept(owner, request, links, machine, str(uuid.uuid4()))
+            if made is None:  # a new random id is never taken
+                raise OrchestrationUnavailable("the workflow could not be started under a new name; retry")
+            return made
         return idempotency.once(
             "submit",
             owner.key,
             idempotency_key,
             request,
             ScriptExecution,
-            lambda: self._accept(owner, request, links, machine),
+            lambda ids: self._accept_under_key(owner, request, links, machine, ids),
         )
 
-    def _accept(self, owner: Owner, request: ScriptExecutionRequest, links: Links, machine: str) -> ScriptExecution:
-        """The task's id is made here, so a repeat answered from its idempotency record names the same task, and the
-        execution (named by the task) cannot start twice."""
-        task_id = str(uuid.uuid4())
+    def _accept_under_key(
+        self, owner: Owner, request: ScriptExecutionRequest, links: Links, machine: str, ids: Iterator[str]
+    ) -> ScriptExecution:
+        """The task an earlier run under the same key made (its function timed out before the key's record was
+        marked done), or a new one under the first id no earlier use of the key has taken."""
+        for task_id in ids:
+            found = self._store.get_task_with_devices(task_id)
+            if found is not None:
+                if self._made_under_key(owner, found[0]):
+                    return self._view(*found, links)
+                continue
+            made = self._accept(owner, request, links, machine, task_id)
+            if made is not None:
+                return made
+        raise IdempotencyKeyReused("every task id this Idempotency-Key can give is taken; use a new key")
+
+    @staticmethod
+    def _made_under_key(owner: Owner, task: Task) -> bool:
+        return (
+            task.owner_key == owner_digest(owner.key)
+            and task.kind == KIND
+            and idempotency.within_window(task.created_at)
+        )
+
+    def _accept(
+        self, owner: Owner, request: ScriptExecutionRequest, links: Links, machine: str, task_id: str
+    ) -> ScriptExecution | None:
+        """Start the task's workflow and record the task under ``task_id``; None if an earlier request took the id
+        (its execution has ended, or its task belongs to an earlier use of the key). The execution is named by the
+        task, so it cannot start twice."""
         arn = executions.execution_arn(machine, task_id)
         # The execution starts before the task is recorded: a request that dies in between leaves an execution that
         # fails on its own (workflow.TaskNotRecorded), never a task SUBMITTED with nothing to start it.
         try:
             executions.start(machine, task_id, {"taskId": task_id})
+        except executions.NameTaken:
+            return None
         except (ClientError, BotoCoreError) as error:
             raise OrchestrationUnavailable(f"the workflow could not be started: {error}") from error
         try:
             task = self._store.create_task(task_id, KIND, owner, request, arn)
+        except ConditionFailed:
+            # Recorded already: by this request, whose write acted though its answer was lost and the SDK wrote again,
+            # or by an earlier run under the same key. Its execution is the one just started (or found running).
+            found = self._store.get_task_with_devices(task_id)
+            if found is None or not self._made_under_key(owner, found[0]):
+                return None
+            return self._view(*found, links)
         except BaseException:
             with contextlib.suppress(ClientError, BotoCoreError):
                 executions.stop(arn, "its task could not be recorded")

@@ -12,11 +12,13 @@ endpoint is made and again at each delivery, after DNS resolution: the request g
 from __future__ import annotations
 
 import base64
+import contextlib
 import ipaddress
 import secrets
 import socket
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -26,7 +28,7 @@ from standardwebhooks.webhooks import Webhook as Signer
 
 from longrun import channels, idempotency, page_tokens
 from longrun.config import Settings
-from longrun.errors import BadRequest, InvalidRequest, WebhookNotFound
+from longrun.errors import BadRequest, IdempotencyKeyReused, InvalidRequest, WebhookNotFound
 from longrun.links import Links
 from longrun.models import (
     RESOURCE_ID,
@@ -43,7 +45,7 @@ from longrun.models import (
     WebhookRequest,
 )
 from longrun.push import delivery_message, ping_delivery_id
-from longrun.store import InvalidPageToken, TaskStore, owner_digest, utc_now
+from longrun.store import ConditionFailed, InvalidPageToken, TaskStore, owner_digest, utc_now
 
 SECRET_BYTES = 24
 PREVIOUS_SECRET_VALID = timedelta(hours=24)
@@ -70,14 +72,33 @@ class Webhooks:
         except UnsafeUrl as error:
             raise InvalidRequest(str(error), [FieldError(field="body.url", message=str(error))]) from error
         if idempotency_key is None:
-            return self._add(owner, request, links)
+            return self._add(owner, request, links, str(uuid.uuid4()))
         return idempotency.once(
-            "add-webhook", owner.key, idempotency_key, request, Webhook, lambda: self._add(owner, request, links)
+            "add-webhook",
+            owner.key,
+            idempotency_key,
+            request,
+            Webhook,
+            lambda ids: self._add_under_key(owner, request, links, ids),
         )
 
-    def _add(self, owner: Owner, request: WebhookRequest, links: Links) -> Webhook:
+    def _add_under_key(self, owner: Owner, request: WebhookRequest, links: Links, ids: Iterator[str]) -> Webhook:
+        """The endpoint an earlier run under the same key added (its function timed out before the key's record was
+        marked done), or a new one under the first id no earlier use of the key has taken."""
+        digest = owner_digest(owner.key)
+        for webhook_id in ids:
+            found = self._store.get_webhook(digest, webhook_id)
+            if found is None:
+                with contextlib.suppress(ConditionFailed):  # added meanwhile: look again
+                    return self._add(owner, request, links, webhook_id)
+                found = self._store.get_webhook(digest, webhook_id)
+            if found is not None and idempotency.within_window(found.created_at):
+                return _view(found, links, show_secret=True)
+        raise IdempotencyKeyReused("every endpoint id this Idempotency-Key can give is taken; use a new key")
+
+    def _add(self, owner: Owner, request: WebhookRequest, links: Links, webhook_id: str) -> Webhook:
         endpoint = WebhookEndpoint(
-            id=str(uuid.uuid4()),
+            id=webhook_id,
             owner_key=owner_digest(owner.key),
             url=request.url,
             events=request.events,
