@@ -1,5 +1,5 @@
-"""Fault runs: tasks run while the functions' AWS calls meet throttling, server errors and lost answers at random
-(the edge's --fault-rate), DynamoDB refuses a share of writes as conflicting, and SSM's events for a share of the
+"""Fault runs: tasks run while the functions' AWS calls meet throttling, server errors, lost answers and timeouts at
+random (the edge's --fault-rate), DynamoDB refuses a share of writes as conflicting, and SSM's events for a share of the
 devices are lost; some tasks are cancelled at a random moment, racing their end. Afterwards every accepted task must
 have ended, once: its counts add up to its devices, each device's outcome is recorded once and is the one its script
 gave (or NOT_STARTED / CANCELLED / TIMED_OUT when it did not run to its end), and its event stream carries each event
@@ -22,6 +22,7 @@ import pytest
 import requests
 
 from fuzz.conftest import SEED
+from local_runtime.faults import KINDS
 from local_runtime.launcher import RuntimeProcess
 
 RUNS = 200
@@ -157,5 +158,5 @@ def test_every_task_run_under_faults_ends_once_with_every_outcome_recorded_once(
     for found in violations[:20]:
         print("  ", found)
     assert [run for run in runs if not run["accepted"]] == []
-    assert injected["total"] > 0
+    assert set(injected["byKind"]) == set(KINDS)  # every kind of fault was injected
     assert violations == []

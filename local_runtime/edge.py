@@ -12,11 +12,14 @@ body that does not match its Content-Length or the digests it gives (``s3_integr
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import re
+import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
@@ -36,7 +39,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wrappers import Request, Response
 
 from local_runtime import aws_requests, iam, meter, s3_integrity, sigv4
-from local_runtime.faults import EdgeFaults, error_answer
+from local_runtime.faults import TIMEOUT_HOLD_SECONDS, EdgeFaults, error_answer
 from local_runtime.fleet import Fleet, FleetError
 from local_runtime.identities import ADMINISTRATOR, Identities
 from local_runtime.lambdas import LambdaBridge
@@ -117,9 +120,11 @@ class Edge:
                 _record_checksum_algorithm(environ, request.method, received)
         if signed is not None and principal.name.endswith("Function") and not environ.get(LOOPBACK):
             fault = self._faults.draw(signed.service, target.rsplit(".", 1)[-1] or request.method)
-            if fault == "lost-answer":  # it acts; the caller never hears of it
+            if fault == "lost-answer" or (fault == "timeout" and self._faults.acts()):  # it acts, unheard of
                 with meter.attributed_to(principal.name):
                     list(self._dispatch(request, target, signed, principal, environ, lambda *_: lambda _: None))
+            if fault == "timeout":
+                _hang_up(environ)
             if fault is not None:
                 kind = "server-error" if fault == "lost-answer" else fault
                 return _raw(*error_answer(signed.service, kind))(environ, start_response)
@@ -293,6 +298,16 @@ _JSON_CODES = {
     "InvalidToken": ("UnrecognizedClientException", "The security token included in the request is invalid."),
     "InvalidAccessKeyId": ("UnrecognizedClientException", "The security token included in the request is invalid."),
 }
+
+
+def _hang_up(environ: dict[str, Any]) -> None:
+    """Answer nothing: hold the request, then close its connection (werkzeug takes the ConnectionError raised here
+    as a connection the client dropped, and writes nothing more)."""
+    time.sleep(TIMEOUT_HOLD_SECONDS)
+    connection = environ["werkzeug.socket"]
+    with contextlib.suppress(OSError):
+        connection.shutdown(socket.SHUT_RDWR)
+    raise ConnectionAbortedError("injected timeout: the request was not answered")
 
 
 def _raw(status: int, headers: dict[str, str], body: bytes) -> Response:

@@ -5,7 +5,10 @@ is answered with an error AWS can answer, at random from a seeded generator:
 - throttling: ``ThrottlingException`` (400; S3: ``SlowDown``, 503), which the AWS SDKs retry;
 - a server error: ``InternalFailure`` (500; S3: ``InternalError``), which they retry too;
 - a lost answer: the request is served, and its answer replaced by ``InternalFailure`` (500): the SDK retries a
-  request that has acted, as after a timeout.
+  request that has acted;
+- a timeout: no answer at all. The edge holds the request ``TIMEOUT_HOLD_SECONDS``, then closes the connection, as
+  when the caller's read timeout runs out or the network drops; half of these requests have acted first, and the
+  caller cannot tell which. The SDKs retry a closed connection.
 
 Every injected fault is counted by service, operation and kind (``/_local/faults``). With DynamoDB's conflicting
 transactions (``--transaction-conflict-rate``) and lost SSM events (``--drop-events``), these are the fault runs of
@@ -20,7 +23,8 @@ import threading
 from collections import Counter
 from dataclasses import dataclass, field
 
-KINDS = ("throttling", "server-error", "lost-answer")
+KINDS = ("throttling", "server-error", "lost-answer", "timeout")
+TIMEOUT_HOLD_SECONDS = 0.5
 
 
 @dataclass
@@ -44,6 +48,11 @@ class EdgeFaults:
             kind = self._random.choice(KINDS)
             self.injected[(service, operation, kind)] += 1
         return kind
+
+    def acts(self) -> bool:
+        """Whether a timed-out request acts before its connection is dropped."""
+        with self._lock:
+            return self._random.random() < 0.5
 
     def report(self) -> dict[str, object]:
         with self._lock:
