@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 
-from longrun import run_command
+from longrun import run_command, workflow
 from longrun.models import Batch, DeviceStatus, ScriptExecutionRequest, TaskStatus
 from longrun.workflow import InvocationStillRunning
 from tests.integration.conftest import Deployment
@@ -132,6 +134,37 @@ def test_a_retried_batch_step_never_sends_its_command_twice(
     assert len(sent) == 1 and len(looked_up) == 1  # the retry looked, found it, and did not send again
     batch = deployed.store.get_batch(tid, 0)
     assert batch is not None and (batch.command_id, batch.task_token) == ("cmd-1", "token-2")
+
+
+def test_a_send_whose_answer_is_lost_is_found_and_not_sent_again(
+    deployed: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SendCommand has no idempotency token: the SDK makes one attempt, and when it fails in a way that may have sent
+    the command (here a server error after SSM acted), the step looks for the command before sending again."""
+    boto3.client("s3").put_object(Bucket=deployed.bucket, Key="scripts/a.sh", Body=b"echo hi\n")
+    tid = new_task(deployed, devices=2)
+    deployed.workflow.start_run(tid)
+    resolution = run_command.Resolution(nodes={"d0": "mi-00000000000000000", "d1": "mi-00000000000000001"}, unknown={})
+    monkeypatch.setattr(run_command, "resolve_devices", lambda devices, tag_key: resolution)
+    ssm = boto3.client("ssm")
+    calls: list[str] = []
+
+    class LosesTheFirstAnswer:
+        def send_command(self, **fields: Any) -> Any:
+            answer = ssm.send_command(**fields)
+            calls.append(answer["Command"]["CommandId"])
+            if len(calls) == 1:
+                raise ClientError(
+                    {"Error": {"Code": "InternalFailure"}, "ResponseMetadata": {"HTTPStatusCode": 500}}, "SendCommand"
+                )
+            return answer
+
+    monkeypatch.setattr(run_command, "_ssm_sending", LosesTheFirstAnswer)
+    monkeypatch.setattr(workflow, "SEND_BACKOFF_SECONDS", 0.0)
+    assert deployed.workflow.run_batch(tid, 0, "token-1") == {"batch": 0, "commandId": calls[0]}
+    assert len(calls) == 1
+    batch = deployed.store.get_batch(tid, 0)
+    assert batch is not None and batch.command_id == calls[0]
 
 
 def test_a_command_s_end_does_not_record_a_run_ssm_still_lists_as_going(

@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlparse
 
 import boto3
-from botocore.exceptions import ClientError
+from botocore.config import Config
+from botocore.exceptions import ClientError, ConnectionClosedError, EndpointConnectionError, ReadTimeoutError
 
 from longrun.models import CommandOutcome, DeviceStatus, device_key
 
@@ -50,7 +51,13 @@ _SSM_STATUS = {
 }
 """The final values of an invocation's (or a step's) Status; StatusDetails says more (Undeliverable, ...)"""
 NOT_STARTED_SSM_STATUSES = ("Pending", "Delayed")
+THROTTLED = ("ThrottlingException", "TooManyUpdates", "RequestLimitExceeded")
 REFUSED_NODES = re.compile(r"\b(?:mi|i)-[0-9a-f]{8,17}\b")
+
+
+class MaybeSent(Exception):
+    """SendCommand failed without saying whether it sent the command (a server error, a throttle, a connection that
+    closed or timed out before the answer): look for the command (``sent_command``) before sending it again."""
 
 
 class NodesNotManaged(Exception):
@@ -71,6 +78,15 @@ _MAKING_CLIENT = threading.Lock()
 def _ssm() -> SSMClient:
     with _MAKING_CLIENT:
         return boto3.client("ssm")
+
+
+@cache
+def _ssm_sending() -> SSMClient:
+    """For SendCommand, which has no idempotency token: the SDK must not repeat a call that may have sent the command
+    (each repeat would run the script again on every node), so it makes one attempt and the caller looks before it
+    sends again."""
+    with _MAKING_CLIENT:
+        return boto3.client("ssm", config=Config(retries={"total_max_attempts": 1, "mode": "standard"}))
 
 
 @cache
@@ -177,12 +193,13 @@ def send_script(
 ) -> str:
     """Run the script at s3://bucket/key on up to 50 nodes with one command; answer the command id. A node that has
     not started the script within ``start_within_seconds`` never does; once more than ``max_errors`` nodes have
-    failed or timed out, SSM starts no further node. Raises NodesNotManaged if SSM refuses a node."""
+    failed or timed out, SSM starts no further node. Raises NodesNotManaged if SSM refuses a node, MaybeSent if the
+    call failed in a way that may have sent the command."""
     if not 0 < len(node_ids) <= MAX_NODES_PER_COMMAND:
         raise ValueError(f"a command takes 1 to {MAX_NODES_PER_COMMAND} nodes, not {len(node_ids)}")
     region = _ssm().meta.region_name
     try:
-        response = _ssm().send_command(
+        response = _ssm_sending().send_command(
             InstanceIds=list(node_ids),
             DocumentName=DOCUMENT,
             Comment=comment,
@@ -201,7 +218,12 @@ def send_script(
     except ClientError as error:
         if error.response["Error"]["Code"] == "InvalidInstanceId":
             raise NodesNotManaged(str(error)) from error
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        if status >= 500 or error.response["Error"]["Code"] in THROTTLED:
+            raise MaybeSent(str(error)) from error
         raise
+    except (ConnectionClosedError, ReadTimeoutError, EndpointConnectionError) as error:
+        raise MaybeSent(str(error)) from error
     return response["Command"]["CommandId"]
 
 

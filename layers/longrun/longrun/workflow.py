@@ -19,6 +19,7 @@ cut to the time left before the deadline, so every script ends by then.
 from __future__ import annotations
 
 import math
+import random
 import time
 from collections import OrderedDict, defaultdict
 from collections.abc import Collection
@@ -63,6 +64,10 @@ class Recorded(NamedTuple):
 
 
 SENT_BATCHES_KEPT = 1_000
+SEND_ATTEMPTS = 5
+SEND_BACKOFF_SECONDS = 0.25
+"""A batch's SendCommand is tried up to SEND_ATTEMPTS times, looking for the command after each failure that may have
+sent it, with full-jitter backoff from this first ceiling"""
 MAX_READS_AT_ONCE = 10
 """How many of SSM's invocation records a batch of reports reads at once"""
 
@@ -201,6 +206,7 @@ class Workflow:
         comment = run_command.batch_comment(task.id, batch.number)
         since, maybe_sent = self._store.mark_batch_sending(task.id, batch.number)
         command_id = run_command.sent_command(comment, since) if maybe_sent else None
+        uncertain = 0
         while command_id is None:
             try:
                 command_id = run_command.send_script(
@@ -214,6 +220,12 @@ class Workflow:
                     output_prefix=scripts.output_prefix(self._config.output_prefix, task.id),
                     comment=comment,
                 )
+            except run_command.MaybeSent:
+                uncertain += 1
+                if uncertain >= SEND_ATTEMPTS:
+                    raise
+                time.sleep(random.uniform(0, SEND_BACKOFF_SECONDS * 2**uncertain))  # noqa: S311 - jitter
+                command_id = run_command.sent_command(comment, since)
             except run_command.NodesNotManaged as error:
                 registered = run_command.registered_nodes(list(batch.nodes))
                 refused = {
