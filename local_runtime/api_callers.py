@@ -86,6 +86,11 @@ class ApiCallers:
         )
 
 
+def anonymous(headers: dict[str, list[str]]) -> dict[str, Any]:
+    """requestContext.identity of a request that is not IAM-authorized (a Lambda authorizer's): no caller."""
+    return _identity(None, None, None, None, (headers.get("user-agent") or [""])[-1])
+
+
 def identity(access_key: str | None, default: str, headers: dict[str, str]) -> dict[str, Any]:
     """requestContext.identity as API Gateway fills it for an IAM-authorized request."""
     name = access_key or default
@@ -96,14 +101,20 @@ def identity(access_key: str | None, default: str, headers: dict[str, str]) -> d
     else:
         caller = "AIDA" + hashlib.sha256(name.encode()).hexdigest()[:17].upper()
         user_arn = f"arn:aws:iam::{ACCOUNT_ID}:user/{name}"
+    return _identity(ACCOUNT_ID, caller, user_arn, access_key, headers.get("user-agent", ""))
+
+
+def _identity(
+    account: str | None, caller: str | None, user_arn: str | None, access_key: str | None, user_agent: str
+) -> dict[str, Any]:
     return {
-        "accountId": ACCOUNT_ID,
+        "accountId": account,
         "caller": caller,
         "user": caller,
         "userArn": user_arn,
         "accessKey": access_key,
         "sourceIp": "127.0.0.1",
-        "userAgent": headers.get("user-agent", ""),
+        "userAgent": user_agent,
         "cognitoIdentityPoolId": None,
         "cognitoIdentityId": None,
         "cognitoAuthenticationType": None,

@@ -43,7 +43,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from local_runtime.api_callers import ApiCallers, Refused
+from local_runtime.api_authorizers import Refusal, TokenAuthorizers
+from local_runtime.api_callers import ApiCallers, Refused, anonymous
 from local_runtime.lambdas import Invocation, LambdaBridge
 from local_runtime.template import (
     ACCOUNT_ID,
@@ -175,6 +176,7 @@ class ApiGateway:
         self._buckets_lock = threading.Lock()
         streamed = {route.function: stack.functions[route.function] for route in self._api.routes if route.streamed}
         self._adapter = WebAdapter(lambdas, streamed.values())
+        self._authorizers = TokenAuthorizers(stack, self._api, lambdas)
 
     @property
     def stage(self) -> str:
@@ -200,16 +202,24 @@ class ApiGateway:
                 GatewayError("MISSING_AUTHENTICATION_TOKEN", "Missing Authentication Token"), context
             )
         context["resourcePath"] = route.path
-        identity = self._callers.identify(method, target, headers, body)
-        if isinstance(identity, Refused):
-            return self._gateway_error(GatewayError(identity.kind, identity.message), context)
+        authorized: dict[str, Any] | None = None
+        if route.authorizer is None:
+            identity = self._callers.identify(method, target, headers, body)
+            if isinstance(identity, Refused):
+                return self._gateway_error(GatewayError(identity.kind, identity.message), context)
+        else:
+            method_arn = f"{self._api_arn()}/{self._api.stage}/{method}{path}"
+            outcome = self._authorizers.authorize(route.authorizer, method_arn, headers)
+            if isinstance(outcome, Refusal):
+                return self._gateway_error(GatewayError(outcome.kind, outcome.message), context)
+            identity, authorized = anonymous(headers), outcome
         if not self._admitted(route.path, route.method if isinstance(route, Route) else "ANY"):
             return self._gateway_error(GatewayError("THROTTLED", "Too Many Requests"), context)
         if isinstance(route, MockRoute):
             return mock_reply(route, context)
         if not self._may_invoke(route, method):
             return self._gateway_error(GatewayError("API_CONFIGURATION_ERROR", "Internal server error"), context)
-        event = self._event(route, params, method, path, url.query, headers, body, context, identity)
+        event = self._event(route, params, method, path, url.query, headers, body, context, identity, authorized)
         if route.streamed:
             return self._stream(route, event, context)
         outcome = invoke_proxy(self._integrations, self._lambdas, self._stack.functions[route.function], event)
@@ -271,8 +281,7 @@ class ApiGateway:
             return False
         if route.credentials is not None:
             return True  # an integration role: not evaluated locally
-        api = f"arn:aws:execute-api:{self._stack.region}:{ACCOUNT_ID}:{self._api.id}"
-        source = f"{api}/{self._api.stage}/{method}{route.path}"
+        source = f"{self._api_arn()}/{self._api.stage}/{method}{route.path}"
         source = re.sub(r"\{[^}]+\}", "x", source)
         if self._lambdas.permits(route.function, "apigateway.amazonaws.com", source):
             return True
@@ -280,6 +289,9 @@ class ApiGateway:
             "%s %s: no resource-based permission lets API Gateway invoke %s", method, route.path, route.function
         )
         return False
+
+    def _api_arn(self) -> str:
+        return f"arn:aws:execute-api:{self._stack.region}:{ACCOUNT_ID}:{self._api.id}"
 
     def _context(self, method: str, full_path: str, path: str, headers: dict[str, list[str]]) -> dict[str, Any]:
         host = (headers.get("host") or ["localhost"])[0]
@@ -311,6 +323,7 @@ class ApiGateway:
         body: bytes,
         context: dict[str, Any],
         identity: dict[str, Any],
+        authorized: dict[str, Any] | None,
     ) -> dict[str, Any]:
         query = parse_qs(query_string, keep_blank_values=True)
         text, is_base64 = _body(body)
@@ -327,7 +340,7 @@ class ApiGateway:
             "requestContext": {
                 **context,
                 "identity": identity,
-                "authorizer": None,
+                "authorizer": authorized,
             },
             "body": text,
             "isBase64Encoded": is_base64,
@@ -345,6 +358,7 @@ class ApiGateway:
             self._server.stop()
         self._integrations.shutdown(wait=False, cancel_futures=True)
         self._adapter.close()
+        self._authorizers.close()
 
 
 class GatewayServer(ThreadingHTTPServer):
@@ -526,7 +540,10 @@ def _render(template: str, context: dict[str, Any], extra: dict[str, str]) -> by
 
 def _error_type(kind: str) -> str:
     """The x-amzn-ErrorType API Gateway sends with a gateway response."""
-    special = {"MISSING_AUTHENTICATION_TOKEN": "MissingAuthenticationTokenException"}
+    special = {
+        "MISSING_AUTHENTICATION_TOKEN": "MissingAuthenticationTokenException",
+        "AUTHORIZER_CONFIGURATION_ERROR": "AuthorizerConfigurationException",
+    }
     return special.get(kind, "".join(part.capitalize() for part in kind.split("_")) + "Exception")
 
 

@@ -13,6 +13,7 @@ one account.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
 import os
@@ -62,6 +63,21 @@ json.dump({"template": deployed, "parameters": parameters}, sys.stdout)
 
 
 @dataclass(frozen=True)
+class TokenAuthorizer:
+    """A Lambda authorizer of type TOKEN (api_authorizers.py)."""
+
+    name: str
+    function: str
+    """The logical id of its function"""
+    header: str
+    """The request header that carries the token (identitySource method.request.header.NAME)"""
+    validation: str | None
+    """identityValidationExpression: a token that does not match it is refused without invoking the function"""
+    ttl_seconds: int
+    """authorizerResultTtlInSeconds: how long a token's result is kept"""
+
+
+@dataclass(frozen=True)
 class Route:
     method: str
     path: str
@@ -74,6 +90,8 @@ class Route:
     """responseTransferMode STREAM: the function is invoked with response streaming"""
     timeout_ms: int = DEFAULT_INTEGRATION_TIMEOUT_MS
     """The integration's timeoutInMillis"""
+    authorizer: TokenAuthorizer | None = None
+    """None: AWS_IAM (SigV4-signed callers, api_callers.py)"""
 
     def match(self, path: str) -> dict[str, str] | None:
         return path_parameters(self.path, path)
@@ -96,6 +114,8 @@ class MockRoute:
     headers: dict[str, str]
     """method.response.header.NAME -> its static value (quotes removed)"""
     templates: dict[str, str]
+    authorizer: TokenAuthorizer | None = None
+    """None: AWS_IAM (SigV4-signed callers, api_callers.py)"""
 
 
 @dataclass(frozen=True)
@@ -653,15 +673,18 @@ def _rest_api(stack: LocalStack, logical_id: str, props: dict[str, Any]) -> Rest
     for path, methods in body.get("paths", {}).items():
         for method, spec in methods.items():
             integration = spec["x-amazon-apigateway-integration"]
+            authorizer = _authorizer(method, path, spec, body.get("securityDefinitions", {}), functions_by_arn)
             if integration["type"] == "mock":
-                mocks.append(_mock_route(method, path, integration))
+                mocks.append(dataclasses.replace(_mock_route(method, path, integration), authorizer=authorizer))
                 continue
             function = functions_by_arn[_invoked_function(integration["uri"])]
             streamed = integration.get("responseTransferMode") == "STREAM"
             timeout_ms = int(integration.get("timeoutInMillis", DEFAULT_INTEGRATION_TIMEOUT_MS))
             if streamed and not 50 <= timeout_ms <= MAX_STREAMED_TIMEOUT_MS:
                 raise ValueError(f"{method.upper()} {path}: a streamed integration times out within 50 ms to 15 min")
-            routes.append(Route(method.upper(), path, function, integration.get("credentials"), streamed, timeout_ms))
+            routes.append(
+                Route(method.upper(), path, function, integration.get("credentials"), streamed, timeout_ms, authorizer)
+            )
     responses = {}
     for kind, spec in body.get("x-amazon-apigateway-gateway-responses", {}).items():
         headers = {
@@ -693,6 +716,35 @@ def _rest_api(stack: LocalStack, logical_id: str, props: dict[str, Any]) -> Rest
         endpoint,
         throttling,
     )
+
+
+def _authorizer(
+    method: str,
+    path: str,
+    spec: dict[str, Any],
+    definitions: dict[str, Any],
+    functions_by_arn: dict[str, str],
+) -> TokenAuthorizer | None:
+    """The method's Lambda TOKEN authorizer; None for AWS_IAM (or no authorization). Other kinds are not played."""
+    for requirement in spec.get("security") or []:
+        for name in requirement:
+            definition = definitions.get(name, {})
+            if definition.get("x-amazon-apigateway-authtype") == "awsSigv4":
+                continue
+            found = definition.get("x-amazon-apigateway-authorizer", {})
+            if found.get("type") != "token":
+                raise ValueError(
+                    f"{method.upper()} {path}: the local runtime plays AWS_IAM and TOKEN Lambda authorizers only,"
+                    f" not {name} ({found.get('type') or definition.get('x-amazon-apigateway-authtype')})"
+                )
+            return TokenAuthorizer(
+                name=name,
+                function=functions_by_arn[_invoked_function(found["authorizerUri"])],
+                header=definition.get("name", "Authorization"),
+                validation=found.get("identityValidationExpression"),
+                ttl_seconds=int(found.get("authorizerResultTtlInSeconds", 300)),
+            )
+    return None
 
 
 def _mock_route(method: str, path: str, integration: dict[str, Any]) -> MockRoute:

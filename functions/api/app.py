@@ -112,8 +112,8 @@ def _problems(*statuses: int) -> dict[int, OpenAPIResponse]:
 def _caller() -> Owner:
     """Who owns what this request makes and sees (longrun.callers)."""
     context = app.current_event.request_context
-    principal = (context.authorizer.raw_event or {}).get("principalId") if context.authorizer else None
-    owner = owner_of(principal, context.identity.caller, context.identity.user_arn, settings().owner_scope)
+    authorizer = context.authorizer.raw_event if context.authorizer else None
+    owner = owner_of(authorizer, context.identity.caller, context.identity.user_arn, settings().owner_scope)
     if owner is None:
         raise _Unauthenticated()
     return owner

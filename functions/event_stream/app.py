@@ -88,8 +88,8 @@ class Handler(BaseHTTPRequestHandler):
         if found is None:
             return self._problem(404, "no-such-resource", "Not found", f"no resource at GET {self.path}")
         identity = context.get("identity") or {}
-        principal = (context.get("authorizer") or {}).get("principalId")
-        owner = owner_of(principal, identity.get("caller"), identity.get("userArn"), settings().owner_scope)
+        authorizer = context.get("authorizer")
+        owner = owner_of(authorizer, identity.get("caller"), identity.get("userArn"), settings().owner_scope)
         if owner is None:
             return self._problem(
                 401,

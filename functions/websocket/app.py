@@ -23,8 +23,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     match request["routeKey"]:
         case "$connect":
             identity = request.get("identity") or {}
-            principal = (request.get("authorizer") or {}).get("principalId")
-            owner = owner_of(principal, identity.get("caller"), identity.get("userArn"), settings().owner_scope)
+            authorizer = request.get("authorizer")
+            owner = owner_of(authorizer, identity.get("caller"), identity.get("userArn"), settings().owner_scope)
             if owner is None:
                 return {"statusCode": 401}
             subscriptions().connect(connection_id, owner)

@@ -41,3 +41,20 @@ def test_each_resource_answers_405_with_exactly_the_methods_it_has() -> None:
     for mock in api.mocks:
         assert (mock.status, mock.headers["Content-Type"]) == (405, "application/problem+json")
         assert mock.path in mock.templates["application/json"]
+
+
+def test_the_api_authorizer_parameter_puts_every_method_behind_iam_or_the_jwt_authorizer() -> None:
+    (iam,) = template.load(ROOT, "authorizers", "us-east-1").apis
+    assert {route.authorizer for route in [*iam.routes, *iam.mocks]} == {None}  # AWS_IAM: SigV4-signed callers
+    parameters = {"ApiAuthorizer": "JWT", "JwtIssuer": "https://issuer.example/pool", "JwtAudience": "app"}
+    (jwt,) = template.load(ROOT, "authorizers", "us-east-1", parameters=parameters).apis
+    authorizers = {route.authorizer for route in [*jwt.routes, *jwt.mocks]}
+    assert authorizers == {
+        template.TokenAuthorizer(
+            name="JWT",
+            function="JwtAuthorizerFunction",
+            header="Authorization",
+            validation=r"^Bearer [-\w]+\.[-\w]+\.[-\w]*$",
+            ttl_seconds=300,
+        )
+    }

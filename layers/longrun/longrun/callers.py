@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from longrun.models import Owner
 
 
-def owner_of(principal: str | None, caller: str | None, user_arn: str | None, owner_scope: str) -> Owner | None:
-    """The owner of a request: an authorizer's principal, or the IAM caller (its unique id: the IAM user, or the role
-    and session name; every session of the role with the owner scope ``role``); None when it has neither."""
+def owner_of(
+    authorizer: Mapping[str, Any] | None, caller: str | None, user_arn: str | None, owner_scope: str
+) -> Owner | None:
+    """The owner of a request: the principal the API's Lambda authorizer answered (named by its ``name`` context,
+    if it gave one), or the IAM caller (its unique id: the IAM user, or the role and session name; every session of
+    the role with the owner scope ``role``); None when it has neither."""
+    principal = (authorizer or {}).get("principalId")
     if principal:
-        return Owner(key=f"principal:{principal}", name=principal)
+        return Owner(key=f"principal:{principal}", name=str((authorizer or {}).get("name") or principal))
     if not caller:
         return None
     arn = user_arn or ""

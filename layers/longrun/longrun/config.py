@@ -38,6 +38,10 @@ class Settings:
     """How long a finished task is kept (the TaskRetentionDays parameter)"""
     idempotency_table: str | None = None
     """Where Powertools' idempotency utility keeps a record per Idempotency-Key (the API only)"""
+    jwt_issuer: str = ""
+    """With the JWT authorizer, the issuer whose tokens the API takes (the JWT authorizer only)"""
+    jwt_audience: str = ""
+    """With the JWT authorizer, the client those tokens must be for"""
 
 
 @cache
@@ -62,4 +66,6 @@ def settings() -> Settings:
         page_token_key_name=env.get("PAGE_TOKEN_KEY_NAME"),
         task_retention_days=int(env.get("TASK_RETENTION_DAYS", "90")),
         idempotency_table=env.get("IDEMPOTENCY_TABLE"),
+        jwt_issuer=env.get("JWT_ISSUER", ""),
+        jwt_audience=env.get("JWT_AUDIENCE", ""),
     )

@@ -609,7 +609,7 @@ class TaskEvent(ApiModel):
     )
     time: datetime = Field(description="When the change was recorded")
     task_id: str = Field(alias="task-id")
-    owner: str = Field(description="Who owns the task (its caller's ARN)")
+    owner: str = Field(description="Who owns the task: its caller's IAM ARN, or the user name of its bearer token")
     data: ScriptExecutionState
     devices: list[DeviceOutcome] | None = Field(
         default=None,
