@@ -2,20 +2,23 @@
 random (the edge's --fault-rate), DynamoDB refuses a share of writes as conflicting, and SSM's events for a share of the
 devices are lost; some tasks are cancelled at a random moment, racing their end. Afterwards every accepted task must
 have ended, once: its counts add up to its devices, each device's outcome is recorded once and is the one its script
-gave (or NOT_STARTED / CANCELLED / TIMED_OUT when it did not run to its end), and its event stream carries each event
-once, in order, ending with the task's end. Seeded (FUZZ_SEED); the runs, the faults injected and every violation
-found are printed."""
+gave (or NOT_STARTED / CANCELLED / TIMED_OUT when it did not run to its end), its event stream carries each event
+once, in order, ending with the task's end, and a webhook endpoint that refuses a share of its deliveries has been
+given every one of those events (at least once, as webhooks promise) and no other. Seeded (FUZZ_SEED); the runs, the
+faults injected and every violation found are printed."""
 
 from __future__ import annotations
 
 import json
 import random
+import threading
 import time
 import urllib.request
 import uuid
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -23,13 +26,16 @@ import requests
 
 from fuzz.conftest import SEED
 from local_runtime.faults import KINDS
-from local_runtime.launcher import RuntimeProcess
+from local_runtime.launcher import RuntimeProcess, free_port
 
 RUNS = 200
 """Tasks, each one run under faults"""
 AT_ONCE = 25
 FAULT_RATE = 0.05
 RESOURCE = "/device-management/script-execution"
+WEBHOOKS = "/device-management/webhooks"
+RECEIVER_REFUSALS = 0.1
+"""The share of webhook deliveries the receiver answers 503"""
 DEVICES = ("web-1", "db-1")
 EXPECTED = {"web-1": "SUCCESS", "db-1": "FAILED"}
 """What scripts/fail-on-db.sh gives each device when it runs to its end"""
@@ -37,11 +43,56 @@ FINISHED = {"COMPLETE", "FAILED", "CANCELLED", "TIMED_OUT"}
 NOT_RUN_TO_ITS_END = {"NOT_STARTED", "CANCELLED", "TIMED_OUT"}
 
 
+class Receiver(ThreadingHTTPServer):
+    """A webhook endpoint that answers a seeded share of deliveries 503 (so that they are retried), and keeps the
+    event ids it took, by task."""
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", free_port()), ReceiverHandler)
+        self.taken: dict[str, dict[int, dict[str, Any]]] = defaultdict(dict)
+        """By task, each event id taken and its event (a repeat delivery is the same event)"""
+        self.refused = 0
+        self.lock = threading.Lock()
+        self.chooser = random.Random(SEED)  # noqa: S311 - a seeded choice of refusals, not a secret
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/hook"
+
+
+class ReceiverHandler(BaseHTTPRequestHandler):
+    server: Receiver
+
+    def do_POST(self) -> None:
+        event = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        with self.server.lock:
+            refuse = self.server.chooser.random() < RECEIVER_REFUSALS
+            if refuse:
+                self.server.refused += 1
+            elif "task-id" in event:
+                self.server.taken[event["task-id"]][event["id"]] = event
+        self.send_response(503 if refuse else 204)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's signature
+        pass
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[Receiver]:
+    server = Receiver()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server
+    server.shutdown()
+
+
 @pytest.fixture(scope="module")
 def faulty() -> Iterator[RuntimeProcess]:
     runtime = RuntimeProcess.start(
         "--fault-rate", str(FAULT_RATE), "--fault-seed", str(SEED), "--transaction-conflict-rate", "0.05",
         "--drop-events", "invocation:0.2", "--parameter", "ReportGraceSeconds=2",
+        "--parameter", "WebhookRetrySchedule=0,1,2,4,8,16",
         timeout=120,
     )  # fmt: skip
     try:
@@ -95,6 +146,7 @@ def _violations(runtime: RuntimeProcess, run: dict[str, Any], task: dict[str, An
         found.append(f"{task_id}: counts {counts} do not add up to {len(DEVICES)}")
     result = _call(runtime, "GET", f"{RESOURCE}/{task_id}/result").json()
     outcomes = {device["device-id"]: device["status"] for device in result["devices"]}
+    run["outcomes"] = outcomes
     if len(result["devices"]) != len(DEVICES) or set(outcomes) != set(DEVICES):
         found.append(f"{task_id}: result lists {[d['device-id'] for d in result['devices']]}")
     if Counter(outcomes.values()) != Counter({status: n for status, n in counts.items() if n}):
@@ -106,12 +158,14 @@ def _violations(runtime: RuntimeProcess, run: dict[str, Any], task: dict[str, An
     again = _call(runtime, "GET", f"{RESOURCE}/{task_id}").json()
     if (again["status"], again["deviceCounts"]) != (task["status"], counts):
         found.append(f"{task_id}: ended {task['status']}, then {again['status']}")
-    found += _stream_violations(runtime, task_id, task["status"])
-    return found
+    ids, wrong = _stream_violations(runtime, task_id, task["status"])
+    run["streamed"] = ids
+    return found + wrong
 
 
-def _stream_violations(runtime: RuntimeProcess, task_id: str, status: str) -> list[str]:
-    """The task's events as its stream replays them: each once, in order, the last its end."""
+def _stream_violations(runtime: RuntimeProcess, task_id: str, status: str) -> tuple[list[int], list[str]]:
+    """The task's event ids as its stream replays them, and what is wrong with them: each once, in order, the last
+    its end."""
     headers = {"Accept": "text/event-stream", "Last-Event-ID": "0"}
     for _ in range(10):  # EventSource reconnects after an error (its function met a fault too)
         reply = requests.get(f"{runtime.api}{RESOURCE}/{task_id}/events", headers=headers, timeout=30)
@@ -119,7 +173,7 @@ def _stream_violations(runtime: RuntimeProcess, task_id: str, status: str) -> li
             break
         time.sleep(1)
     else:
-        return [f"{task_id}: its event stream answered {reply.status_code}"]
+        return [], [f"{task_id}: its event stream answered {reply.status_code}"]
     text = reply.text
     events = [block for block in text.split("\n\n") if "\nid: " in f"\n{block}" or block.startswith("id: ")]
     ids = [int(line.removeprefix("id: ")) for block in events for line in block.splitlines() if line.startswith("id: ")]
@@ -133,12 +187,48 @@ def _stream_violations(runtime: RuntimeProcess, task_id: str, status: str) -> li
         found.append(f"{task_id}: events {types} do not end with one script-execution.finished")
     elif json.loads(events[-1].split("data: ", 1)[1])["data"]["status"] != status:
         found.append(f"{task_id}: its last event says another end than {status}")
+    return ids, found
+
+
+def _webhook_violations(receiver: Receiver, accepted: list[dict[str, Any]], deadline: float) -> list[str]:
+    """The webhook got (at least once, as webhooks promise) every event a task's stream kept, its finished event
+    last, and each device's outcome in exactly one of its events (progress events carry the outcomes recorded since
+    the previous one, the finished event the devices that never started), the outcome its result shows. Retried
+    deliveries are given until ``deadline``."""
+    found: list[str] = []
+    for run in accepted:
+        if "outcomes" not in run:
+            continue  # it did not end: a violation already
+        task, kept = run["id"], set(run.get("streamed", []))
+        while True:
+            with receiver.lock:
+                taken = dict(receiver.taken.get(task, {}))
+            if kept <= set(taken) or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        if not kept <= set(taken):
+            found.append(f"{task}: the webhook never got events {sorted(kept - set(taken))}")
+            continue
+        events = [taken[event_id] for event_id in sorted(taken)]
+        if [event["type"] for event in events].count("script-execution.finished") != 1 or events[-1]["type"] != (
+            "script-execution.finished"
+        ):
+            found.append(f"{task}: the webhook's events {[event['type'] for event in events]} do not end once")
+        told = Counter(device["device-id"] for event in events for device in event.get("devices") or [])
+        if told != Counter(run["outcomes"].keys()):
+            found.append(f"{task}: the webhook's events tell of devices {dict(told)}, not once each")
+        elif {d["device-id"]: d["status"] for e in events for d in e.get("devices") or []} != run["outcomes"]:
+            found.append(f"{task}: the webhook's events tell other outcomes than its result {run['outcomes']}")
     return found
 
 
-def test_every_task_run_under_faults_ends_once_with_every_outcome_recorded_once(faulty: RuntimeProcess) -> None:
+def test_every_task_run_under_faults_ends_once_with_every_outcome_recorded_once(
+    faulty: RuntimeProcess, receiver: Receiver
+) -> None:
     chooser = random.Random(SEED)  # noqa: S311 - a seeded choice of runs, not a secret
     started = time.monotonic()
+    hook = _call(faulty, "POST", WEBHOOKS, {"url": receiver.url}, **{"Idempotency-Key": str(uuid.uuid4())})
+    assert hook.status_code == 201, hook.text
     with ThreadPoolExecutor(AT_ONCE) as pool:
         seeds = [chooser.random() for _ in range(RUNS)]
         runs = list(pool.map(lambda seed: _run(faulty, random.Random(seed)), seeds))  # noqa: S311 - not a secret
@@ -147,13 +237,16 @@ def test_every_task_run_under_faults_ends_once_with_every_outcome_recorded_once(
     with ThreadPoolExecutor(AT_ONCE) as pool:
         ended = list(pool.map(lambda run: _wait_ended(faulty, run["id"], deadline), accepted))
     violations = [found for run, task in zip(accepted, ended, strict=True) for found in _violations(faulty, run, task)]
+    violations += _webhook_violations(receiver, accepted, time.monotonic() + 120)
+    delivered = sum(len(events) for events in receiver.taken.values())
     with urllib.request.urlopen(faulty.edge + "/_local/faults", timeout=10) as reply:  # noqa: S310 - the local runtime
         injected = json.loads(reply.read())
     print(
         f"\n{len(runs)} fault runs in {time.monotonic() - started:.0f} s: {len(accepted)} accepted, "
         f"{sum(run['cancelled'] for run in accepted)} cancelled at random; ends "
         f"{dict(Counter(task['status'] for task in ended))}; faults injected: {injected['total']} "
-        f"{injected['byKind']}; violations: {len(violations)}"
+        f"{injected['byKind']}; webhook: {delivered} events taken, {receiver.refused} deliveries refused;"
+        f" violations: {len(violations)}"
     )
     for found in violations[:20]:
         print("  ", found)

@@ -113,6 +113,7 @@ ALLOWED: dict[str, list[Check]] = {
         Check("sqs:DeleteMessage", QUEUE),
         Check("sqs:GetQueueAttributes", QUEUE),
     ],
+    "JwtAuthorizerFunction": [],  # it reads the issuer's keys over HTTPS, and calls no AWS API
     "ScriptExecutionStateMachine": [
         Check("lambda:InvokeFunction", function_arn(name))
         for name in ("StartRunFunction", "RunBatchFunction", "ExpireBatchFunction", "FinishRunFunction")
@@ -176,6 +177,13 @@ DENIED: dict[str, list[Check]] = {
         Check("events:PutEvents", f"arn:aws:events:{REGION}:{ACCOUNT}:event-bus/default"),
     ],
     "WebSocketFunction": [*NEVER[:1], Check("sqs:SendMessage", QUEUE), Check("events:PutEvents", BUS)],
+    "JwtAuthorizerFunction": [
+        Check("dynamodb:GetItem", TABLE),
+        Check("dynamodb:Query", TABLE),
+        Check("s3:GetObject", SCRIPT),
+        Check("ssm:SendCommand", NODE_ARN),
+        Check("secretsmanager:GetSecretValue", "*"),
+    ],
     "DeliverWebhooksFunction": [
         *NEVER,
         Check("dynamodb:Query", TABLE),

@@ -45,11 +45,20 @@ class EventStream:
         task = self._store.get_task(task_id)
         if task is None or task.owner_key != owner_digest(owner.key) or task.kind != KIND:
             raise TaskNotFound(f"no script-execution task {task_id}")
-        if after is not None and task.status.finished and not self._store.events_after(task_id, after):
+        if after is not None and task.status.finished and self._has_the_end(task_id, after):
             return None
         if not task.events_kept:
             self._store.keep_events(task_id)
         return self._frames(task_id, after)
+
+    def _has_the_end(self, task_id: str, after: int) -> bool:
+        """Whether a client that saw the event ``after`` has the task's end: its finished event is kept (the task's
+        row can say it has finished before the publisher has kept its events) and is not after ``after``."""
+        last = self._store.last_event(task_id)
+        if last is None:
+            return False
+        event = json.loads(last)
+        return event["type"] == TaskEventType.FINISHED.value and int(event["id"]) <= after
 
     def _frames(self, task_id: str, after: int | None) -> Iterator[str]:
         task = self._store.get_task(task_id)

@@ -819,6 +819,18 @@ class TaskStore:
         }
         self._write(lambda: self._client.put_item(TableName=self._table_name, Item=item))
 
+    def last_event(self, task_id: str) -> str | None:
+        """The task's last kept event (its JSON body), if any: one item read."""
+        page = self._client.query(
+            TableName=self._table_name,
+            KeyConditionExpression="PK = :pk AND begins_with(SK, :events)",
+            ExpressionAttributeValues={":pk": _task_pk(task_id), ":events": "EVENT#"},
+            ScanIndexForward=False,
+            Limit=1,
+            ConsistentRead=True,
+        )
+        return str(page["Items"][0]["body"]) if page["Items"] else None
+
     def events_after(self, task_id: str, after: int) -> list[str]:
         """The kept events of a task after the event ``after``, in order (their JSON bodies)."""
         items = self._query_all(
