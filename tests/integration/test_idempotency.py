@@ -227,3 +227,19 @@ def test_a_repeated_webhook_creation_answers_the_same_endpoint(
     assert status == 200 and [item["id"] for item in page["items"]] == [first[2]["id"]]
     other = call("POST", WEBHOOKS, {"url": "http://127.0.0.1:9/other"}, headers={"Idempotency-Key": "hook-1"})
     assert other[0] == 422
+
+
+def test_a_webhook_creation_repeated_after_the_first_timed_out_answers_the_endpoint_it_made(
+    deployed: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WEBHOOK_ALLOW_LOOPBACK_HTTP", "true")
+    from longrun import config
+
+    config.settings.cache_clear()
+    body = {"url": "http://127.0.0.1:9/hook"}
+    first = call("POST", WEBHOOKS, body, headers={"Idempotency-Key": "hook-1"})
+    _lapse_in_progress(deployed)
+    again = call("POST", WEBHOOKS, body, headers={"Idempotency-Key": "hook-1"})
+    assert first[0] == again[0] == 201
+    assert (again[2]["id"], again[2]["secret"]) == (first[2]["id"], first[2]["secret"])
+    assert [item["id"] for item in call("GET", WEBHOOKS)[2]["items"]] == [first[2]["id"]]

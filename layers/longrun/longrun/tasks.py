@@ -100,54 +100,49 @@ class ScriptExecutions:
         """The task an earlier run under the same key made (its function timed out before the key's record was
         marked done), or a new one under the first id no earlier use of the key has taken."""
         for task_id in ids:
-            found = self._store.get_task_with_devices(task_id)
-            if found is not None:
-                if self._made_under_key(owner, found[0]):
-                    return self._view(*found, links)
-                continue
             made = self._accept(owner, request, links, machine, task_id)
             if made is not None:
                 return made
         raise IdempotencyKeyReused("every task id this Idempotency-Key can give is taken; use a new key")
 
-    @staticmethod
-    def _made_under_key(owner: Owner, task: Task) -> bool:
-        return (
-            task.owner_key == owner_digest(owner.key)
-            and task.kind == KIND
-            and idempotency.within_window(task.created_at)
-        )
-
     def _accept(
         self, owner: Owner, request: ScriptExecutionRequest, links: Links, machine: str, task_id: str
     ) -> ScriptExecution | None:
-        """Start the task's workflow and record the task under ``task_id``; None if an earlier request took the id
-        (its execution has ended, or its task belongs to an earlier use of the key). The execution is named by the
-        task, so it cannot start twice."""
+        """Start the task's workflow and record the task under ``task_id``, or answer the task an earlier request
+        recorded under it; None if the id is taken otherwise (its execution ended without a task, or its task
+        belongs to an earlier use of the key). The execution is named by the task, so it cannot start twice: starting
+        it again while it runs starts nothing."""
         arn = executions.execution_arn(machine, task_id)
         # The execution starts before the task is recorded: a request that dies in between leaves an execution that
         # fails on its own (workflow.TaskNotRecorded), never a task SUBMITTED with nothing to start it.
         try:
             executions.start(machine, task_id, {"taskId": task_id})
         except executions.NameTaken:
-            return None
+            return self._recorded_under(owner, task_id, links)
         except (ClientError, BotoCoreError) as error:
             raise OrchestrationUnavailable(f"the workflow could not be started: {error}") from error
         try:
             task = self._store.create_task(task_id, KIND, owner, request, arn)
         except ConditionFailed:
             # Recorded already: by this request, whose write acted though its answer was lost and the SDK wrote again,
-            # or by an earlier run under the same key. Its execution is the one just started (or found running).
-            found = self._store.get_task_with_devices(task_id)
-            if found is None or not self._made_under_key(owner, found[0]):
-                return None
-            return self._view(*found, links)
+            # or by an earlier run under the same key, whose execution is the one found running.
+            return self._recorded_under(owner, task_id, links)
         except BaseException:
             with contextlib.suppress(ClientError, BotoCoreError):
-                executions.stop(arn, "its task could not be recorded")
+                if self._store.get_task(task_id) is None:  # never the execution of a task recorded meanwhile
+                    executions.stop(arn, "its task could not be recorded")
             raise
         lifecycle.publish(task)
         return self._view(task, TaskDevices(ids=request.device_ids), links)
+
+    def _recorded_under(self, owner: Owner, task_id: str, links: Links) -> ScriptExecution | None:
+        """The task recorded under ``task_id`` if this owner made it within the key's window."""
+        found = self._store.get_task_with_devices(task_id)
+        if found is None:
+            return None
+        task, devices = found
+        mine = task.owner_key == owner_digest(owner.key) and task.kind == KIND
+        return self._view(task, devices, links) if mine and idempotency.within_window(task.created_at) else None
 
     def describe(self, owner: Owner, task_id: str, links: Links) -> ScriptExecution:
         """One read, whatever the fleet size."""

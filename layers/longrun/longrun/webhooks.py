@@ -85,13 +85,10 @@ class Webhooks:
     def _add_under_key(self, owner: Owner, request: WebhookRequest, links: Links, ids: Iterator[str]) -> Webhook:
         """The endpoint an earlier run under the same key added (its function timed out before the key's record was
         marked done), or a new one under the first id no earlier use of the key has taken."""
-        digest = owner_digest(owner.key)
         for webhook_id in ids:
-            found = self._store.get_webhook(digest, webhook_id)
-            if found is None:
-                with contextlib.suppress(ConditionFailed):  # added meanwhile: look again
-                    return self._add(owner, request, links, webhook_id)
-                found = self._store.get_webhook(digest, webhook_id)
+            with contextlib.suppress(ConditionFailed):  # the id is taken: by an earlier run under the key, or before
+                return self._add(owner, request, links, webhook_id)
+            found = self._store.get_webhook(owner_digest(owner.key), webhook_id)
             if found is not None and idempotency.within_window(found.created_at):
                 return _view(found, links, show_secret=True)
         raise IdempotencyKeyReused("every endpoint id this Idempotency-Key can give is taken; use a new key")
