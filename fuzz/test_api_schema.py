@@ -13,6 +13,7 @@ import hypothesis
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, settings
+from hypothesis.errors import FlakyStrategyDefinition
 
 from fuzz.conftest import SEED, Api, Caller
 from longrun.idempotency import KEY_PATTERN
@@ -129,17 +130,22 @@ def test_the_stateful_runs_follow_the_links_without_a_server_error(api: Api) -> 
             api.requests_sent.append((case.method, case.path, response.status_code))
             _isolated(api, api.callers[0], response)
 
-    Run.run(
-        settings=settings(
-            max_examples=40,
-            stateful_step_count=6,
-            deadline=None,
-            database=None,
-            derandomize=True,  # seeded: the same sequences every run
-            phases=[Phase.explicit, Phase.generate],  # a live service does not replay the same: no shrinking
-            suppress_health_check=list(HealthCheck),
-        )
+    run_settings = settings(
+        max_examples=40,
+        stateful_step_count=6,
+        deadline=None,
+        database=None,
+        derandomize=True,  # seeded: the same sequences every run
+        phases=[Phase.explicit, Phase.generate],  # a live service does not replay the same: no shrinking
+        suppress_health_check=list(HealthCheck),
     )
+    try:
+        Run.run(settings=run_settings)
+    except FlakyStrategyDefinition:
+        # Not a check that failed: Hypothesis found a rule's bundle filled in one sequence and empty in another that
+        # began the same, because the live service answered a link's request differently (a task cancelled before
+        # or after it ended: 200 or 409). The run is made once more; a failed check is never run again.
+        Run.run(settings=run_settings)
 
 
 def test_enough_requests_were_sent(api: Api) -> None:
