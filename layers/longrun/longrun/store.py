@@ -267,14 +267,15 @@ def _is_conflict(error: ClientError) -> bool:
 
 def retry_conflicts(call: Callable[[], T]) -> T:
     """``call()``, made again after a jittered pause while DynamoDB refuses it as conflicting with a transaction on
-    its items (which the SDKs do not retry); WriteConflict once it has conflicted ``CONFLICT_ATTEMPTS`` times."""
+    its items (which the SDKs do not retry), unless a condition failed too; WriteConflict once it has conflicted
+    ``CONFLICT_ATTEMPTS`` times."""
     attempt = 0
     while True:
         try:
             return call()
         except ClientError as error:
             attempt += 1
-            if not _is_conflict(error):
+            if not _is_conflict(error) or _is_condition_failure(error):  # a failed condition is final
                 raise
             if attempt == CONFLICT_ATTEMPTS:
                 raise WriteConflict(f"still conflicting after {CONFLICT_ATTEMPTS} attempts: {error}") from error
