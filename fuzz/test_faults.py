@@ -216,7 +216,8 @@ def _webhook_violations(receiver: Receiver, accepted: list[dict[str, Any]], dead
             found.append(f"{task}: the webhook's events {[event['type'] for event in events]} do not end once")
         told = Counter(device["device-id"] for event in events for device in event.get("devices") or [])
         if told != Counter(run["outcomes"].keys()):
-            found.append(f"{task}: the webhook's events tell of devices {dict(told)}, not once each")
+            telling = [(e["id"], e["type"], e.get("devices")) for e in events if e.get("devices")]
+            found.append(f"{task}: the webhook's events tell of devices {dict(told)}, not once each: {telling}")
         elif {d["device-id"]: d["status"] for e in events for d in e.get("devices") or []} != run["outcomes"]:
             found.append(f"{task}: the webhook's events tell other outcomes than its result {run['outcomes']}")
     return found

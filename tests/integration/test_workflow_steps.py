@@ -288,3 +288,21 @@ def test_reports_from_several_commands_of_a_task_share_one_transaction(
     assert deployed.store.recorded_devices(tid, [3, 101, 117, 118]) == {3, 101, 117}  # far apart: BatchGetItem
     assert deployed.store.recorded_devices(tid, [100, 101, 102]) == {101}  # close together: one query
     assert (first.number, third.number) == (0, 2)
+
+
+def test_a_batch_whose_wait_ran_out_before_its_step_recorded_it_never_starts(
+    deployed: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch step can take longer than the batch's wait (its calls retried under faults): the wait's end then
+    comes first. Its devices end NOT_STARTED under the batch's record, and the late step sends no command."""
+    boto3.client("s3").put_object(Bucket=deployed.bucket, Key="scripts/a.sh", Body=b"echo hi\n")
+    tid = new_task(deployed, devices=2)
+    deployed.workflow.start_run(tid)
+    deployed.workflow.expire_batch(tid, 0)
+    task = deployed.store.get_task(tid)
+    assert task is not None and (task.counts.NOT_STARTED, task.counts.RUNNING, task.counts.PENDING) == (2, 0, 0)
+    sent: list[str] = []
+    monkeypatch.setattr(run_command, "send_script", lambda **fields: sent.append(fields["comment"]) or "cmd-1")
+    assert deployed.workflow.run_batch(tid, 0, "token-late") == {"batch": 0, "commandId": None}
+    assert sent == []
+    assert deployed.workflow.finish_run(tid) == "COMPLETE"

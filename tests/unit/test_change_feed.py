@@ -152,3 +152,11 @@ def test_the_bus_carries_status_changes_and_progress_only_at_each_whole_ten_perc
 def test_devices_that_never_started_are_named_from_the_outcome_letters() -> None:
     never = change_feed.never_started(["a", "b", 3], "SNN")
     assert [(d.device_id, d.status) for d in never] == [("b", DeviceStatus.NOT_STARTED), (3, DeviceStatus.NOT_STARTED)]
+
+
+def test_a_device_recorded_not_started_is_not_named_again_at_the_end() -> None:
+    """SSM never sent it the script: its record told it in a progress event already; the finished event names only
+    the devices without a record."""
+    never = change_feed.never_started(["a", "b", 3], "SNN", recorded={1})
+    assert [d.device_id for d in never] == [3]
+    assert change_feed.not_started("SNN") == [1, 2]

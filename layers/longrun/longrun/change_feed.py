@@ -13,7 +13,7 @@ first, then the status change, then (on a finishing status) the finished event w
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from longrun.links import Links
 from longrun.models import (
@@ -144,13 +144,17 @@ def _size_of_outcomes(outcomes: list[DeviceOutcome]) -> int:
     return sum(len(outcome.model_dump_json(by_alias=True)) + 1 for outcome in outcomes)
 
 
-def never_started(ids: list[str | int], letters: str | None) -> list[DeviceOutcome]:
-    """The devices of a finished task that never started (they have no outcome record of their own)."""
-    if not letters:
-        return []
+def not_started(letters: str | None) -> list[int]:
+    """The positions of a finished task's devices that did not start, by its outcome letters."""
     skipped = DeviceStatus.NOT_STARTED.letter
+    return [index for index, letter in enumerate(letters or "") if letter == skipped]
+
+
+def never_started(ids: list[str | int], letters: str | None, recorded: Collection[int] = ()) -> list[DeviceOutcome]:
+    """The devices of a finished task that never started and have no outcome record of their own (a device recorded
+    NOT_STARTED, as SSM never sent it the script, was told in a progress event already)."""
     return [
-        DeviceOutcome(device_id=device, status=DeviceStatus.NOT_STARTED, reason="the device never started")
-        for device, letter in zip(ids, letters, strict=True)
-        if letter == skipped
+        DeviceOutcome(device_id=ids[index], status=DeviceStatus.NOT_STARTED, reason="the device never started")
+        for index in not_started(letters)
+        if index not in recorded
     ]

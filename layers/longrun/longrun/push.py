@@ -70,9 +70,11 @@ class Publisher:
         if found is None:
             return None, []
         devices = found[1]
+        skipped = change_feed.not_started(devices.outcomes)
+        recorded = self._store.recorded_between(task.id, skipped[0], skipped[-1]) if skipped else set()
         return (
             self._executions.result_summary(task, devices, self._links),
-            change_feed.never_started(devices.ids, devices.outcomes),
+            change_feed.never_started(devices.ids, devices.outcomes, recorded),
         )
 
     def _to_subscribers(self, task_id: str, bodies: list[str]) -> None:

@@ -491,13 +491,16 @@ class TaskStore:
 
     # --- batches and devices -------------------------------------------------------------------
 
-    def start_batch(self, batch: Batch, failed: dict[int, str]) -> None:
+    def start_batch(self, batch: Batch, failed: dict[int, str], ending: DeviceStatus = DeviceStatus.FAILED) -> None:
         """Record a batch as started, in one transaction that requires the task to be IN_PROGRESS: its devices with
-        a node become RUNNING, and those in ``failed`` (device index -> reason) FAILED at once."""
+        a node become RUNNING, and those in ``failed`` (device index -> reason) end at once, as ``ending``
+        (FAILED: no node; NOT_STARTED: the batch's time ran out before it was started)."""
         now = _iso(utc_now())
         pk = _task_pk(batch.task_id)
         running = len(batch.nodes)
-        failed_items = [self._failed_device_item(batch, index, reason, now) for index, reason in failed.items()]
+        failed_items = [
+            self._failed_device_item(batch, index, reason, now, status=ending) for index, reason in failed.items()
+        ]
         outcomes = ", outcomes = :outcomes" if failed_items else ""
         actions: list[dict[str, Any]] = [
             {
@@ -520,9 +523,9 @@ class TaskStore:
                     "TableName": self._table_name,
                     "Key": {"PK": pk, "SK": TASK_SK},
                     "UpdateExpression": "SET #c.PENDING = #c.PENDING - :n, #c.RUNNING = #c.RUNNING + :r, "
-                    "#c.FAILED = #c.FAILED + :u, updatedAt = :now" + (outcomes or " REMOVE outcomes") + VERSION_BUMP,
+                    "#c.#ended = #c.#ended + :u, updatedAt = :now" + (outcomes or " REMOVE outcomes") + VERSION_BUMP,
                     "ConditionExpression": "#s = :in_progress AND #c.PENDING >= :n",
-                    "ExpressionAttributeNames": {"#c": "counts", "#s": "status"},
+                    "ExpressionAttributeNames": {"#c": "counts", "#s": "status", "#ended": ending.value},
                     "ExpressionAttributeValues": {
                         ":n": running + len(failed),
                         ":r": running,
@@ -738,12 +741,7 @@ class TaskStore:
             return set()
         pk, wanted = _task_pk(task_id), set(indexes)
         if max(wanted) - min(wanted) < 2 * len(wanted):
-            items = self._query_all(
-                "PK = :pk AND SK BETWEEN :first AND :last",
-                {":pk": pk, ":first": _device_sk(min(wanted)), ":last": _device_sk(max(wanted))},
-                projection="SK",
-            )
-            return {_device_index(item["SK"]) for item in items} & wanted
+            return self.recorded_between(task_id, min(wanted), max(wanted)) & wanted
         found: set[int] = set()
         keys = [{"PK": pk, "SK": _device_sk(index)} for index in sorted(wanted)]
         while keys:
@@ -755,6 +753,15 @@ class TaskStore:
             if unprocessed:  # DynamoDB throttled part of it: ask again after a jittered pause
                 time.sleep(random.uniform(0, CONFLICT_BACKOFF[0]))  # noqa: S311 - jitter, not secrets
         return found
+
+    def recorded_between(self, task_id: str, first: int, last: int) -> set[int]:
+        """The positions from ``first`` to ``last`` that have an outcome recorded: one keys-only query."""
+        items = self._query_all(
+            "PK = :pk AND SK BETWEEN :first AND :last",
+            {":pk": _task_pk(task_id), ":first": _device_sk(first), ":last": _device_sk(last)},
+            projection="SK",
+        )
+        return {_device_index(item["SK"]) for item in items}
 
     def device_runs(self, task_id: str, start: int, end: int) -> dict[int, DeviceRun]:
         """The recorded runs of the devices at positions start..end-1, by position."""
@@ -1063,12 +1070,17 @@ class TaskStore:
             raise
 
     def _failed_device_item(
-        self, batch: Batch, index: int, reason: str, now: str | None, node_id: str | None = None
+        self,
+        batch: Batch,
+        index: int,
+        reason: str,
+        now: str | None,
+        node_id: str | None = None,
+        status: DeviceStatus = DeviceStatus.FAILED,
     ) -> dict[str, Any]:
-        """The record of a batch's device that ends FAILED without running (no node, or SSM refused its node)."""
-        run = DeviceRun(
-            index=index, device_id=batch.device_at(index), status=DeviceStatus.FAILED, reason=reason, node_id=node_id
-        )
+        """The record of a batch's device that ends without running: FAILED (no node, or SSM refused its node), or
+        NOT_STARTED (its batch's time ran out first)."""
+        run = DeviceRun(index=index, device_id=batch.device_at(index), status=status, reason=reason, node_id=node_id)
         return self._device_item(_task_pk(batch.task_id), run) | {"endedAt": now}
 
     def _device_item(self, pk: str, run: DeviceRun) -> dict[str, Any]:

@@ -374,7 +374,7 @@ class Workflow:
         """The batch's wait ran out, so some of its reports never came (SSM's events are delivered at best effort):
         ask SSM how each silent device's run stands and record how it ended; stop the runs still going, and record
         them TIMED_OUT (or NOT_STARTED if SSM had not started them)."""
-        batch = self._store.get_batch(task_id, number)
+        batch = self._store.get_batch(task_id, number) or self._expire_unstarted(task_id, number)
         if batch is None:
             return
         silent = self._unrecorded(batch)
@@ -407,6 +407,24 @@ class Workflow:
             )
         self._finish(outcomes)
         settle_cancel(self._store, task_id)
+
+    def _expire_unstarted(self, task_id: str, number: int) -> Batch | None:
+        """A batch whose wait ran out before its step recorded it (the step is slow, or still retrying its calls):
+        its devices end NOT_STARTED now, under the batch's record, so that the step, if it gets there, finds the
+        batch taken and sends nothing. If the step records it first, that batch is expired as any other."""
+        task = self._store.get_task(task_id)
+        if task is None or task.status is not TaskStatus.IN_PROGRESS:
+            return None
+        start, end = batch_range(number, self._plan(task)["batchSize"], task.device_count)
+        devices = self._store.device_ids(task_id, start, end)
+        unstarted = Batch(task_id=task_id, number=number, start=start, device_ids=devices, nodes={}, task_token="")
+        why = "the batch's time ran out before it was started"
+        try:
+            self._store.start_batch(unstarted, dict.fromkeys(range(start, end), why), DeviceStatus.NOT_STARTED)
+        except ConditionFailed:
+            return self._store.get_batch(task_id, number)  # recorded meanwhile, or the task left IN_PROGRESS
+        logger.info("batch expired before it started", extra={"task_id": task_id, "batch": number})
+        return None
 
     def finish_run(self, task_id: str, error: dict[str, Any] | None = None) -> str:
         """Last step: the task is COMPLETE once every batch is done (with the reason when max-errors stopped it),
