@@ -211,14 +211,18 @@ def test_a_malformed_key_is_refused_before_anything_is_written(deployed: Deploym
     assert table_items(deployed) == [] and executions(deployed) == []
 
 
-def test_a_repeated_webhook_creation_answers_the_same_endpoint(
-    deployed: Deployment, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def loopback_webhooks(deployed: Deployment, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Webhook URLs may be plain http to a loopback address (as locally): a body for one."""
     monkeypatch.setenv("WEBHOOK_ALLOW_LOOPBACK_HTTP", "true")
     from longrun import config
 
     config.settings.cache_clear()
-    body = {"url": "http://127.0.0.1:9/hook"}
+    return {"url": "http://127.0.0.1:9/hook"}
+
+
+def test_a_repeated_webhook_creation_answers_the_same_endpoint(loopback_webhooks: dict[str, str]) -> None:
+    body = loopback_webhooks
     first = call("POST", WEBHOOKS, body, headers={"Idempotency-Key": "hook-1"})
     again = call("POST", WEBHOOKS, body, headers={"Idempotency-Key": "hook-1"})
     assert first[0] == again[0] == 201
@@ -230,13 +234,9 @@ def test_a_repeated_webhook_creation_answers_the_same_endpoint(
 
 
 def test_a_webhook_creation_repeated_after_the_first_timed_out_answers_the_endpoint_it_made(
-    deployed: Deployment, monkeypatch: pytest.MonkeyPatch
+    deployed: Deployment, loopback_webhooks: dict[str, str]
 ) -> None:
-    monkeypatch.setenv("WEBHOOK_ALLOW_LOOPBACK_HTTP", "true")
-    from longrun import config
-
-    config.settings.cache_clear()
-    body = {"url": "http://127.0.0.1:9/hook"}
+    body = loopback_webhooks
     first = call("POST", WEBHOOKS, body, headers={"Idempotency-Key": "hook-1"})
     _lapse_in_progress(deployed)
     again = call("POST", WEBHOOKS, body, headers={"Idempotency-Key": "hook-1"})
