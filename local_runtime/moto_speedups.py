@@ -15,6 +15,15 @@
 - Querying a table (not an index) by its partition key: moto lists and sorts every item of the table, then keeps
   those of the partition. The table keeps its items by partition already, so the query reads only that partition:
   the same items, in the same order.
+- Starting an execution: moto parses the state machine's definition with ANTLR for every execution (and for every
+  start of a Map iteration's processor), the largest share of the runtime's time in a burst of submits. The parse
+  tree of a definition that parsed without errors is kept per definition text, and the evaluation components are
+  built from it afresh for each execution, as before; a definition with syntax errors is parsed (and refused) again.
+- Evaluating a JSONPath: jsonpath-ng builds its parser (reading its LR tables) for every path it parses, and moto
+  parses the path of every InputPath, Parameters binding, ResultPath and OutputPath each time a state runs. A parsed
+  path is kept per path text (they are immutable once parsed).
+- Receiving SQS messages: moto checks each received message's retention by building all of the queue's attributes
+  (counting its messages three ways) to read one of them; it reads that one.
 """
 
 from __future__ import annotations
@@ -24,11 +33,20 @@ import inspect
 import threading
 from typing import Any
 
+import jsonpath_ng
+import jsonpath_ng.ext
 from moto.core.serialize import BaseJSONSerializer
+from moto.core.utils import unix_time
 from moto.dynamodb.models.dynamo_type import DynamoType
 from moto.dynamodb.models.table import Table
 from moto.dynamodb.models.utilities import bytesize
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication
+from moto.sqs.models import Message, SQSBackend
+from moto.stepfunctions.parser.asl.component.common.path import result_path
+from moto.stepfunctions.parser.asl.component.eval_component import EvalComponent
+from moto.stepfunctions.parser.asl.parse import asl_parser
+from moto.stepfunctions.parser.asl.parse.preprocessor import Preprocessor
+from moto.stepfunctions.parser.asl.utils import json_path
 
 _MISSING = object()
 _SCALARS = {"S": str, "N": str, "BOOL": bool, "NULL": bool}
@@ -63,6 +81,9 @@ def install() -> None:
     _serialize_plain_attribute_values()
     _compare_strings_at_once()
     _query_one_partition()
+    _parse_each_definition_once()
+    _parse_each_json_path_once()
+    _read_retention_alone()
 
 
 def _cache_backend_for_host() -> None:
@@ -147,3 +168,41 @@ def _query_one_partition() -> None:
 
     Table.all_items = partition_items  # type: ignore[method-assign]
     Table.query = query_partition  # type: ignore[method-assign]
+
+
+_PARSE_TREES: dict[str, Any] = {}
+"""Definition text -> its ANTLR parse tree, for definitions that parsed without errors"""
+
+
+def _parse_each_definition_once() -> None:
+    parser_class = asl_parser.AmazonStateLanguageParser
+    original = parser_class.parse
+
+    def parse(definition: str) -> tuple[EvalComponent, Any]:
+        tree = _PARSE_TREES.get(definition)
+        if tree is None:
+            program, tree = original(definition)  # raises ASLParserException on syntax errors
+            _PARSE_TREES[definition] = tree
+            return program, tree
+        return Preprocessor().visit(tree), tree
+
+    parse.__wrapped__ = original  # type: ignore[attr-defined]
+    parser_class.parse = staticmethod(parse)  # type: ignore[method-assign]
+
+
+def _parse_each_json_path_once() -> None:
+    json_path.parse = functools.lru_cache(maxsize=4096)(jsonpath_ng.ext.parse)  # type: ignore[attr-defined]
+    result_path.parse = functools.lru_cache(maxsize=4096)(jsonpath_ng.parse)  # type: ignore[attr-defined]
+
+
+def _read_retention_alone() -> None:
+    original = SQSBackend.is_message_valid_based_on_retention_period
+
+    @functools.wraps(original)
+    def is_message_valid_based_on_retention_period(self: SQSBackend, queue_name: str, message: Message) -> bool:
+        retention_period: int = self.get_queue(queue_name).message_retention_period  # type: ignore[attr-defined]
+        return bool(retention_period + message.sent_timestamp / 1000 > unix_time())  # type: ignore[operator]
+
+    SQSBackend.is_message_valid_based_on_retention_period = (  # type: ignore[method-assign]
+        is_message_valid_based_on_retention_period
+    )

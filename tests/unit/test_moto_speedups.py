@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from typing import Any
 
 import boto3
@@ -181,3 +182,82 @@ def test_a_query_reads_its_partition_and_answers_as_moto_does(
         monkeypatch.setattr(Table, "all_items", Table.all_items.__wrapped__)  # type: ignore[attr-defined]
         assert fast_answer["Items"] == dynamodb.query(TableName="t", **query)["Items"]
         assert fast_answer.get("LastEvaluatedKey") == dynamodb.query(TableName="t", **query).get("LastEvaluatedKey")
+
+
+DEFINITION = json.dumps(
+    {
+        "StartAt": "Pass",
+        "States": {"Pass": {"Type": "Pass", "Parameters": {"id.$": "$.id"}, "ResultPath": "$.out", "End": True}},
+    }
+)
+
+
+def test_a_definition_is_parsed_once_and_built_afresh_for_each_execution(fast: None) -> None:
+    from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguageParser, ASLParserException
+
+    first_program, first_tree = AmazonStateLanguageParser.parse(DEFINITION)
+    program, tree = AmazonStateLanguageParser.parse(DEFINITION)
+    assert tree is first_tree
+    assert program is not first_program
+    assert type(program) is type(first_program)
+    for _ in range(2):  # a definition with syntax errors is refused every time
+        with pytest.raises(ASLParserException):
+            AmazonStateLanguageParser.parse('{"StartAt": ')
+
+
+def test_an_execution_answers_as_before(fast: None, monkeypatch: Any) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
+        sfn = boto3.client("stepfunctions", region_name="us-east-1")
+        machine = sfn.create_state_machine(name="m", definition=DEFINITION, roleArn="arn:aws:iam::123456789012:role/r")[
+            "stateMachineArn"
+        ]
+        outputs = []
+        for number, run in enumerate(("a", "b", "a")):
+            arn = sfn.start_execution(stateMachineArn=machine, name=f"run-{number}", input=json.dumps({"id": run}))[
+                "executionArn"
+            ]
+            while (described := sfn.describe_execution(executionArn=arn))["status"] == "RUNNING":
+                time.sleep(0.01)
+            outputs.append(json.loads(described["output"]))
+        assert outputs == [
+            {"id": "a", "out": {"id": "a"}},
+            {"id": "b", "out": {"id": "b"}},
+            {"id": "a", "out": {"id": "a"}},
+        ]
+
+
+def test_a_json_path_is_parsed_once_and_answers_as_before(fast: None, monkeypatch: Any) -> None:
+    import jsonpath_ng.ext
+    from moto.stepfunctions.parser.asl.utils import json_path
+
+    assert json_path.parse("$.a[0].b") is json_path.parse("$.a[0].b")
+    data = {"a": [{"b": 1}, {"b": 2}], "c": {"d": "e"}}
+    paths = ["$.a[0].b", "$.a[*].b", "$.c", "$.c.d", "$"]
+    answers = [json_path.extract_json(path, data) for path in paths * 2]
+    monkeypatch.setattr(json_path, "parse", jsonpath_ng.ext.parse)
+    assert answers == [json_path.extract_json(path, data) for path in paths * 2]
+    with pytest.raises(json_path.NoSuchJsonPathError):
+        json_path.extract_json("$.missing", {"a": 1})
+
+
+def test_a_message_past_its_retention_is_not_received(fast: None, monkeypatch: Any) -> None:
+    from moto.sqs.models import SQSBackend, sqs_backends
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    with mock_aws():
+        sqs = boto3.client("sqs", region_name="us-east-1")
+        url = sqs.create_queue(QueueName="q", Attributes={"MessageRetentionPeriod": "60"})["QueueUrl"]
+        backend = sqs_backends["123456789012"]["us-east-1"]
+        for body, age in (("old", 61), ("new", 59)):
+            sqs.send_message(QueueUrl=url, MessageBody=body)
+            message = backend.get_queue("q")._messages[-1]
+            message.sent_timestamp -= age * 1000
+        patched = SQSBackend.is_message_valid_based_on_retention_period
+        original = patched.__wrapped__  # type: ignore[attr-defined]
+        old, new = backend.get_queue("q")._messages
+        for message in (old, new):
+            assert patched(backend, "q", message) == original(backend, "q", message)
+        assert [patched(backend, "q", message) for message in (old, new)] == [False, True]
