@@ -22,8 +22,13 @@
 - Evaluating a JSONPath: jsonpath-ng builds its parser (reading its LR tables) for every path it parses, and moto
   parses the path of every InputPath, Parameters binding, ResultPath and OutputPath each time a state runs. A parsed
   path is kept per path text (they are immutable once parsed).
-- Receiving SQS messages: moto checks each received message's retention by building all of the queue's attributes
-  (counting its messages three ways) to read one of them; it reads that one.
+- SQS: moto checks each received message's retention, and each sent message's queue for content-based
+  deduplication, by building all of the queue's attributes, which counts the queue's messages three ways, to read
+  one of them. The retention is read alone, and a message being sent skips the counts (send_message reads none of
+  them). A message's visibility and delay compare the time now with moto's own clock, taken as seconds since the
+  epoch (``time.time()``) instead of through a naive UTC datetime subtracted from another (the same number).
+- Finding an account's backend: moto takes one process-wide lock for every lookup of an account's backends, to
+  make the account's on first use; an account that exists is answered without it.
 """
 
 from __future__ import annotations
@@ -31,17 +36,20 @@ from __future__ import annotations
 import functools
 import inspect
 import threading
+import time
 from typing import Any
 
 import jsonpath_ng
 import jsonpath_ng.ext
+from moto.core.base_backend import AccountSpecificBackend, BackendDict
 from moto.core.serialize import BaseJSONSerializer
 from moto.core.utils import unix_time
 from moto.dynamodb.models.dynamo_type import DynamoType
 from moto.dynamodb.models.table import Table
 from moto.dynamodb.models.utilities import bytesize
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication
-from moto.sqs.models import Message, SQSBackend
+from moto.sqs import models as sqs_models
+from moto.sqs.models import Message, Queue, SQSBackend
 from moto.stepfunctions.parser.asl.component.common.path import result_path
 from moto.stepfunctions.parser.asl.component.eval_component import EvalComponent
 from moto.stepfunctions.parser.asl.parse import asl_parser
@@ -84,6 +92,9 @@ def install() -> None:
     _parse_each_definition_once()
     _parse_each_json_path_once()
     _read_retention_alone()
+    _send_without_counting()
+    _read_the_clock_as_seconds()
+    _find_existing_accounts_without_the_lock()
 
 
 def _cache_backend_for_host() -> None:
@@ -206,3 +217,57 @@ def _read_retention_alone() -> None:
     SQSBackend.is_message_valid_based_on_retention_period = (  # type: ignore[method-assign]
         is_message_valid_based_on_retention_period
     )
+
+
+_sending = threading.local()
+"""The queue a send_message in this thread adds to"""
+_COUNTS = (
+    "approximate_number_of_messages",
+    "approximate_number_of_messages_delayed",
+    "approximate_number_of_messages_not_visible",
+)
+
+
+def _send_without_counting() -> None:
+    for name in _COUNTS:
+        count = getattr(Queue, name).fget
+
+        def skipped_while_sending(self: Queue, count: Any = count) -> int:
+            if getattr(_sending, "queue", None) is self:
+                return 0  # send_message builds the queue's attributes for one that is not a count
+            return int(count(self))
+
+        skipped_while_sending.__wrapped__ = count  # type: ignore[attr-defined]
+        setattr(Queue, name, property(skipped_while_sending))
+    send_message = SQSBackend.send_message
+
+    @functools.wraps(send_message)
+    def send_message_uncounted(self: SQSBackend, queue_name: str, *args: Any, **kwargs: Any) -> Message:
+        _sending.queue = self.queues.get(queue_name)
+        try:
+            return send_message(self, queue_name, *args, **kwargs)
+        finally:
+            _sending.queue = None
+
+    SQSBackend.send_message = send_message_uncounted  # type: ignore[method-assign]
+
+
+def _read_the_clock_as_seconds() -> None:
+    unix_time_millis = sqs_models.unix_time_millis  # type: ignore[attr-defined]
+
+    @functools.wraps(unix_time_millis)
+    def now_millis(dt: Any = None) -> float:
+        return time.time() * 1000.0 if dt is None else unix_time_millis(dt)
+
+    sqs_models.unix_time_millis = now_millis  # type: ignore[attr-defined]
+
+
+def _find_existing_accounts_without_the_lock() -> None:
+    getitem = BackendDict.__getitem__
+
+    @functools.wraps(getitem)
+    def account_backend(self: BackendDict[Any], account_id: str) -> AccountSpecificBackend[Any]:
+        backend = dict.get(self, account_id)
+        return backend if backend is not None else getitem(self, account_id)
+
+    BackendDict.__getitem__ = account_backend  # type: ignore[method-assign]

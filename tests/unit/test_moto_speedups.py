@@ -261,3 +261,51 @@ def test_a_message_past_its_retention_is_not_received(fast: None, monkeypatch: A
         for message in (old, new):
             assert patched(backend, "q", message) == original(backend, "q", message)
         assert [patched(backend, "q", message) for message in (old, new)] == [False, True]
+
+
+def test_a_sent_message_is_deduplicated_and_counted_as_moto_does(fast: None, monkeypatch: Any) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    with mock_aws():
+        sqs = boto3.client("sqs", region_name="us-east-1")
+        fifo = sqs.create_queue(
+            QueueName="q.fifo", Attributes={"FifoQueue": "true", "ContentBasedDeduplication": "true"}
+        )["QueueUrl"]
+        plain = sqs.create_queue(QueueName="q")["QueueUrl"]
+        for _ in range(2):  # the same body twice: content-based deduplication keeps one
+            sqs.send_message(QueueUrl=fifo, MessageBody="same", MessageGroupId="g")
+        sqs.send_message(QueueUrl=plain, MessageBody="now")
+        sqs.send_message(QueueUrl=plain, MessageBody="later", DelaySeconds=60)
+        sqs.receive_message(QueueUrl=plain, VisibilityTimeout=60)
+        sqs.send_message(QueueUrl=plain, MessageBody="waiting")
+        counts = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesDelayed"]
+        counts.append("ApproximateNumberOfMessagesNotVisible")
+        assert sqs.get_queue_attributes(QueueUrl=fifo, AttributeNames=counts)["Attributes"] == {
+            "ApproximateNumberOfMessages": "1",
+            "ApproximateNumberOfMessagesDelayed": "0",
+            "ApproximateNumberOfMessagesNotVisible": "0",
+        }
+        assert sqs.get_queue_attributes(QueueUrl=plain, AttributeNames=counts)["Attributes"] == {
+            "ApproximateNumberOfMessages": "1",
+            "ApproximateNumberOfMessagesDelayed": "1",
+            "ApproximateNumberOfMessagesNotVisible": "1",
+        }
+
+
+def test_sqs_reads_the_same_clock(fast: None) -> None:
+    from moto.core import utils
+    from moto.sqs import models
+
+    before = utils.unix_time_millis()
+    now = models.unix_time_millis()  # type: ignore[attr-defined]
+    assert before <= now <= utils.unix_time_millis() + 1
+    assert models.unix_time_millis(utils.utcfromtimestamp(12)) == 12_000  # type: ignore[attr-defined]
+
+
+def test_an_existing_account_is_found_without_the_lock(fast: None, monkeypatch: Any) -> None:
+    from moto.core import base_backend
+    from moto.sqs.models import sqs_backends
+
+    account = sqs_backends["210987654321"]
+    monkeypatch.setattr(base_backend, "backend_lock", None)  # taking it would raise
+    assert sqs_backends["210987654321"] is account
