@@ -14,7 +14,9 @@
   answered at once, with the same result.
 - Querying a table (not an index) by its partition key: moto lists and sorts every item of the table, then keeps
   those of the partition. The table keeps its items by partition already, so the query reads only that partition:
-  the same items, in the same order.
+  the same items, in the same order. With a sort key condition, moto then sizes every item of the partition before
+  testing the condition (a task's 10,000 device records for each batch's range); the query goes through the items
+  that meet it and the one after, as ``_key_condition_run`` says.
 - Starting an execution: moto parses the state machine's definition with ANTLR for every execution (and for every
   start of a Map iteration's processor), the largest share of the runtime's time in a burst of submits. The parse
   tree of a definition that parsed without errors is kept per definition text, and the evaluation components are
@@ -163,15 +165,20 @@ def _query_one_partition() -> None:
     def partition_items(self: Table) -> list[Any]:
         table, items = getattr(_partition, "only", (None, []))
         if table is self:
-            return sorted(items, key=lambda item: item.range_key)
+            return list(items)
         return all_items(self)
 
     @functools.wraps(query)
     def query_partition(self: Table, hash_key: Any, *args: Any, **kwargs: Any) -> Any:
-        index_name = signature.bind(self, hash_key, *args, **kwargs).arguments.get("index_name")
-        if index_name or not self.range_key_attr or hash_key is None:
+        arguments = signature.bind(self, hash_key, *args, **kwargs).arguments
+        if arguments.get("index_name") or not self.range_key_attr or hash_key is None:
             return query(self, hash_key, *args, **kwargs)
-        _partition.only = (self, list(self.items.get(hash_key, {}).values()))
+        items = sorted(self.items.get(hash_key, {}).values(), key=lambda item: item.range_key)
+        if arguments.get("range_comparison") and not arguments.get("filter_kwargs"):
+            items = _key_condition_run(
+                items, arguments["range_comparison"], arguments["range_objs"], arguments["scan_index_forward"]
+            )
+        _partition.only = (self, items)
         try:
             return query(self, hash_key, *args, **kwargs)
         finally:
@@ -179,6 +186,17 @@ def _query_one_partition() -> None:
 
     Table.all_items = partition_items  # type: ignore[method-assign]
     Table.query = query_partition  # type: ignore[method-assign]
+
+
+def _key_condition_run(items: list[Any], comparison: str, values: list[Any], forward: bool | None) -> list[Any]:
+    """Of a partition's items sorted by their sort key, those moto's query goes through to answer a sort key
+    condition: from the first that meets it to the last, and the one after (moto ends a page that reached its Limit
+    there). Before the first, moto only sizes each item against the 1 MB page with nothing read yet, which no item
+    fills; after the one after, it sizes each against what it has read, and could end the page on an item outside
+    the condition, one DynamoDB never reads."""
+    ordered = items if forward is not False else items[::-1]
+    meeting = [at for at, item in enumerate(ordered) if item.range_key.compare(comparison, values)]
+    return ordered[meeting[0] : meeting[-1] + 2] if meeting else []
 
 
 _PARSE_TREES: dict[str, Any] = {}

@@ -135,6 +135,43 @@ QUERIES: list[dict[str, Any]] = [
         "ExclusiveStartKey": {"PK": {"S": "TASK#1"}, "SK": {"S": "DEVICE#00001"}},
     },
     {
+        "KeyConditionExpression": "PK = :pk AND SK < :s",
+        "ExpressionAttributeValues": {":pk": {"S": "TASK#2"}, ":s": {"S": "DEVICE#00005"}},
+        "Limit": 2,
+    },
+    {  # exactly Limit items meet the condition, and more items follow them
+        "KeyConditionExpression": "PK = :pk AND SK BETWEEN :a AND :b",
+        "ExpressionAttributeValues": {":pk": {"S": "TASK#3"}, ":a": {"S": "DEVICE#00001"}, ":b": {"S": "DEVICE#00004"}},
+        "Limit": 3,
+    },
+    {
+        "KeyConditionExpression": "PK = :pk AND SK BETWEEN :a AND :b",
+        "ExpressionAttributeValues": {":pk": {"S": "TASK#3"}, ":a": {"S": "DEVICE#00001"}, ":b": {"S": "DEVICE#00004"}},
+        "Limit": 3,
+        "ScanIndexForward": False,
+    },
+    {  # the last items of the partition meet it: nothing follows
+        "KeyConditionExpression": "PK = :pk AND SK >= :s",
+        "ExpressionAttributeValues": {":pk": {"S": "TASK#2"}, ":s": {"S": "DEVICE#00007"}},
+        "Limit": 2,
+    },
+    {
+        "KeyConditionExpression": "PK = :pk AND SK > :s",
+        "ExpressionAttributeValues": {":pk": {"S": "TASK#2"}, ":s": {"S": "DEVICE#00001"}},
+        "Limit": 2,
+        "ExclusiveStartKey": {"PK": {"S": "TASK#2"}, "SK": {"S": "DEVICE#00004"}},
+    },
+    {  # none meets it
+        "KeyConditionExpression": "PK = :pk AND begins_with(SK, :p)",
+        "ExpressionAttributeValues": {":pk": {"S": "TASK#1"}, ":p": {"S": "BATCH#"}},
+    },
+    {
+        "KeyConditionExpression": "PK = :pk AND SK = :s",
+        "ExpressionAttributeValues": {":pk": {"S": "TASK#1"}, ":s": {"S": "DEVICE#00009"}},
+        "ScanIndexForward": False,
+        "Limit": 1,
+    },
+    {
         "IndexName": "ByN",
         "KeyConditionExpression": "g = :g",
         "ExpressionAttributeValues": {":g": {"S": "all"}},

@@ -170,9 +170,13 @@ class Workflow:
             return f"more than max-errors ({limit}) devices failed"
         return None
 
-    def _record_batch(self, task: Task, number: int, task_token: str) -> Batch | None:
+    def _batch_devices(self, task: Task, number: int) -> tuple[int, list[str | int]]:
+        """The position of a batch's first device in the task, and the batch's device ids in request order."""
         start, end = batch_range(number, self._plan(task)["batchSize"], task.device_count)
-        devices = self._store.device_ids(task.id, start, end)
+        return start, self._store.device_ids(task.id, start, end)
+
+    def _record_batch(self, task: Task, number: int, task_token: str) -> Batch | None:
+        start, devices = self._batch_devices(task, number)
         resolution = run_command.resolve_devices(devices, self._config.device_id_tag_key)
         nodes: dict[str, int] = {}
         failed: dict[int, str] = {}
@@ -415,12 +419,13 @@ class Workflow:
         task = self._store.get_task(task_id)
         if task is None or task.status is not TaskStatus.IN_PROGRESS:
             return None
-        start, end = batch_range(number, self._plan(task)["batchSize"], task.device_count)
-        devices = self._store.device_ids(task_id, start, end)
+        start, devices = self._batch_devices(task, number)
         unstarted = Batch(task_id=task_id, number=number, start=start, device_ids=devices, nodes={}, task_token="")
         why = "the batch's time ran out before it was started"
         try:
-            self._store.start_batch(unstarted, dict.fromkeys(range(start, end), why), DeviceStatus.NOT_STARTED)
+            self._store.start_batch(
+                unstarted, dict.fromkeys(range(*unstarted.index_range), why), DeviceStatus.NOT_STARTED
+            )
         except ConditionFailed:
             return self._store.get_batch(task_id, number)  # recorded meanwhile, or the task left IN_PROGRESS
         logger.info("batch expired before it started", extra={"task_id": task_id, "batch": number})
