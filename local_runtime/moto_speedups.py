@@ -1,4 +1,6 @@
-"""moto's hot paths, made cheaper behind the same API: what moto answers is unchanged, byte for byte.
+"""moto's hot paths, made cheaper behind the same API: what moto answers is unchanged, byte for byte, but for one
+artifact of moto's that DynamoDB does not have (a query's page ended on the size of an item outside its sort key
+condition: see ``_key_condition_run``).
 
 - Finding the backend of a request: moto lists its package's directory (``os.listdir`` and a ``stat`` per service,
   about 200) and then tries every service's URL patterns, for every request, under one lock. The answer depends on
@@ -173,7 +175,8 @@ def _query_one_partition() -> None:
         arguments = signature.bind(self, hash_key, *args, **kwargs).arguments
         if arguments.get("index_name") or not self.range_key_attr or hash_key is None:
             return query(self, hash_key, *args, **kwargs)
-        items = sorted(self.items.get(hash_key, {}).values(), key=lambda item: item.range_key)
+        partition = self.items.get(hash_key, {}).values()
+        items = sorted(partition, key=lambda item: item.range_key.cast_value)  # as DynamoType.__lt__ orders them
         if arguments.get("range_comparison") and not arguments.get("filter_kwargs"):
             items = _key_condition_run(
                 items, arguments["range_comparison"], arguments["range_objs"], arguments["scan_index_forward"]

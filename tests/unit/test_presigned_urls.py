@@ -202,6 +202,7 @@ def test_a_url_dated_beyond_the_allowed_skew_is_not_valid_yet(edge: LocalEdge) -
         (("X-Amz-Expires=300", "X-Amz-Expires=soon"), "X-Amz-Expires should be a number"),
         (("X-Amz-Expires=300", "X-Amz-Expires=-1"), "X-Amz-Expires must be non-negative"),
         (("X-Amz-Expires=300&", ""), sigv4._MISSING),
+        (("X-Amz-Date=", "X-Amz-Date=1"), "X-Amz-Date must be in the ISO8601 Long Format \"yyyyMMdd'T'HHmmss'Z'\""),
         (("=AWS4-HMAC-SHA256", "=AWS4-HMAC-SHA1"), 'X-Amz-Algorithm only supports "AWS4-HMAC-SHA256"'),
         (
             ("%2Fs3%2F", "%2Fsqs%2F"),
