@@ -4,8 +4,10 @@ devices are lost; some tasks are cancelled at a random moment, racing their end.
 have ended, once: its counts add up to its devices, each device's outcome is recorded once and is the one its script
 gave (or NOT_STARTED / CANCELLED / TIMED_OUT when it did not run to its end), its event stream carries each event
 once, in order, ending with the task's end, and a webhook endpoint that refuses a share of its deliveries has been
-given every one of those events (at least once, as webhooks promise) and no other. Seeded (FUZZ_SEED); the runs, the
-faults injected and every violation found are printed."""
+given every one of those events (at least once, as webhooks promise) and no other, as has a WebSocket subscriber of
+a share of the tasks (resubscribing after the last event it saw when its connection drops or subscribing meets a
+fault, as longrun's client does). Seeded (FUZZ_SEED); the runs, the faults injected and every violation found are
+printed."""
 
 from __future__ import annotations
 
@@ -16,13 +18,15 @@ import time
 import urllib.request
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 import requests
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
+from websockets.sync.client import connect
 
 from fuzz.conftest import SEED
 from local_runtime.faults import KINDS
@@ -36,6 +40,8 @@ RESOURCE = "/device-management/script-execution"
 WEBHOOKS = "/device-management/webhooks"
 RECEIVER_REFUSALS = 0.1
 """The share of webhook deliveries the receiver answers 503"""
+FOLLOWED = 0.25
+"""The share of tasks also followed over the WebSocket API"""
 DEVICES = ("web-1", "db-1")
 EXPECTED = {"web-1": "SUCCESS", "db-1": "FAILED"}
 """What scripts/fail-on-db.sh gives each device when it runs to its end"""
@@ -114,17 +120,50 @@ def _call(runtime: RuntimeProcess, method: str, path: str, body: Any = None, **h
     return reply
 
 
-def _run(runtime: RuntimeProcess, chooser: random.Random) -> dict[str, Any]:
+def _run(runtime: RuntimeProcess, chooser: random.Random, follow: Callable[[dict[str, Any]], object]) -> dict[str, Any]:
+    """A task submitted (its key repeated as the client repeats it), followed over the WebSocket at once for a share
+    of them, and cancelled at a random moment for another."""
     key, cancel_after = str(uuid.uuid4()), chooser.random() * 2 if chooser.random() < 0.25 else None
+    followed = chooser.random() < FOLLOWED
     body = {"device-ids": list(DEVICES), "script-url": "scripts/fail-on-db.sh", "timeout-seconds": 10}
     submitted = _call(runtime, "POST", RESOURCE, body, **{"Idempotency-Key": key})
     if submitted.status_code != 202:
         return {"accepted": False, "status": submitted.status_code, "body": submitted.text[:300]}
-    task_id = submitted.json()["id"]
+    run = {"accepted": True, "id": submitted.json()["id"], "cancelled": cancel_after is not None, "followed": followed}
+    if followed:
+        follow(run)
     if cancel_after is not None:
         time.sleep(cancel_after)
-        _call(runtime, "DELETE", f"{RESOURCE}/{task_id}")
-    return {"accepted": True, "id": task_id, "cancelled": cancel_after is not None}
+        _call(runtime, "DELETE", f"{RESOURCE}/{run['id']}")
+    return run
+
+
+def _follow(runtime: RuntimeProcess, run: dict[str, Any], deadline: float) -> None:
+    """Every event the WebSocket API pushes for the run's task until its finished event, kept by id in
+    run["pushed"], as a client follows it: subscribing again after the last id seen when the connection drops or
+    subscribing answers an error (the subscribe function met a fault); an error of another kind than those is kept in
+    run["refused"]."""
+    assert runtime.websocket is not None
+    events: dict[int, dict[str, Any]] = run.setdefault("pushed", {})
+    while time.monotonic() < deadline:
+        subscribe = {"action": "subscribe", "task-id": run["id"], "after": max(events, default=0)}
+        try:
+            with connect(runtime.websocket, open_timeout=10) as websocket:
+                websocket.send(json.dumps(subscribe))
+                while True:
+                    message = json.loads(websocket.recv(timeout=max(0.1, deadline - time.monotonic())))
+                    if message.get("type") == "error":
+                        if message.get("status", 500) < 500 and message.get("status") != 429:
+                            run["refused"] = message
+                            return
+                        break
+                    if "id" in message:
+                        events.setdefault(message["id"], message)
+                        if message["type"] == "script-execution.finished":
+                            return
+        except (ConnectionClosed, InvalidHandshake, OSError, TimeoutError):
+            pass
+        time.sleep(0.5)
 
 
 def _wait_ended(runtime: RuntimeProcess, task_id: str, deadline: float) -> dict[str, Any]:
@@ -191,35 +230,55 @@ def _stream_violations(runtime: RuntimeProcess, task_id: str, status: str) -> tu
 
 
 def _webhook_violations(receiver: Receiver, accepted: list[dict[str, Any]], deadline: float) -> list[str]:
-    """The webhook got (at least once, as webhooks promise) every event a task's stream kept, its finished event
-    last, and each device's outcome in exactly one of its events (progress events carry the outcomes recorded since
-    the previous one, the finished event the devices that never started), the outcome its result shows. Retried
-    deliveries are given until ``deadline``."""
+    """The webhook's deliveries, as _pushed_violations checks them; retried deliveries are given until
+    ``deadline``."""
     found: list[str] = []
     for run in accepted:
         if "outcomes" not in run:
             continue  # it did not end: a violation already
-        task, kept = run["id"], set(run.get("streamed", []))
         while True:
             with receiver.lock:
-                taken = dict(receiver.taken.get(task, {}))
-            if kept <= set(taken) or time.monotonic() > deadline:
+                taken = dict(receiver.taken.get(run["id"], {}))
+            if set(run.get("streamed", [])) <= set(taken) or time.monotonic() > deadline:
                 break
             time.sleep(1)
-        if not kept <= set(taken):
-            found.append(f"{task}: the webhook never got events {sorted(kept - set(taken))}")
+        found += _pushed_violations("webhook", run, taken)
+    return found
+
+
+def _websocket_violations(accepted: list[dict[str, Any]]) -> list[str]:
+    """The followed tasks' WebSocket events, as _pushed_violations checks them."""
+    found: list[str] = []
+    for run in accepted:
+        if not run["followed"] or "outcomes" not in run:
             continue
-        events = [taken[event_id] for event_id in sorted(taken)]
-        if [event["type"] for event in events].count("script-execution.finished") != 1 or events[-1]["type"] != (
-            "script-execution.finished"
-        ):
-            found.append(f"{task}: the webhook's events {[event['type'] for event in events]} do not end once")
-        told = Counter(device["device-id"] for event in events for device in event.get("devices") or [])
-        if told != Counter(run["outcomes"].keys()):
-            telling = [(e["id"], e["type"], e.get("devices")) for e in events if e.get("devices")]
-            found.append(f"{task}: the webhook's events tell of devices {dict(told)}, not once each: {telling}")
-        elif {d["device-id"]: d["status"] for e in events for d in e.get("devices") or []} != run["outcomes"]:
-            found.append(f"{task}: the webhook's events tell other outcomes than its result {run['outcomes']}")
+        if "refused" in run:
+            found.append(f"{run['id']}: subscribing over the WebSocket answered {run['refused']}")
+        else:
+            found += _pushed_violations("WebSocket", run, run.get("pushed", {}))
+    return found
+
+
+def _pushed_violations(channel: str, run: dict[str, Any], taken: dict[int, dict[str, Any]]) -> list[str]:
+    """A channel got (at least once, as webhooks and the WebSocket API promise) every event the task's stream kept,
+    its finished event last, and each device's outcome in exactly one of its events (progress events carry the
+    outcomes recorded since the previous one, the finished event the devices that never started), the outcome its
+    result shows."""
+    task, kept = run["id"], set(run.get("streamed", []))
+    if not kept <= set(taken):
+        return [f"{task}: the {channel} never got events {sorted(kept - set(taken))}"]
+    found = []
+    events = [taken[event_id] for event_id in sorted(taken)]
+    if [event["type"] for event in events].count("script-execution.finished") != 1 or events[-1]["type"] != (
+        "script-execution.finished"
+    ):
+        found.append(f"{task}: the {channel}'s events {[event['type'] for event in events]} do not end once")
+    told = Counter(device["device-id"] for event in events for device in event.get("devices") or [])
+    if told != Counter(run["outcomes"].keys()):
+        telling = [(e["id"], e["type"], e.get("devices")) for e in events if e.get("devices")]
+        found.append(f"{task}: the {channel}'s events tell of devices {dict(told)}, not once each: {telling}")
+    elif {d["device-id"]: d["status"] for e in events for d in e.get("devices") or []} != run["outcomes"]:
+        found.append(f"{task}: the {channel}'s events tell other outcomes than its result {run['outcomes']}")
     return found
 
 
@@ -230,16 +289,24 @@ def test_every_task_run_under_faults_ends_once_with_every_outcome_recorded_once(
     started = time.monotonic()
     hook = _call(faulty, "POST", WEBHOOKS, {"url": receiver.url}, **{"Idempotency-Key": str(uuid.uuid4())})
     assert hook.status_code == 201, hook.text
-    with ThreadPoolExecutor(AT_ONCE) as pool:
-        seeds = [chooser.random() for _ in range(RUNS)]
-        runs = list(pool.map(lambda seed: _run(faulty, random.Random(seed)), seeds))  # noqa: S311 - not a secret
-    accepted = [run for run in runs if run["accepted"]]
-    deadline = time.monotonic() + 300
-    with ThreadPoolExecutor(AT_ONCE) as pool:
-        ended = list(pool.map(lambda run: _wait_ended(faulty, run["id"], deadline), accepted))
+    deadline = time.monotonic() + 600
+    with ThreadPoolExecutor(RUNS) as followers:
+
+        def follow(run: dict[str, Any]) -> object:
+            return followers.submit(_follow, faulty, run, deadline)
+
+        with ThreadPoolExecutor(AT_ONCE) as pool:
+            seeds = [chooser.random() for _ in range(RUNS)]
+            runs = list(pool.map(lambda seed: _run(faulty, random.Random(seed), follow), seeds))  # noqa: S311
+        accepted = [run for run in runs if run["accepted"]]
+        with ThreadPoolExecutor(AT_ONCE) as pool:
+            ended = list(pool.map(lambda run: _wait_ended(faulty, run["id"], deadline), accepted))
+    followed = [run for run in accepted if run["followed"]]
     violations = [found for run, task in zip(accepted, ended, strict=True) for found in _violations(faulty, run, task)]
     violations += _webhook_violations(receiver, accepted, time.monotonic() + 120)
+    violations += _websocket_violations(accepted)
     delivered = sum(len(events) for events in receiver.taken.values())
+    pushed = sum(len(run.get("pushed", {})) for run in followed)
     with urllib.request.urlopen(faulty.edge + "/_local/faults", timeout=10) as reply:  # noqa: S310 - the local runtime
         injected = json.loads(reply.read())
     print(
@@ -247,7 +314,7 @@ def test_every_task_run_under_faults_ends_once_with_every_outcome_recorded_once(
         f"{sum(run['cancelled'] for run in accepted)} cancelled at random; ends "
         f"{dict(Counter(task['status'] for task in ended))}; faults injected: {injected['total']} "
         f"{injected['byKind']}; webhook: {delivered} events taken, {receiver.refused} deliveries refused;"
-        f" violations: {len(violations)}"
+        f" WebSocket: {len(followed)} tasks followed, {pushed} events; violations: {len(violations)}"
     )
     for found in violations[:20]:
         print("  ", found)
