@@ -456,15 +456,11 @@ class Fleet:
             if tag_filter["Key"] != self.tag_key:
                 return {"ResourceTagMappingList": [], "PaginationToken": ""}
             wanted = set(tag_filter.get("Values") or []) or None
-        resources = [
-            (self._node_arn(node), device)
-            for node, device in (self.devices | self.unmanaged).items()
-            if ("ec2:instance" if node.startswith("i-") else "ssm:managed-instance") in types
-        ]
         mappings = [
-            {"ResourceARN": arn, "Tags": [{"Key": self.tag_key, "Value": device}]}
-            for arn, device in resources
-            if wanted is None or device in wanted
+            {"ResourceARN": self._node_arn(node), "Tags": [{"Key": self.tag_key, "Value": device}]}
+            for node, device in (self.devices | self.unmanaged).items()
+            if (wanted is None or device in wanted)
+            and ("ec2:instance" if node.startswith("i-") else "ssm:managed-instance") in types
         ]
         return {"ResourceTagMappingList": mappings, "PaginationToken": ""}
 
