@@ -191,20 +191,13 @@ class Ledger:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def record(self, principal: Principal, check: Check, decision: Decision) -> None:
-        if decision.allowed and decision.statement is not None:
-            statement = decision.statement
-            used = [
-                grant
-                for action, resource in statement.grants()
-                if (grant := (principal.name, statement.source, action, resource)) not in self.used
-                and _action_matches(action, check.action)
-                and _resource_matches(resource, check.resource)
-            ]  # matched outside the lock, which only guards adding: most checks use grants already recorded
-            if used:
-                with self._lock:
-                    self.used.update(used)
-        elif not decision.allowed:
-            with self._lock:
+        with self._lock:
+            if decision.allowed and decision.statement is not None:
+                statement = decision.statement
+                for action, resource in statement.grants():
+                    if _action_matches(action, check.action) and _resource_matches(resource, check.resource):
+                        self.used.add((principal.name, statement.source, action, resource))
+            elif not decision.allowed:
                 self.denials.append(
                     {
                         "principal": principal.name,
