@@ -31,7 +31,28 @@ def document() -> dict[str, Any]:
     schema = dict(json.loads(api.app.get_openapi_json_schema(title=TITLE, version=VERSION, description=DESCRIPTION)))
     schema["paths"][stream.ROUTE] = {"get": stream.OPENAPI_OPERATION}  # a streamed route: its own function
     _link_created_resources(schema)
+    _answered_before_the_api(schema)
     return schema
+
+
+GATEWAY_ANSWERS = {
+    "403": "Refused by API Gateway before the API: not signed, signed wrongly, or not allowed by IAM",
+    "429": "Refused by API Gateway: over the stage's throttling rate or burst; retry after Retry-After",
+}
+"""What API Gateway itself answers on any route, as the template's gateway responses shape it (problem+json)"""
+URL_TOO_LONG = (
+    "Refused before the API: the URL is longer than the endpoint type allows (8,192 characters edge-optimized); in AWS"
+    " the edge answers it, not as a problem"
+)
+
+
+def _answered_before_the_api(schema: dict[str, Any]) -> None:
+    problem = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    for operations in schema["paths"].values():
+        for operation in operations.values():
+            for status, description in GATEWAY_ANSWERS.items():
+                operation["responses"].setdefault(status, {"description": description, "content": problem})
+            operation["responses"].setdefault("414", {"description": URL_TOO_LONG})
 
 
 def _link_created_resources(schema: dict[str, Any]) -> None:
