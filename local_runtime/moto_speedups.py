@@ -19,8 +19,8 @@ condition: see ``_key_condition_run``).
   the same items, in the same order. With a sort key condition, moto then sizes every item of the partition before
   testing the condition (a task's 10,000 device records for each batch's range); the query goes through the items
   that meet it and the one after, as ``_key_condition_run`` says.
-- Starting an execution: moto parses the state machine's definition with ANTLR for every execution (and for every
-  start of a Map iteration's processor), the largest share of the runtime's time in a burst of submits. The parse
+- Starting an execution: moto parses the state machine's definition with ANTLR for every execution (and when a
+  state machine is created), a seventh of the runtime's time in a burst of submits. The parse
   tree of a definition that parsed without errors is kept per definition text, and the evaluation components are
   built from it afresh for each execution, as before; a definition with syntax errors is parsed (and refused) again.
 - Evaluating a JSONPath: jsonpath-ng builds its parser (reading its LR tables) for every path it parses, and moto
