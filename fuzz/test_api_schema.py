@@ -16,14 +16,13 @@ from hypothesis import HealthCheck, Phase, settings
 from hypothesis.errors import FlakyStrategyDefinition
 
 from fuzz.conftest import SEED, Api, Caller
+from local_runtime.api_gateway import MAX_URL_CHARACTERS
 from longrun.idempotency import KEY_PATTERN
 from tests.conftest import ROOT
 
 EXAMPLES_PER_OPERATION = 30
 """Per operation and caller: 18 operations x 30 x 2 callers, over 1,000 requests before the stateful runs"""
 MIN_REQUESTS = 1_000
-URL_LIMIT = 8_192
-"""The longest URL the API's endpoint type (edge-optimized) takes"""
 URL_MARGIN = 256
 
 schema = schemathesis.openapi.from_path(ROOT / "docs" / "openapi.json")
@@ -65,7 +64,7 @@ def _near_the_url_limit(case: schemathesis.Case) -> bool:
     the encoding): it is refused as a whole (414, documented on every operation) before any parameter is read, so
     neither a valid nor an invalid parameter in it decides the answer."""
     query = urlencode(case.query or {}, doseq=True)
-    return len(case.formatted_path) + len(query) > URL_LIMIT - URL_MARGIN
+    return len(case.formatted_path) + len(query) > MAX_URL_CHARACTERS["EDGE"] - URL_MARGIN
 
 
 def _unknown_query_parameters(case: schemathesis.Case) -> bool:

@@ -47,7 +47,6 @@ import jsonpath_ng
 import jsonpath_ng.ext
 from moto.core.base_backend import AccountSpecificBackend, BackendDict
 from moto.core.serialize import BaseJSONSerializer
-from moto.core.utils import unix_time
 from moto.dynamodb.models.dynamo_type import DynamoType
 from moto.dynamodb.models.table import Table
 from moto.dynamodb.models.utilities import bytesize
@@ -233,7 +232,7 @@ def _read_retention_alone() -> None:
     @functools.wraps(original)
     def is_message_valid_based_on_retention_period(self: SQSBackend, queue_name: str, message: Message) -> bool:
         retention_period: int = self.get_queue(queue_name).message_retention_period  # type: ignore[attr-defined]
-        return bool(retention_period + message.sent_timestamp / 1000 > unix_time())  # type: ignore[operator]
+        return bool(retention_period + message.sent_timestamp / 1000 > time.time())  # type: ignore[operator]
 
     SQSBackend.is_message_valid_based_on_retention_period = (  # type: ignore[method-assign]
         is_message_valid_based_on_retention_period

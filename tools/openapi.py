@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from local_runtime.api_gateway import MAX_URL_CHARACTERS
 from local_runtime.lambdas import load_module
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,8 +42,8 @@ GATEWAY_ANSWERS = {
 }
 """What API Gateway itself answers on any route, as the template's gateway responses shape it (problem+json)"""
 URL_TOO_LONG = (
-    "Refused before the API: the URL is longer than the endpoint type allows (8,192 characters edge-optimized); in AWS"
-    " the edge answers it, not as a problem"
+    f"Refused before the API: the URL is longer than the endpoint type allows ({MAX_URL_CHARACTERS['EDGE']:,}"
+    " characters edge-optimized); in AWS the edge answers it, not as a problem"
 )
 
 
