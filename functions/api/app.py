@@ -25,9 +25,7 @@ from longrun.links import SCRIPTS, TASKS, WEBHOOKS, Links
 from longrun.models import (
     DevicePage,
     DeviceState,
-    DeviceStatus,
     FieldError,
-    Owner,
     Problem,
     ScriptExecution,
     ScriptExecutionPage,
@@ -35,13 +33,13 @@ from longrun.models import (
     ScriptExecutionResult,
     ScriptLocation,
     ScriptUploadRequest,
-    TaskStatus,
     Webhook,
     WebhookDelivery,
     WebhookDeliveryPage,
     WebhookPage,
     WebhookRequest,
 )
+from longrun.records import DeviceStatus, Owner, TaskStatus
 from longrun.services import script_executions, webhooks
 from longrun.store import WriteConflict, utc_now
 from longrun.tasks import DEVICE_SCAN_WINDOW, RESULT_PAGE_MAX, Stream

@@ -16,7 +16,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook as Verifier
 from websockets.sync.client import connect
 
-from longrun.models import Owner
+from longrun.records import Owner
 from longrun.store import TaskStore
 from tests.e2e.conftest import BUCKET, RESOURCE, Service, sign_as
 

@@ -11,7 +11,7 @@ import boto3
 import pytest
 
 from longrun import config
-from longrun.models import TaskStatus
+from longrun.records import TaskStatus
 from tests.conftest import ROOT, function_module
 from tests.integration.conftest import Deployment
 

@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 import boto3
 import pytest
 
-from longrun.models import Batch, CommandOutcome, DeviceStatus, TaskStatus
+from longrun.records import Batch, CommandOutcome, DeviceStatus, TaskStatus
 from tests.conftest import ROOT, function_module
 from tests.integration.conftest import Deployment
 from tests.integration.test_api import RESOURCE, STAGE, Context, call

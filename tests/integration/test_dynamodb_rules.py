@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
 import boto3
@@ -15,7 +16,8 @@ from botocore.exceptions import ClientError
 
 from local_runtime import dynamodb, meter
 from longrun import store as store_module
-from longrun.models import DeviceStatus, Owner, ScriptExecutionRequest, TaskStatus
+from longrun.models import ScriptExecutionRequest
+from longrun.records import DeviceStatus, Owner, TaskStatus
 from longrun.store import WriteConflict
 from tests.integration.conftest import Deployment
 from tests.integration.test_store import outcome, running_batch, task_id
@@ -139,6 +141,6 @@ def test_a_devices_outcome_costs_four_write_units_whatever_the_owner_and_script(
     meter.install()
     for index in range(2):
         meter.reset()
-        failed = outcome(f"mi-{index}", DeviceStatus.FAILED).model_copy(update={"reason": "why " * 200})
+        failed = replace(outcome(f"mi-{index}", DeviceStatus.FAILED), reason="why " * 200)
         assert deployed.store.finish_device(batch, index, failed)
         assert meter.snapshot()["dynamodb"]["writeUnits"] == 4

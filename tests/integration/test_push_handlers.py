@@ -10,7 +10,8 @@ import boto3
 import pytest
 
 from longrun import config, services
-from longrun.models import Owner, ScriptExecutionRequest
+from longrun.models import ScriptExecutionRequest
+from longrun.records import Owner
 from longrun.store import owner_digest
 from tests.conftest import ROOT, function_module
 from tests.integration.conftest import Deployment

@@ -9,7 +9,7 @@ import boto3
 import pytest
 
 from longrun import store as store_module
-from longrun.models import TaskStatus
+from longrun.records import TaskStatus
 from longrun.store import LONGEST_RUN, TaskStore
 from tests.integration.conftest import Deployment
 from tests.integration.test_api import RESOURCE, call, table_items

@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from longrun.models import Batch, CommandOutcome, DeviceStatus, Owner, ScriptExecutionRequest, TaskStatus
+from longrun.models import ScriptExecutionRequest
+from longrun.records import Batch, CommandOutcome, DeviceStatus, Owner, TaskStatus
 from longrun.store import ConditionFailed, InvalidPageToken, TaskStore, owner_digest
 from tests.integration.conftest import Deployment
 

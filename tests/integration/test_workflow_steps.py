@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -10,7 +11,8 @@ import pytest
 from botocore.exceptions import ClientError
 
 from longrun import run_command, workflow
-from longrun.models import Batch, DeviceStatus, ScriptExecutionRequest, TaskStatus
+from longrun.models import ScriptExecutionRequest
+from longrun.records import Batch, DeviceStatus, TaskStatus
 from longrun.workflow import InvocationStillRunning
 from tests.integration.conftest import Deployment
 from tests.integration.test_store import caller, outcome, running_batch, task_id
@@ -183,9 +185,7 @@ def test_a_command_s_end_does_not_record_a_run_ssm_still_lists_as_going(
     with pytest.raises(InvocationStillRunning):
         deployed.workflow.record_command("cmd-1")
     assert deployed.store.device_runs(tid, 0, 1) == {}
-    ended = run_command.CommandRuns(
-        ended={"mi-0": outcome("mi-0").model_copy(update={"command_id": "cmd-1"})}, going={}
-    )
+    ended = run_command.CommandRuns(ended={"mi-0": replace(outcome("mi-0"), command_id="cmd-1")}, going={})
     monkeypatch.setattr(run_command, "command_runs", lambda command_id, node_id=None: ended)
     assert deployed.workflow.record_command("cmd-1") == tid
     assert deployed.store.device_runs(tid, 0, 1)[0].status is DeviceStatus.SUCCESS
@@ -196,7 +196,7 @@ def _reported(tid: str, statuses: dict[str, DeviceStatus], going: tuple[str, ...
     comment = run_command.batch_comment(tid, 0)
     return run_command.CommandRuns(
         ended={
-            node: outcome(node, status).model_copy(update={"command_id": "cmd-1", "comment": comment})
+            node: replace(outcome(node, status), command_id="cmd-1", comment=comment)
             for node, status in statuses.items()
         },
         going=dict.fromkeys(going, True),
@@ -273,10 +273,8 @@ def test_reports_from_several_commands_of_a_task_share_one_transaction(
 
     def runs(command_id: str, node_id: str | None = None) -> run_command.CommandRuns:
         comment = ended[(command_id, node_id or "")]
-        update = {"command_id": command_id, "comment": comment}
-        return run_command.CommandRuns(
-            ended={node_id or "": outcome(node_id or "").model_copy(update=update)}, going={}
-        )
+        ended_run = replace(outcome(node_id or ""), command_id=command_id, comment=comment)
+        return run_command.CommandRuns(ended={node_id or "": ended_run}, going={})
 
     monkeypatch.setattr(run_command, "command_runs", runs)
     transactions: list[int] = []

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from longrun.callers import owner_of
-from longrun.models import Owner
+from longrun.records import Owner
 
 USER = "AIDAEXAMPLEUSER"
 USER_ARN = "arn:aws:iam::123456789012:user/alice"

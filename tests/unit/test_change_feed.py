@@ -7,18 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 from longrun import change_feed
 from longrun.links import Links
-from longrun.models import (
-    MAX_EVENT_BYTES,
-    DeviceCounts,
-    DeviceOutcome,
-    DeviceStatus,
-    ResultSummary,
-    Task,
-    TaskEventType,
-    TaskSettings,
-    TaskStateChange,
-    TaskStatus,
-)
+from longrun.models import MAX_EVENT_BYTES, DeviceOutcome, ResultSummary, TaskEventType
+from longrun.records import DeviceCounts, DeviceStatus, Task, TaskSettings, TaskStateChange, TaskStatus
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 LINKS = Links(base="https://api.example.com/v1")

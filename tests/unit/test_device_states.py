@@ -13,8 +13,8 @@ from longrun.batching import task_batch_size
 from longrun.config import Settings
 from longrun.errors import BadRequest, DeviceNotFinished, DeviceNotFound, NoOutput
 from longrun.links import Links
-from longrun.models import DeviceCounts, DeviceRun, DeviceStatus, Owner, Task, TaskDevices, TaskSettings, TaskStatus
 from longrun.page_tokens import PageTokens
+from longrun.records import DeviceCounts, DeviceRun, DeviceStatus, Owner, Task, TaskDevices, TaskSettings, TaskStatus
 from longrun.store import owner_digest
 from longrun.tasks import DEVICE_SCAN_WINDOW, ScriptExecutions, device_state, find_device
 

@@ -3,7 +3,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from longrun.models import DeviceCounts, DeviceStatus, ScriptExecutionRequest, TaskStatus
+from longrun.models import ScriptExecutionRequest
+from longrun.records import DeviceCounts, DeviceStatus, TaskStatus
 
 
 def request(**fields: object) -> ScriptExecutionRequest:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from longrun import run_command
-from longrun.models import DeviceStatus
+from longrun.records import DeviceStatus
 
 
 def test_comment_round_trip() -> None:

@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from longrun.models import DeviceCounts, Task, TaskSettings, TaskStatus
+from longrun.records import DeviceCounts, Task, TaskSettings, TaskStatus
 from longrun.tasks import current_step, estimated_completion, percentage, retry_after
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)

@@ -7,7 +7,7 @@ import pytest
 
 from longrun import workflow
 from longrun.batching import batch_plan, batch_range, concurrency_limit, error_limit, task_plan
-from longrun.models import MAX_BATCH_SIZE, DeviceCounts, Task, TaskSettings, TaskStatus
+from longrun.records import MAX_BATCH_SIZE, DeviceCounts, Task, TaskSettings, TaskStatus
 
 
 @pytest.mark.parametrize(
@@ -81,7 +81,7 @@ def test_a_task_rolls_unless_it_has_a_deadline() -> None:
 
 
 def settings(**limits: object) -> TaskSettings:
-    return TaskSettings.model_validate({"script_url": "scripts/a.sh", "timeout_seconds": 60, **limits})
+    return TaskSettings.of({"script_url": "scripts/a.sh", "timeout_seconds": 60, **limits})
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from longrun.models import MAX_BATCH_SIZE, TaskSettings
+from longrun.records import MAX_BATCH_SIZE, TaskSettings
 
 IDLE_SHARE = 10
 """At most 1/IDLE_SHARE of max-concurrency's slots may be left unshared among a task's commands"""

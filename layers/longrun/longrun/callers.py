@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from longrun.models import Owner
+from longrun.records import Owner
 
 
 def owner_of(

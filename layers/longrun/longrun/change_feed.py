@@ -14,18 +14,11 @@ first, then the status change, then (on a finishing status) the finished event w
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
+from dataclasses import replace
 
 from longrun.links import Links
-from longrun.models import (
-    MAX_EVENT_BYTES,
-    DeviceOutcome,
-    DeviceStatus,
-    ResultSummary,
-    Task,
-    TaskEvent,
-    TaskEventType,
-    TaskStateChange,
-)
+from longrun.models import MAX_EVENT_BYTES, DeviceOutcome, ResultSummary, TaskEvent, TaskEventType
+from longrun.records import DeviceStatus, RecordedOutcome, Task, TaskStateChange
 from longrun.tasks import state_view
 
 EVENT_KINDS = {TaskEventType.PROGRESS: 0, TaskEventType.STATUS_CHANGED: 1, TaskEventType.FINISHED: 2}
@@ -74,15 +67,14 @@ def bus_worthy(event: TaskEvent, previous_percentage: int | None) -> bool:
 
 
 def _at(task: Task, change: TaskStateChange) -> Task:
-    return task.model_copy(
-        update={
-            "status": change.status,
-            "counts": change.counts,
-            "version": change.version,
-            "updated_at": change.updated_at,
-            "started_at": change.started_at,
-            "completed_at": change.completed_at,
-        }
+    return replace(
+        task,
+        status=change.status,
+        counts=change.counts,
+        version=change.version,
+        updated_at=change.updated_at,
+        started_at=change.started_at,
+        completed_at=change.completed_at,
     )
 
 
@@ -110,14 +102,21 @@ def _progress(task: Task, changes: list[TaskStateChange], links: Links) -> list[
     """One progress event for changes that only moved counts, split where its outcomes would pass 64 KB."""
     events: list[TaskEvent] = []
     devices: list[DeviceOutcome] = []
+    told = [[_told(outcome) for outcome in change.outcomes] for change in changes]
     for position, change in enumerate(changes):
-        devices += change.outcomes
+        devices += told[position]
         last = position == len(changes) - 1
         event = _event(TaskEventType.PROGRESS, _at(task, change), change, links, devices)
-        if last or _size(event) + _size_of_outcomes(changes[position + 1].outcomes) > MAX_EVENT_BYTES:
+        if last or _size(event) + _size_of_outcomes(told[position + 1]) > MAX_EVENT_BYTES:
             events.append(event)
             devices = []
     return events
+
+
+def _told(outcome: RecordedOutcome) -> DeviceOutcome:
+    return DeviceOutcome(
+        device_id=outcome.device_id, status=outcome.status, exit_code=outcome.exit_code, reason=outcome.reason
+    )
 
 
 def _finished(

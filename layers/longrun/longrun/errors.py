@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
-from longrun.models import FieldError
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from longrun.models import FieldError
 
 PROBLEM_TYPES = "urn:longrun:problem:"
 """Every problem's type is this followed by its kind, so a client can tell two problems of one status apart"""

@@ -16,7 +16,8 @@ from collections.abc import Iterator
 from longrun import change_feed
 from longrun.errors import BadRequest, TaskNotFound
 from longrun.links import Links
-from longrun.models import Owner, TaskEventType
+from longrun.models import TaskEventType
+from longrun.records import Owner
 from longrun.store import TaskStore, owner_digest
 from longrun.tasks import KIND, state_view
 

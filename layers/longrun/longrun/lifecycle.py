@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from aws_lambda_powertools import Logger
 
-from longrun.models import DeviceStatus, Task, TaskStatus
+from longrun.records import DeviceStatus, Task, TaskStatus
 from longrun.store import ConditionFailed, TaskStore
 
 logger = Logger(child=True)
@@ -50,6 +50,17 @@ def finish(store: TaskStore, task_id: str, to: TaskStatus, reason: str | None = 
     return task
 
 
+def settle_cancel(store: TaskStore, task_id: str) -> Task | None:
+    """End a cancelling task as CANCELLED once none of its scripts is still running; answer it if it ended."""
+    task = store.get_task(task_id)
+    if task is None or task.status is not TaskStatus.CANCELLING or task.counts.RUNNING:
+        return None
+    try:
+        return finish(store, task_id, TaskStatus.CANCELLED, reason=task.status_reason)
+    except ConditionFailed:
+        return None
+
+
 def publish(task: Task) -> None:
     """One structured log line per status change."""
     logger.info(
@@ -60,6 +71,6 @@ def publish(task: Task) -> None:
             "owner": task.owner,
             "status": task.status.value,
             "status_reason": task.status_reason,
-            "device_counts": task.counts.model_dump(),
+            "device_counts": task.counts.as_dict(),
         },
     )

@@ -1,4 +1,5 @@
-"""Every pydantic model of longrun: the API's requests and responses, and the records the workflow keeps.
+"""Every pydantic model of longrun: the API's requests and responses, the events the push channels carry, and the
+webhook endpoints' records. (The task's records, which the workflow works on, are dataclasses: longrun.records.)
 
 Field names follow the published contract: request fields and the result summary are kebab-case
 (``device-ids``, ``success-on-devices``), status fields are camelCase (``currentStep``, ``createdAt``).
@@ -7,9 +8,9 @@ Field names follow the published contract: request fields and the result summary
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta
+from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     AfterValidator,
@@ -24,9 +25,12 @@ from pydantic import (
     model_serializer,
 )
 
+from longrun.records import SCRIPTS_PREFIX, DeviceStatus, TaskStatus, device_key
+
+if TYPE_CHECKING:
+    from longrun.records import DeviceRun
+
 MAX_DEVICES_PER_TASK = 10_000
-MAX_BATCH_SIZE = 50
-"""Devices per SSM command: SendCommand takes at most 50 node ids."""
 MAX_DEVICE_TIMEOUT_SECONDS = 28_800
 """AWS-RunRemoteScript's executionTimeout allows at most 8 hours."""
 MAX_TASK_DEADLINE_SECONDS = 30 * 24 * 3600
@@ -37,8 +41,6 @@ DEVICE_ID_TEXT = r"^[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,63}$"
 DEVICE_ID_PATTERN = re.compile(DEVICE_ID_TEXT)
 RESOURCE_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 """The form of the ids longrun gives tasks and webhook endpoints (a UUID); an id of another form names nothing"""
-SCRIPTS_PREFIX = "scripts/"
-"""Where scripts are kept in the deployment's bucket"""
 SCRIPT_KEY_PATTERN = re.compile(r"[A-Za-z0-9._/-]+")
 _SEGMENT = r"([A-Za-z0-9_-][A-Za-z0-9._-]*|\.[A-Za-z0-9_-][A-Za-z0-9._-]*|\.\.[A-Za-z0-9._-]+)"
 SCRIPT_URL_PATTERN = rf"^(s3://[a-z0-9][a-z0-9.-]{{1,61}}[a-z0-9]/)?scripts(/{_SEGMENT})+$"
@@ -49,58 +51,6 @@ MAX_SCRIPT_BYTES = 1_048_576
 """The largest script a client may upload through POST /device-management/scripts"""
 PERCENTAGE = r"^(100|[1-9]?[0-9])%$"
 NONZERO_PERCENTAGE = r"^(100|[1-9][0-9]?)%$"
-
-
-class TaskStatus(StrEnum):
-    SUBMITTED = "SUBMITTED"
-    IN_PROGRESS = "IN_PROGRESS"
-    COMPLETE = "COMPLETE"
-    FAILED = "FAILED"
-    CANCELLING = "CANCELLING"
-    CANCELLED = "CANCELLED"
-    TIMED_OUT = "TIMED_OUT"
-    """The task's deadline-seconds passed before every device had finished."""
-
-    @property
-    def finished(self) -> bool:
-        return self in (TaskStatus.COMPLETE, TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.TIMED_OUT)
-
-
-class DeviceStatus(StrEnum):
-    """A device's outcome. ``PENDING`` and ``RUNNING`` are the two unfinished states."""
-
-    PENDING = "PENDING"
-    RUNNING = "RUNNING"
-    SUCCESS = "SUCCESS"
-    FAILED = "FAILED"
-    TIMED_OUT = "TIMED_OUT"
-    CANCELLED = "CANCELLED"
-    NOT_STARTED = "NOT_STARTED"
-
-    @property
-    def finished(self) -> bool:
-        return self not in (DeviceStatus.PENDING, DeviceStatus.RUNNING)
-
-    @property
-    def letter(self) -> str:
-        """One letter per status, to keep a finished task's outcome of every device in a few KB."""
-        return _LETTERS[self]
-
-    @classmethod
-    def from_letter(cls, letter: str) -> DeviceStatus:
-        return _STATUS_OF_LETTER[letter]
-
-
-_LETTERS = {
-    DeviceStatus.PENDING: "P",
-    DeviceStatus.RUNNING: "R",
-    DeviceStatus.SUCCESS: "S",
-    DeviceStatus.FAILED: "F",
-    DeviceStatus.TIMED_OUT: "T",
-    DeviceStatus.CANCELLED: "C",
-    DeviceStatus.NOT_STARTED: "N",
-}
-_STATUS_OF_LETTER = {letter: status for status, letter in _LETTERS.items()}
 
 
 def _integral(value: Any) -> Any:
@@ -208,177 +158,6 @@ class ScriptExecutionRequest(Model):
         if not key.startswith(SCRIPTS_PREFIX):
             raise ValueError(f"scripts must be under {SCRIPTS_PREFIX} in the deployment's bucket")
         return url
-
-
-def device_key(device_id: str | int) -> str:
-    """The one string form of a device id: ``3`` and ``"3"`` name the same device."""
-    return str(device_id)
-
-
-# ---------------------------------------------------------------------------------------------
-# Records kept by the workflow
-
-
-class DeviceCounts(Model):
-    """How many of a task's devices are in each state; the fields always add up to the device total."""
-
-    PENDING: int = 0
-    RUNNING: int = 0
-    SUCCESS: int = 0
-    FAILED: int = 0
-    TIMED_OUT: int = 0
-    CANCELLED: int = 0
-    NOT_STARTED: int = 0
-
-    @property
-    def total(self) -> int:
-        return sum(getattr(self, status.value) for status in DeviceStatus)
-
-    @property
-    def unfinished(self) -> int:
-        return self.PENDING + self.RUNNING
-
-
-class Owner(Model):
-    """Who a task belongs to: ``key`` decides who sees it (see the README's "Who owns a task"), ``name`` is how it
-    is shown (the caller's ARN or principal)."""
-
-    key: str
-    name: str
-
-
-class TaskSettings(Model):
-    """How a task runs: its request without the device list."""
-
-    script_url: str
-    timeout_seconds: int
-    max_concurrency: int | str
-    max_errors: int | str | None = None
-    deadline_seconds: int | None = None
-
-
-class Task(Model):
-    """A task record as the data-access module stores it; its device list is kept beside it (TaskDevices)."""
-
-    id: str
-    kind: str
-    owner: str
-    """The owner's name (see Owner)"""
-    owner_key: str
-    """A digest of the owner's key: the same for every request of the same owner"""
-    status: TaskStatus
-    status_reason: str | None = None
-    settings: TaskSettings
-    device_count: int
-    counts: DeviceCounts
-    execution_arn: str | None = None
-    created_at: datetime
-    updated_at: datetime
-    started_at: datetime | None = None
-    completed_at: datetime | None = None
-    version: int = Field(default=1, description="Counts every change of the task's state")
-    events_kept: bool = Field(default=False, description="Its progress events are kept: it has had a subscriber")
-
-    @property
-    def deadline_at(self) -> datetime | None:
-        if self.settings.deadline_seconds is None:
-            return None
-        return self.created_at + timedelta(seconds=self.settings.deadline_seconds)
-
-
-class ListedTask(Model):
-    """A task as a listing of its owner's tasks shows it (what the owner indexes carry)."""
-
-    id: str
-    kind: str
-    status: TaskStatus
-    status_reason: str | None = None
-    script_url: str
-    device_count: int
-    created_at: datetime
-    completed_at: datetime | None = None
-
-
-class TaskDevices(Model):
-    """A task's devices in request order and, once it has finished, each one's status."""
-
-    ids: list[str | int]
-    outcomes: str | None = Field(default=None, description="One DeviceStatus letter per device, in request order")
-
-    def status_of(self, index: int) -> DeviceStatus | None:
-        return DeviceStatus.from_letter(self.outcomes[index]) if self.outcomes else None
-
-
-class DeviceRun(Model):
-    """One device's run of the script, as the data-access module stores it (about 1 KB or less)."""
-
-    index: int = Field(description="The device's position in the request")
-    device_id: str | int
-    status: DeviceStatus
-    reason: str | None = None
-    node_id: str | None = None
-    command_id: str | None = None
-    exit_code: int | None = None
-    started_at: datetime | None = None
-    ended_at: datetime | None = None
-    stdout_url: str | None = None
-
-    @property
-    def stderr_url(self) -> str | None:
-        """SSM puts a plugin's stderr beside its stdout."""
-        return self.stdout_url.removesuffix("stdout") + "stderr" if self.stdout_url else None
-
-
-class Batch(Model):
-    """Up to one SSM command's worth of devices, and the workflow's token that waits for them."""
-
-    task_id: str
-    number: int
-    start: int = Field(description="The position of the batch's first device in the task")
-    device_ids: list[str | int] = Field(description="The batch's devices, in request order")
-    nodes: dict[str, int] = Field(default_factory=dict, description="managed node id -> device index in the task")
-    task_token: str
-    command_id: str | None = None
-    cut_by_deadline: bool = Field(default=False, description="Its scripts' time limit was cut to the deadline")
-    sending_since: datetime | None = Field(default=None, description="When a step first set out to send its command")
-
-    @property
-    def index_range(self) -> tuple[int, int]:
-        """The positions start..end-1 of the batch's devices in the task."""
-        return self.start, self.start + len(self.device_ids)
-
-    def device_at(self, index: int) -> str | int:
-        return self.device_ids[index - self.start]
-
-
-class TaskStateChange(Model):
-    """A write to a task's state, as the table's stream tells it."""
-
-    task_id: str
-    sequence: str = Field(description="The stream record's sequence number")
-    version: int
-    status: TaskStatus
-    previous_status: TaskStatus | None = None
-    counts: DeviceCounts
-    previous_counts: DeviceCounts | None = None
-    updated_at: datetime
-    started_at: datetime | None = None
-    completed_at: datetime | None = None
-    outcomes: list[DeviceOutcome] = Field(default_factory=list, description="Devices whose outcome it records")
-
-
-class CommandOutcome(Model):
-    """What SSM reports about one node's run of a command."""
-
-    command_id: str
-    node_id: str
-    comment: str
-    status: DeviceStatus
-    reason: str | None = None
-    exit_code: int | None = None
-    started_at: datetime | None = None
-    ended_at: datetime | None = None
-    stdout_url: str | None = None
 
 
 # ---------------------------------------------------------------------------------------------

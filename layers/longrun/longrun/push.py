@@ -18,7 +18,8 @@ from aws_lambda_powertools import Logger
 from longrun import change_feed, channels
 from longrun.config import Settings
 from longrun.links import Links
-from longrun.models import DeviceOutcome, ResultSummary, Task, TaskEvent, TaskEventType, TaskStateChange
+from longrun.models import DeviceOutcome, ResultSummary, TaskEvent, TaskEventType
+from longrun.records import Task, TaskStateChange
 from longrun.store import TaskStore, utc_now
 from longrun.tasks import ScriptExecutions, percentage_of
 

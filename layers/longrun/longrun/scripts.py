@@ -22,10 +22,12 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from longrun.errors import InvalidRequest
-from longrun.models import SCRIPTS_PREFIX, FieldError, ScriptLocation, ScriptUpload, ScriptUploadRequest
+from longrun.records import SCRIPTS_PREFIX
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+
+    from longrun.models import ScriptLocation, ScriptUploadRequest
 
 UPLOADS_PREFIX = f"{SCRIPTS_PREFIX}sha256/"
 """Uploaded scripts, by the SHA-256 of their content"""
@@ -66,6 +68,8 @@ def script_key(script_url: str, bucket: str) -> str:
 
 
 def _not_allowed(message: str) -> InvalidRequest:
+    from longrun.models import FieldError  # the API's; the workflow, which also reads script-urls, never needs it
+
     return InvalidRequest("script-url is not allowed", [FieldError(field="body.script-url", message=message)])
 
 
@@ -134,6 +138,8 @@ def upload_key(sha256: str) -> str:
 def offer_upload(bucket: str, request: ScriptUploadRequest, now: datetime) -> ScriptLocation:
     """The script-url of the script ``request`` describes, and, unless the bucket already holds it, a presigned PUT
     URL that accepts exactly that content: its length and SHA-256 are signed, so S3 refuses any other body."""
+    from longrun.models import ScriptLocation, ScriptUpload  # the API's only: the workflow never imports pydantic
+
     key = upload_key(request.sha256)
     script_url = f"s3://{bucket}/{key}"
     if _holds(bucket, key, request):

@@ -48,35 +48,42 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import boto3
 from boto3.dynamodb.transform import TransformationInjector, copy_dynamodb_params
 from boto3.dynamodb.types import TypeDeserializer
 from botocore.exceptions import ClientError
 
-from longrun.models import (
+from longrun.records import (
     Batch,
     CommandOutcome,
-    DeliveryAttempt,
-    DeliveryStatus,
     DeviceCounts,
-    DeviceOutcome,
     DeviceRun,
     DeviceStatus,
     ListedTask,
     Owner,
-    ScriptExecutionRequest,
+    RecordedOutcome,
     Task,
     TaskDevices,
     TaskSettings,
     TaskStateChange,
     TaskStatus,
-    WebhookDelivery,
-    WebhookEndpoint,
+    moment,
+    optional_moment,
 )
+
+if TYPE_CHECKING:
+    from longrun.models import (
+        DeliveryAttempt,
+        DeliveryStatus,
+        ScriptExecutionRequest,
+        WebhookDelivery,
+        WebhookEndpoint,
+    )
 
 TASK_SK = "TASK"
 DETAIL_SK = "TASK#DETAIL"
@@ -319,14 +326,20 @@ class TaskStore:
         now = _iso(utc_now())
         pk = _task_pk(task_id)
         digest = owner_digest(owner.key)
-        settings = TaskSettings.model_validate(request.model_dump(exclude={"device_ids"}))
+        settings = TaskSettings(
+            script_url=request.script_url,
+            timeout_seconds=request.timeout_seconds,
+            max_concurrency=request.max_concurrency,
+            max_errors=request.max_errors,
+            deadline_seconds=request.deadline_seconds,
+        )
         kept = self._kept_while_running()
         state = {
             "PK": pk,
             "SK": TASK_SK,
             "expiresAt": kept,
             "status": TaskStatus.SUBMITTED.value,
-            "counts": DeviceCounts(PENDING=len(request.device_ids)).model_dump(),
+            "counts": DeviceCounts(PENDING=len(request.device_ids)).as_dict(),
             "executionArn": execution_arn,
             "createdAt": now,
             "updatedAt": now,
@@ -340,7 +353,7 @@ class TaskStore:
             "owner": owner.name,
             "ownerKey": digest,
             "status": TaskStatus.SUBMITTED.value,
-            "settings": settings.model_dump(exclude_none=True),
+            "settings": settings.as_dict(),
             "deviceCount": len(request.device_ids),
             "createdAt": now,
             "GSI1PK": _owner_pk(digest),
@@ -582,7 +595,7 @@ class TaskStore:
             put = {"TableName": self._table_name, "Item": item, "ConditionExpression": "attribute_not_exists(PK)"}
             actions.append({"Put": put})
         self._transact(actions)
-        return batch.model_copy(update={"nodes": kept})
+        return replace(batch, nodes=kept)
 
     def set_batch_command(self, task_id: str, number: int, command_id: str, cut_by_deadline: bool) -> None:
         """Record the SSM command sent for a batch (a write to the batch alone: it never waits on the task's
@@ -793,17 +806,17 @@ class TaskStore:
                     task_id=new["PK"].removeprefix("TASK#"),
                     sequence=str(stream.get("SequenceNumber", "")),
                     version=new.get("version", 1),
-                    status=new["status"],
-                    previous_status=old.get("status") if old else None,
-                    counts=DeviceCounts.model_validate(new.get("counts", {})),
-                    previous_counts=DeviceCounts.model_validate(old["counts"]) if old else None,
-                    updated_at=new.get("updatedAt", new["createdAt"]),
-                    started_at=new.get("startedAt"),
-                    completed_at=new.get("completedAt"),
+                    status=TaskStatus(new["status"]),
+                    previous_status=TaskStatus(old["status"]) if old.get("status") else None,
+                    counts=DeviceCounts.of(new.get("counts", {})),
+                    previous_counts=DeviceCounts.of(old["counts"]) if old else None,
+                    updated_at=moment(new.get("updatedAt", new["createdAt"])),
+                    started_at=optional_moment(new.get("startedAt")),
+                    completed_at=optional_moment(new.get("completedAt")),
                     outcomes=[
-                        DeviceOutcome(
+                        RecordedOutcome(
                             device_id=outcome["deviceId"],
-                            status=outcome["status"],
+                            status=DeviceStatus(outcome["status"]),
                             exit_code=outcome.get("exitCode"),
                             reason=outcome.get("reason"),
                         )
@@ -1116,16 +1129,16 @@ class TaskStore:
             kind=detail["kind"],
             owner=detail["owner"],
             owner_key=detail["ownerKey"],
-            status=state["status"],
+            status=TaskStatus(state["status"]),
             status_reason=detail.get("statusReason"),
-            settings=TaskSettings.model_validate(detail["settings"]),
+            settings=TaskSettings.of(detail["settings"]),
             device_count=detail["deviceCount"],
-            counts=DeviceCounts.model_validate(state.get("counts", {})),
+            counts=DeviceCounts.of(state.get("counts", {})),
             execution_arn=state.get("executionArn"),
-            created_at=state["createdAt"],
-            updated_at=state.get("updatedAt", state["createdAt"]),
-            started_at=state.get("startedAt"),
-            completed_at=state.get("completedAt"),
+            created_at=moment(state["createdAt"]),
+            updated_at=moment(state.get("updatedAt", state["createdAt"])),
+            started_at=optional_moment(state.get("startedAt")),
+            completed_at=optional_moment(state.get("completedAt")),
             version=state.get("version", 1),
             events_kept=detail.get("eventsKept", False),
         )
@@ -1136,12 +1149,12 @@ class TaskStore:
         return ListedTask(
             id=item["PK"].removeprefix("TASK#"),
             kind=item["kind"],
-            status=item["status"],
+            status=TaskStatus(item["status"]),
             status_reason=item.get("statusReason"),
             script_url=item["settings"]["script_url"],
             device_count=item["deviceCount"],
-            created_at=item["createdAt"],
-            completed_at=item.get("completedAt"),
+            created_at=moment(item["createdAt"]),
+            completed_at=optional_moment(item.get("completedAt")),
         )
 
     @staticmethod
@@ -1156,7 +1169,7 @@ class TaskStore:
             task_token=item["taskToken"],
             command_id=item.get("commandId"),
             cut_by_deadline=item.get("cutByDeadline", False),
-            sending_since=item.get("sendingSince"),
+            sending_since=optional_moment(item.get("sendingSince")),
         )
 
     @staticmethod
@@ -1173,6 +1186,8 @@ class TaskStore:
 
     @staticmethod
     def _webhook_from_item(item: dict[str, Any]) -> WebhookEndpoint:
+        from longrun.models import WebhookEndpoint  # only the webhooks' functions import pydantic
+
         item = _plain(item)
         return WebhookEndpoint(
             id=item["id"],
@@ -1189,6 +1204,8 @@ class TaskStore:
 
     @staticmethod
     def _delivery_from_item(item: dict[str, Any]) -> WebhookDelivery:
+        from longrun.models import DeliveryAttempt, WebhookDelivery  # only the webhooks' functions import pydantic
+
         item = _plain(item)
         return WebhookDelivery(
             id=item["SK"].rsplit("#", 1)[1],
@@ -1206,12 +1223,12 @@ class TaskStore:
         return DeviceRun(
             index=_device_index(item["SK"]),
             device_id=item["deviceId"],
-            status=item["status"],
+            status=DeviceStatus(item["status"]),
             reason=item.get("reason"),
             node_id=item.get("nodeId"),
             command_id=item.get("commandId"),
             exit_code=item.get("exitCode"),
-            started_at=item.get("startedAt"),
-            ended_at=item.get("endedAt"),
+            started_at=optional_moment(item.get("startedAt")),
+            ended_at=optional_moment(item.get("endedAt")),
             stdout_url=item.get("stdoutUrl"),
         )

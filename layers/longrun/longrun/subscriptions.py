@@ -12,8 +12,9 @@ from pydantic import ValidationError
 from longrun import change_feed, channels
 from longrun.config import Settings
 from longrun.links import Links
-from longrun.models import Owner, SubscriptionRequest
+from longrun.models import SubscriptionRequest
 from longrun.push import send_to_connection
+from longrun.records import Owner
 from longrun.store import TaskStore, utc_now
 from longrun.tasks import KIND, state_view
 

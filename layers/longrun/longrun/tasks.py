@@ -30,15 +30,10 @@ from longrun.errors import (
 from longrun.links import Links
 from longrun.models import (
     RESOURCE_ID,
-    DeviceCounts,
     DevicePage,
     DeviceResult,
-    DeviceRun,
     DeviceState,
-    DeviceStatus,
-    ListedTask,
     OutputStream,
-    Owner,
     ResultSummary,
     ScriptExecution,
     ScriptExecutionPage,
@@ -46,10 +41,8 @@ from longrun.models import (
     ScriptExecutionResult,
     ScriptExecutionState,
     ScriptExecutionSummary,
-    Task,
-    TaskDevices,
-    TaskStatus,
 )
+from longrun.records import DeviceCounts, DeviceRun, DeviceStatus, ListedTask, Owner, Task, TaskDevices, TaskStatus
 from longrun.store import ConditionFailed, InvalidPageToken, TaskStore, owner_digest, utc_now
 
 KIND = "script-execution"
@@ -301,7 +294,7 @@ class ScriptExecutions:
         for batch in self._store.batches(task_id):
             if batch.command_id:
                 run_command.cancel(batch.command_id)
-        if settle_cancel(self._store, task_id):
+        if lifecycle.settle_cancel(self._store, task_id):
             task, devices = self._owned(owner, task_id)
         return self._view(task, devices, links)
 
@@ -353,7 +346,7 @@ def state_view(task: Task, links: Links) -> ScriptExecutionState:
         status_reason=task.status_reason,
         percentage=percentage(task),
         current_step=current_step(task),
-        device_counts=task.counts.model_dump(),
+        device_counts=task.counts.as_dict(),
         created_at=task.created_at,
         updated_at=task.updated_at,
         started_at=task.started_at,
@@ -424,17 +417,6 @@ def current_step(task: Task) -> str:
             return f"Timed out: {counts.SUCCESS} of {counts.total} devices succeeded before the deadline"
         case _:
             return f"Failed: {task.status_reason}"
-
-
-def settle_cancel(store: TaskStore, task_id: str) -> Task | None:
-    """End a cancelling task as CANCELLED once none of its scripts is still running; answer it if it ended."""
-    task = store.get_task(task_id)
-    if task is None or task.status is not TaskStatus.CANCELLING or task.counts.RUNNING:
-        return None
-    try:
-        return lifecycle.finish(store, task_id, TaskStatus.CANCELLED, reason=task.status_reason)
-    except ConditionFailed:
-        return None
 
 
 def _summary(task: ListedTask, links: Links) -> ScriptExecutionSummary:

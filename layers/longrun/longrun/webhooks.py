@@ -36,7 +36,6 @@ from longrun.models import (
     DeliveryAttempt,
     DeliveryStatus,
     FieldError,
-    Owner,
     Webhook,
     WebhookDelivery,
     WebhookDeliveryPage,
@@ -45,6 +44,7 @@ from longrun.models import (
     WebhookRequest,
 )
 from longrun.push import delivery_message, ping_delivery_id
+from longrun.records import Owner
 from longrun.store import ConditionFailed, InvalidPageToken, TaskStore, owner_digest, utc_now
 
 SECRET_BYTES = 24

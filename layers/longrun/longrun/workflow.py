@@ -24,6 +24,7 @@ import time
 from collections import OrderedDict, defaultdict
 from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -32,9 +33,8 @@ from aws_lambda_powertools import Logger
 from longrun import executions, lifecycle, run_command, scripts
 from longrun.batching import batch_range, error_limit, task_plan
 from longrun.config import Settings
-from longrun.models import Batch, CommandOutcome, DeviceStatus, Task, TaskStatus
+from longrun.records import Batch, CommandOutcome, DeviceStatus, Task, TaskStatus
 from longrun.store import ConditionFailed, Finished, TaskStore, utc_now
-from longrun.tasks import settle_cancel
 
 logger = Logger(child=True)
 
@@ -82,7 +82,7 @@ def _seconds_left(task: Task, now: datetime) -> int | None:
 def _with_deadline(batch: Batch, outcome: CommandOutcome) -> CommandOutcome:
     """A script stopped at a time limit that the task's deadline had cut was stopped by the deadline."""
     if batch.cut_by_deadline and outcome.status is DeviceStatus.TIMED_OUT:
-        return outcome.model_copy(update={"reason": "stopped at the task's deadline-seconds"})
+        return replace(outcome, reason="stopped at the task's deadline-seconds")
     return outcome
 
 
@@ -151,7 +151,7 @@ class Workflow:
                 return self._skip(task_token, task_id, number, "task is no longer in progress")
         if batch.task_token != task_token:  # a retry of this step: the workflow now waits on the new token
             self._store.set_batch_token(task_id, number, task_token)
-            batch = batch.model_copy(update={"task_token": task_token})
+            batch = replace(batch, task_token=task_token)
         if not batch.nodes:
             executions.resume(task_token, {"batch": number, "sent": 0})
             return {"batch": number, "commandId": None}
@@ -366,7 +366,7 @@ class Workflow:
         )
         latest = self._store.get_batch(batch.task_id, batch.number) or batch  # its token, if a retry replaced it
         executions.resume(latest.task_token, {"batch": batch.number, "devices": len(batch.device_ids)})
-        settle_cancel(self._store, batch.task_id)
+        lifecycle.settle_cancel(self._store, batch.task_id)
         return batch.task_id
 
     def _unrecorded(self, batch: Batch) -> dict[str, int]:
@@ -383,7 +383,7 @@ class Workflow:
             return
         silent = self._unrecorded(batch)
         if not silent:
-            settle_cancel(self._store, task_id)
+            lifecycle.settle_cancel(self._store, task_id)
             return
         runs = run_command.command_runs(batch.command_id) if batch.command_id else run_command.CommandRuns({}, {})
         going = sorted(node for node in silent if node in runs.going)
@@ -410,7 +410,7 @@ class Workflow:
                 )
             )
         self._finish(outcomes)
-        settle_cancel(self._store, task_id)
+        lifecycle.settle_cancel(self._store, task_id)
 
     def _expire_unstarted(self, task_id: str, number: int) -> Batch | None:
         """A batch whose wait ran out before its step recorded it (the step is slow, or still retrying its calls):
