@@ -9,7 +9,13 @@ whether AWS refused it), and the floor replays them with plain boto3 clients. Ha
 round after round; the figures are medians. Last, the local runtime's own REPORT lines: each function invoked once
 through it with its first sample event, and the init it reports.
 
-    python -m bench.cold_start [--rounds 7]
+JwtAuthorizerFunction (the API's authorizer with ApiAuthorizer JWT) verifies its sample's token against an OpenID
+Connect issuer this process serves on loopback (JwtIssuer), with an RSA key made for the run that also signs the token.
+
+    python -m bench.cold_start [--rounds 7] [--functions JwtAuthorizerFunction,FinishRunFunction]
+
+--functions (comma-separated logical ids) measures only those functions' cases, and reports only theirs from the local
+runtime: for a quick look at one function; by default, every function.
 """
 
 from __future__ import annotations
@@ -25,14 +31,19 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from functools import cache
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import boto3
+import jwt
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from bench.common import Local, save
 from local_runtime import dynamodb
@@ -52,6 +63,12 @@ FINISHED_EVENT = 7
 """The id of the event stream sample's finished event, kept by the publisher, that its client has seen"""
 DEVICES = ["web-1", "web-2", "ec2:web-3"]
 STREAM_PATH = f"/v1/device-management/script-execution/{TASK}/events"
+AUDIENCE = "longrun-cold-start"
+"""The client the authorizer's sample token is for (JwtAudience)"""
+KEY_ID = "cold-start"
+TOKEN_LIFESPAN_SECONDS = 24 * 3600
+"""Longer than any run: every measurement is handed the one token signed at the start (a seed's replacements must be
+the same each time, and the event file written once is used by every round)"""
 
 # The function's process, as Lambda's runtime runs it: import the handler's module (init), then call the handler with
 # the event. Times are CLOCK_MONOTONIC (time.perf_counter on Linux), the same clock in every process, so they count
@@ -108,7 +125,8 @@ if record:
     with open(record, "wb") as file:
         pickle.dump(calls, file)
 print(json.dumps({"init": (initialized - spawned) * 1000, "total": (ended - spawned) * 1000,
-                  "answer": answer if isinstance(answer, dict) else None}, default=str))
+                  "answer": answer if isinstance(answer, dict) else None, "pydantic": "pydantic" in sys.modules},
+                 default=str))
 """
 
 # The floor's handler: boto3, and the recorded calls made with plain clients (one per service, made on first use).
@@ -175,7 +193,9 @@ class Moto:
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # not a line per request
         self._server = ThreadedMotoServer(port=self.port, verbose=False)
         self._server.start()
-        self.stack: LocalStack = load(ROOT, "cold-start", REGION)
+        # JwtIssuer and JwtAudience reach JwtAuthorizerFunction's environment (JWT_ISSUER, JWT_AUDIENCE) as the
+        # template puts them there; no other function reads them.
+        self.stack: LocalStack = load(ROOT, "cold-start", REGION, parameters=_issuer().parameters)
         self.env = {
             "PATH": os.environ["PATH"],
             "AWS_DEFAULT_REGION": REGION,
@@ -238,6 +258,64 @@ def _list_command_invocations() -> None:
         )
 
     SimpleSystemManagerResponse.list_command_invocations = list_command_invocations  # type: ignore[attr-defined]
+
+
+class Issuer(ThreadingHTTPServer):
+    """An OpenID Connect issuer on a loopback port of this process, as JwtAuthorizerFunction reads one: its discovery
+    document (``/.well-known/openid-configuration``) and its keys (``jwks_uri``), the public half of an RSA key made
+    for the run, with which it signs one token for the authorizer's sample. Plain http, as the template lets a
+    loopback issuer be."""
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _IssuerHandler)  # port 0: the system's free port, no race for it
+        self.url = f"http://127.0.0.1:{self.socket.getsockname()[1]}"
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        public = jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key(), as_dict=True)
+        self.documents = {
+            "/.well-known/openid-configuration": {"issuer": self.url, "jwks_uri": f"{self.url}/keys"},
+            "/keys": {"keys": [public | {"kid": KEY_ID, "alg": "RS256", "use": "sig"}]},
+        }
+        now = int(time.time())
+        # A Cognito user pool's ID token, with what verify() requires: iss, sub, exp, and aud for the client.
+        claims = {
+            "iss": self.url,
+            "sub": "5f1e0c3a-7d2b-4e8f-9a6c-3b4d2e1f0a9b",
+            "aud": AUDIENCE,
+            "token_use": "id",
+            "cognito:username": "alice",
+            "auth_time": now,
+            "iat": now,
+            "exp": now + TOKEN_LIFESPAN_SECONDS,
+        }
+        self.token = jwt.encode(claims, key, "RS256", headers={"kid": KEY_ID})
+        self.parameters = {"JwtIssuer": self.url, "JwtAudience": AUDIENCE}
+        """The template's parameters that point the authorizer at this issuer"""
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+
+class _IssuerHandler(BaseHTTPRequestHandler):
+    server: Issuer
+
+    def do_GET(self) -> None:
+        document = self.server.documents.get(self.path)
+        if document is None:
+            self.send_error(404)
+            return
+        body = json.dumps(document).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's signature
+        pass
+
+
+@cache
+def _issuer() -> Issuer:
+    """The run's issuer: started on first use, served until the benchmark's process ends (a daemon thread)."""
+    return Issuer()
 
 
 def _owner() -> Any:
@@ -304,8 +382,15 @@ def _nothing() -> None:
     pass
 
 
+def _bearer() -> dict[str, str]:
+    """No state: the sample's token, a placeholder, becomes the one the run's issuer signed for the authorizer."""
+    sample = json.loads((ROOT / "events" / "jwt-authorize.json").read_text())
+    return {sample["authorizationToken"].removeprefix("Bearer "): _issuer().token}
+
+
 # (function, its sample event, the state it meets); the first of a function is its first invocation locally too
-CASES: list[tuple[str, str, Callable[[], dict[str, str] | None]]] = [
+Case = tuple[str, str, Callable[[], dict[str, str] | None]]
+CASES: list[Case] = [
     ("ApiFunction", "api-submit.json", _nothing),
     ("ApiFunction", "api-describe.json", _task),
     ("ApiFunction", "api-list.json", _task),
@@ -325,6 +410,11 @@ CASES: list[tuple[str, str, Callable[[], dict[str, str] | None]]] = [
     ("WebSocketFunction", "websocket-subscribe.json", _pushed),
     ("DeliverWebhooksFunction", "deliver-webhooks.json", _pushed),
     ("EventStreamFunction", "GET events (after the last)", _ended),
+    # The authorizer makes no AWS call, so its floor is boto3's import alone, as for api-add-webhook. What it does
+    # besides, reading the issuer's discovery document and keys (two requests; on loopback here, across the internet
+    # to Cognito in AWS), is counted against it: the keys are kept for the environment's life, so a cold start is
+    # when it is paid.
+    ("JwtAuthorizerFunction", "jwt-authorize.json", _bearer),
 ]
 
 
@@ -368,10 +458,18 @@ def _floor(calls: list[list[Any]], web: bool) -> str:
     return FLOOR.format(imports=imports, calls=calls) + (FLOOR_WEB if web else "")
 
 
-def measure(moto: Moto, rounds: int, work: Path) -> dict[str, Any]:
+def _outcome(answer: dict[str, Any] | None) -> Any:
+    """What the table shows of an answer: its status code, or an authorizer's effect (Allow: its token was taken;
+    a refused token is an error, Unauthorized, which fails the run)."""
+    if answer and "policyDocument" in answer:
+        return answer["policyDocument"]["Statement"][0]["Effect"]
+    return (answer or {}).get("statusCode", answer)
+
+
+def measure(moto: Moto, rounds: int, work: Path, selected: list[Case]) -> dict[str, Any]:
     layer = ROOT / "layers" / "longrun"
     cases = []
-    for index, (logical_id, sample, seed) in enumerate(CASES):
+    for index, (logical_id, sample, seed) in enumerate(selected):
         function = moto.stack.functions[logical_id]
         web = logical_id == "EventStreamFunction"
         event = _stream_request() if web else str(ROOT / "events" / sample)
@@ -384,7 +482,8 @@ def measure(moto: Moto, rounds: int, work: Path) -> dict[str, Any]:
             event = str(work / sample)
             Path(event).write_text(text)
         record = work / f"{index}.calls"
-        answer = _run([function.code_dir, layer], env, event, record)["answer"]
+        recorded = _run([function.code_dir, layer], env, event, record)
+        answer = recorded["answer"]
         calls = pickle.loads(record.read_bytes())
         floor_dir = work / f"floor-{index}"
         floor_dir.mkdir()
@@ -393,7 +492,8 @@ def measure(moto: Moto, rounds: int, work: Path) -> dict[str, Any]:
             {
                 "function": logical_id,
                 "event": sample,
-                "answer": (answer or {}).get("statusCode", answer),
+                "answer": _outcome(answer),
+                "importsPydantic": recorded["pydantic"],
                 "calls": [
                     f"{service}:{operation}" + (" (presigned)" if presign else "")
                     for service, operation, _, presign, _ in calls
@@ -427,6 +527,7 @@ def measure(moto: Moto, rounds: int, work: Path) -> dict[str, Any]:
                 "awsCalls": case["calls"],
                 "medianMilliseconds": medians,
                 "ratioToFloor": round(medians["function"] / medians["floor"], 2),
+                "importsPydantic": case["importsPydantic"],
             }
         )
     return {"cases": results}
@@ -438,21 +539,30 @@ REPORT = re.compile(
 )
 
 
-def local_runtime_reports() -> dict[str, dict[str, float]]:
+def local_runtime_reports(selected: list[Case]) -> dict[str, dict[str, float]]:
     """Each function invoked once through the local runtime (a new execution environment) with its first sample
     event, and what its REPORT line says: the init, and the first invocation's duration."""
-    local = Local.start()
+    # JwtAuthorizerFunction is deployed whatever ApiAuthorizer says: given this process's issuer (JwtIssuer,
+    # JwtAudience), it takes its sample's token when invoked directly, while the API stays behind IAM as in `make run`
+    # (with ApiAuthorizer JWT, the event stream's unsigned request below would end at the authorizer, 401).
+    parameters = [f"--parameter={name}={value}" for name, value in _issuer().parameters.items()]
+    local = Local.start(*parameters)
     try:
         functions = load(ROOT, "longrun-local", REGION).functions
         client = local.client("lambda")
         invoked = set()
-        for logical_id, sample, _ in CASES:
+        for logical_id, sample, seed in selected:
             if logical_id in invoked or logical_id == "EventStreamFunction":
                 continue
             invoked.add(logical_id)
-            client.invoke(FunctionName=functions[logical_id].name, Payload=(ROOT / "events" / sample).read_bytes())
-        with contextlib.suppress(urllib.error.HTTPError):  # 404, no such task: only its REPORT line is wanted
-            urllib.request.urlopen(f"{local.runtime.api}/device-management/script-execution/{TASK}/events").close()
+            payload = (ROOT / "events" / sample).read_text()
+            if seed is _bearer:  # the one seed that makes no AWS state, only the token the sample needs
+                for old, new in _bearer().items():
+                    payload = payload.replace(old, new)
+            client.invoke(FunctionName=functions[logical_id].name, Payload=payload.encode())
+        if any(logical_id == "EventStreamFunction" for logical_id, _, _ in selected):
+            with contextlib.suppress(urllib.error.HTTPError):  # 404, no such task: only its REPORT line is wanted
+                urllib.request.urlopen(f"{local.runtime.api}/device-management/script-execution/{TASK}/events").close()
     finally:
         local.stop()
     reports: dict[str, dict[str, float]] = {}
@@ -465,16 +575,30 @@ def local_runtime_reports() -> dict[str, dict[str, float]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(prog="python -m bench.cold_start")
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument(
+        "--functions",
+        metavar="ID,ID",
+        help="measure only these functions (comma-separated logical ids of template.yaml); default: every function",
+    )
     args = parser.parse_args()
+    selected = CASES
+    if args.functions:
+        wanted = {name.strip() for name in args.functions.split(",") if name.strip()}
+        known = {logical_id for logical_id, _, _ in CASES}
+        if unknown := wanted - known:
+            parser.error(f"no cases for {', '.join(sorted(unknown))}; the functions are {', '.join(sorted(known))}")
+        selected = [case for case in CASES if case[0] in wanted]
     moto = Moto()
     try:
         with tempfile.TemporaryDirectory(prefix="cold-start-") as work:
-            result = measure(moto, args.rounds, Path(work))
+            result = measure(moto, args.rounds, Path(work), selected)
     finally:
         moto.stop()
-    result |= {"rounds": args.rounds, "target": TARGET, "localRuntimeReports": local_runtime_reports()}
+    if selected is not CASES:  # a partial run says so: its results file is not the whole benchmark's
+        result["functions"] = sorted({logical_id for logical_id, _, _ in selected})
+    result |= {"rounds": args.rounds, "target": TARGET, "localRuntimeReports": local_runtime_reports(selected)}
     result["worstRatio"] = max(case["ratioToFloor"] for case in result["cases"])
     save("cold_start", result)
 
