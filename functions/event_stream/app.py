@@ -14,12 +14,12 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
+from longrun import channels
 from longrun.callers import owner_of
 from longrun.config import settings
-from longrun.errors import TaskError, problem_type
+from longrun.errors import TaskError, problem
 from longrun.event_stream import EventStream
 from longrun.links import Links
-from longrun.models import Problem
 from longrun.services import task_store
 
 ROUTE = "/device-management/script-execution/{task_id}/events"
@@ -125,8 +125,7 @@ class Handler(BaseHTTPRequestHandler):
             logger.info("the client went away", extra={"task_id": found["task_id"]})
 
     def _problem(self, status: int, kind: str, title: str, detail: str) -> None:
-        problem = Problem(type=problem_type(kind), title=title, status=status, detail=detail, instance=self.path)
-        body = problem.model_dump_json().encode()
+        body = channels.dumps(problem(status, kind, title, detail, self.path)).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/problem+json")
         self.send_header("Content-Length", str(len(body)))

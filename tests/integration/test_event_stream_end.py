@@ -8,8 +8,8 @@ from longrun import lifecycle
 from longrun.change_feed import event_id
 from longrun.event_stream import EventStream
 from longrun.links import Links
-from longrun.models import ScriptExecutionRequest, TaskEventType
-from longrun.records import TaskStatus
+from longrun.models import ScriptExecutionRequest
+from longrun.records import TaskEventType, TaskStatus
 from tests.integration.conftest import Deployment
 from tests.integration.test_store import caller, task_id
 

@@ -5,6 +5,7 @@ only, and kept events a subscriber can resume from."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,7 +15,8 @@ import pytest
 from longrun import config, lifecycle, services
 from longrun.errors import InvalidRequest
 from longrun.links import Links
-from longrun.models import TaskEventType, WebhookEndpoint, WebhookRequest
+from longrun.models import WebhookRequest
+from longrun.records import TaskEventType, WebhookEndpoint
 from longrun.store import owner_digest
 from tests.integration.conftest import Deployment
 from tests.integration.test_dynamodb_streams import streams_client
@@ -89,7 +91,7 @@ def test_a_run_reaches_the_bus_and_the_owners_webhooks_in_order(deployed: Deploy
         secret="whsec_x",
         created_at=datetime.now(UTC),
     )
-    theirs = mine.model_copy(update={"id": "w-theirs", "owner_key": owner_digest(caller("bob").key)})
+    theirs = replace(mine, id="w-theirs", owner_key=owner_digest(caller("bob").key))
     store.add_webhook(mine)
     store.add_webhook(theirs)
     tid = run_three_devices(deployed)

@@ -3,12 +3,26 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-from longrun import change_feed
+import pytest
+
+from longrun import change_feed, views
+from longrun.change_feed import MAX_EVENT_BYTES, View
 from longrun.links import Links
-from longrun.models import MAX_EVENT_BYTES, DeviceOutcome, ResultSummary, TaskEventType
-from longrun.records import DeviceCounts, DeviceStatus, Task, TaskSettings, TaskStateChange, TaskStatus
+from longrun.models import TaskEvent
+from longrun.records import (
+    DeviceCounts,
+    DeviceStatus,
+    RecordedOutcome,
+    Task,
+    TaskDevices,
+    TaskEventType,
+    TaskSettings,
+    TaskStateChange,
+    TaskStatus,
+)
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 LINKS = Links(base="https://api.example.com/v1")
@@ -27,7 +41,7 @@ TASK = Task(
 STATUS, PROGRESS, FINISHED = TaskEventType.STATUS_CHANGED, TaskEventType.PROGRESS, TaskEventType.FINISHED
 
 
-def change(version: int, status: TaskStatus, before: TaskStatus | None, *outcomes: DeviceOutcome, **counts: int):  # type: ignore[no-untyped-def]
+def change(version: int, status: TaskStatus, before: TaskStatus | None, *outcomes: RecordedOutcome, **counts: int):  # type: ignore[no-untyped-def]
     previous = None if before is None else DeviceCounts(PENDING=3)
     return TaskStateChange(
         task_id=TASK.id,
@@ -42,11 +56,11 @@ def change(version: int, status: TaskStatus, before: TaskStatus | None, *outcome
     )
 
 
-def done(device: str, status: DeviceStatus = DeviceStatus.SUCCESS) -> DeviceOutcome:
-    return DeviceOutcome(device_id=device, status=status, exit_code=0 if status is DeviceStatus.SUCCESS else 1)
+def done(device: str, status: DeviceStatus = DeviceStatus.SUCCESS) -> RecordedOutcome:
+    return RecordedOutcome(device_id=device, status=status, exit_code=0 if status is DeviceStatus.SUCCESS else 1)
 
 
-def no_lists(task: Task) -> tuple[ResultSummary | None, list[DeviceOutcome]]:
+def no_lists(task: Task) -> tuple[View | None, list[View]]:
     return None, []
 
 
@@ -72,11 +86,11 @@ def test_a_whole_run_gives_status_changes_coalesced_progress_and_the_end_in_orde
         (FINISHED, 30),
     ]
     progress = events[2]
-    assert [d.device_id for d in progress.devices or []] == ["a", "b", "c"]
-    assert progress.data.percentage == 100 and progress.data.device_counts["FAILED"] == 1
+    assert [d["device-id"] for d in progress.devices or []] == ["a", "b", "c"]
+    assert progress.data["percentage"] == 100 and progress.data["deviceCounts"]["FAILED"] == 1
     assert (
-        events[3].data.status is OK
-        and events[3].data.href == f"https://api.example.com/v1/device-management/script-execution/{TASK.id}"
+        events[3].data["status"] == OK
+        and events[3].data["href"] == f"https://api.example.com/v1/device-management/script-execution/{TASK.id}"
     )
     assert [e.id for e in events] == sorted(e.id for e in events)
 
@@ -95,38 +109,38 @@ def test_progress_that_would_pass_64_kb_is_split_and_every_outcome_is_sent_once(
             v,
             IN,
             IN,
-            *[DeviceOutcome(device_id=f"d{v}-{n}", status=DeviceStatus.FAILED, reason=reason) for n in range(50)],
+            *[RecordedOutcome(device_id=f"d{v}-{n}", status=DeviceStatus.FAILED, reason=reason) for n in range(50)],
             FAILED=v,
         )
         for v in range(10, 20)
     ]
     events = change_feed.task_events(TASK, changes, LINKS, no_lists)
     assert len(events) > 1
-    assert all(len(e.model_dump_json(by_alias=True)) <= MAX_EVENT_BYTES for e in events)
-    sent = [d.device_id for e in events for d in e.devices or []]
+    assert all(len(e.body()) <= MAX_EVENT_BYTES for e in events)
+    sent = [d["device-id"] for e in events for d in e.devices or []]
     assert len(sent) == len(set(sent)) == 500
     assert [e.id for e in events] == sorted({e.id for e in events})
 
 
 def test_the_finished_event_carries_the_result_and_leaves_out_lists_that_would_not_fit() -> None:
     ids = [f"device-{n:05d}" for n in range(9000)]
-    summary = ResultSummary(
-        id=TASK.id,
-        success_on_devices=ids,
-        failed_on_devices=[],
-        sys_log_location="s3://b/output/",
-        err_log_location="s3://b/output/",
-        href="https://api.example.com/v1/r",
-    )
-    never = [DeviceOutcome(device_id="late", status=DeviceStatus.NOT_STARTED, reason="the device never started")]
+    summary = {
+        "id": TASK.id,
+        "success-on-devices": ids,
+        "failed-on-devices": [],
+        "sys-log-location": "s3://b/output/",
+        "err-log-location": "s3://b/output/",
+        "href": "https://api.example.com/v1/r",
+    }
+    never = [views.never_started("late")]
     changes = [change(9, OK, IN, SUCCESS=9000)]
     big = change_feed.task_events(TASK, changes, LINKS, lambda task: (summary, never))[-1]
-    assert big.type is FINISHED and big.result is not None and big.result.success_on_devices == []
-    assert big.devices == never and len(big.model_dump_json(by_alias=True)) <= MAX_EVENT_BYTES
-    small = summary.model_copy(update={"success_on_devices": ids[:3]})
+    assert big.type is FINISHED and big.result is not None and big.result["success-on-devices"] == []
+    assert big.devices == never and len(big.body()) <= MAX_EVENT_BYTES
+    small = summary | {"success-on-devices": ids[:3]}
     fits = change_feed.task_events(TASK, changes, LINKS, lambda task: (small, []))[-1]
-    assert fits.result is not None and fits.result.success_on_devices == ids[:3]
-    body = json.loads(fits.model_dump_json(by_alias=True))
+    assert fits.result is not None and fits.result["success-on-devices"] == ids[:3]
+    body = json.loads(fits.body())
     assert set(body) == {"type", "id", "time", "task-id", "owner", "data", "result"}
     assert "device-ids" not in body["data"]
 
@@ -141,12 +155,35 @@ def test_the_bus_carries_status_changes_and_progress_only_at_each_whole_ten_perc
 
 def test_devices_that_never_started_are_named_from_the_outcome_letters() -> None:
     never = change_feed.never_started(["a", "b", 3], "SNN")
-    assert [(d.device_id, d.status) for d in never] == [("b", DeviceStatus.NOT_STARTED), (3, DeviceStatus.NOT_STARTED)]
+    assert [(d["device-id"], d["status"]) for d in never] == [("b", "NOT_STARTED"), (3, "NOT_STARTED")]
 
 
 def test_a_device_recorded_not_started_is_not_named_again_at_the_end() -> None:
     """SSM never sent it the script: its record told it in a progress event already; the finished event names only
     the devices without a record."""
     never = change_feed.never_started(["a", "b", 3], "SNN", recorded={1})
-    assert [d.device_id for d in never] == [3]
+    assert [d["device-id"] for d in never] == [3]
     assert change_feed.not_started("SNN") == [1, 2]
+
+
+@pytest.mark.parametrize("finished_at", [NOW, NOW.replace(microsecond=123456), None])
+def test_every_event_is_what_the_contract_documents_and_as_the_api_would_write_it(finished_at: datetime | None) -> None:
+    """The change feed builds its events without pydantic; longrun.models.TaskEvent documents them: each body
+    validates against it, and the model writes it back byte for byte (field names, order, dates, left-out fields)."""
+    task = TASK if finished_at is None else replace(TASK, started_at=finished_at, completed_at=finished_at)
+    summary = views.result_summary(
+        replace(task, status=OK),
+        TaskDevices(ids=["a", "é-ü", 3], outcomes="SFN"),
+        LINKS,
+        "s3://b/output/0b8d9c43-1111-4222-8333-944455556666/",
+    )
+    changes = [
+        change(2, IN, TaskStatus.SUBMITTED, PENDING=3),
+        change(4, IN, IN, done("a"), done("é-ü", DeviceStatus.FAILED), RUNNING=1, SUCCESS=1, FAILED=1),
+        change(7, OK, IN, SUCCESS=2, FAILED=1),
+    ]
+    events = change_feed.task_events(task, changes, LINKS, lambda _: (summary, [views.never_started(3)]))
+    assert [e.type for e in events] == [STATUS, PROGRESS, STATUS, FINISHED]
+    for event in events:
+        body = event.body()
+        assert TaskEvent.model_validate_json(body).model_dump_json(by_alias=True) == body

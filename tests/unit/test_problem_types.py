@@ -52,3 +52,17 @@ def test_every_documented_kind_is_answered_somewhere() -> None:
 
 def test_a_type_is_the_urn_of_its_kind() -> None:
     assert errors.problem_type(errors.TaskNotFound.kind) == "urn:longrun:problem:task-not-found"
+
+
+def test_a_problem_built_without_pydantic_is_what_the_contract_documents() -> None:
+    """The event stream answers its problems as plain JSON: longrun.models.Problem reads each and writes it back byte
+    for byte."""
+    from longrun.channels import dumps
+    from longrun.models import Problem
+
+    for built in (
+        errors.problem(404, "task-not-found", "Task not found", "no script-execution task x", "/v1/x/events"),
+        errors.problem(406, "not-acceptable", "Not acceptable"),
+    ):
+        body = dumps(built)
+        assert Problem.model_validate_json(body).model_dump_json() == body

@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from longrun.records import DeviceCounts, Task, TaskSettings, TaskStatus
-from longrun.tasks import current_step, estimated_completion, percentage, retry_after
+from longrun.views import current_step, estimated_completion, percentage, retry_after
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from longrun.webhooks import UnsafeUrl, resolve_target
+from longrun.webhook_deliveries import UnsafeUrl, resolve_target
 
 
 @pytest.mark.parametrize(

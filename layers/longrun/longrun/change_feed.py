@@ -14,17 +14,51 @@ first, then the status change, then (on a finishing status) the finished event w
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
 
+from longrun import channels, views
 from longrun.links import Links
-from longrun.models import MAX_EVENT_BYTES, DeviceOutcome, ResultSummary, TaskEvent, TaskEventType
-from longrun.records import DeviceStatus, RecordedOutcome, Task, TaskStateChange
-from longrun.tasks import state_view
+from longrun.records import DeviceStatus, RecordedOutcome, Task, TaskEventType, TaskStateChange
 
+MAX_EVENT_BYTES = 64 * 1024
+"""No event is larger: a WebSocket message stops at 128 KB, an EventBridge entry at 256 KB"""
 EVENT_KINDS = {TaskEventType.PROGRESS: 0, TaskEventType.STATUS_CHANGED: 1, TaskEventType.FINISHED: 2}
 IDS_PER_VERSION = 4
-FinishedLists = Callable[[Task], tuple[ResultSummary | None, list[DeviceOutcome]]]
+View = dict[str, Any]
+"""A part of an event as the contract's JSON (longrun.views)"""
+FinishedLists = Callable[[Task], tuple[View | None, list[View]]]
 """For a finished task: its result summary, and the devices that never started"""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskEvent:
+    """A change of a task, as every push channel delivers it: ``body()`` is its JSON, which longrun.models.TaskEvent
+    documents (the tests check one against the other)."""
+
+    type: TaskEventType
+    id: int
+    time: datetime
+    task_id: str
+    owner: str
+    data: View
+    """The task's state at the change (views.state_view)"""
+    devices: list[View] | None = None
+    result: View | None = None
+
+    def body(self) -> str:
+        fields = {
+            "type": self.type.value,
+            "id": self.id,
+            "time": views.json_time(self.time),
+            "task-id": self.task_id,
+            "owner": self.owner,
+            "data": self.data,
+            "devices": self.devices,
+            "result": self.result,
+        }
+        return channels.dumps({name: value for name, value in fields.items() if value is not None})
 
 
 def event_id(version: int, kind: TaskEventType) -> int:
@@ -63,7 +97,7 @@ def bus_worthy(event: TaskEvent, previous_percentage: int | None) -> bool:
     ten percent (the bus costs per event; WebSocket and webhooks carry every progress event)."""
     if event.type is not TaskEventType.PROGRESS:
         return True
-    return previous_percentage is None or event.data.percentage // 10 > previous_percentage // 10
+    return previous_percentage is None or event.data["percentage"] // 10 > previous_percentage // 10
 
 
 def _at(task: Task, change: TaskStateChange) -> Task:
@@ -83,8 +117,8 @@ def _event(
     task: Task,
     change: TaskStateChange,
     links: Links,
-    devices: list[DeviceOutcome] | None = None,
-    result: ResultSummary | None = None,
+    devices: list[View] | None = None,
+    result: View | None = None,
 ) -> TaskEvent:
     return TaskEvent(
         type=kind,
@@ -92,7 +126,7 @@ def _event(
         time=change.updated_at,
         task_id=task.id,
         owner=task.owner,
-        data=state_view(task, links),
+        data=views.state_view(task, links),
         devices=devices,
         result=result,
     )
@@ -101,7 +135,7 @@ def _event(
 def _progress(task: Task, changes: list[TaskStateChange], links: Links) -> list[TaskEvent]:
     """One progress event for changes that only moved counts, split where its outcomes would pass 64 KB."""
     events: list[TaskEvent] = []
-    devices: list[DeviceOutcome] = []
+    devices: list[View] = []
     told = [[_told(outcome) for outcome in change.outcomes] for change in changes]
     for position, change in enumerate(changes):
         devices += told[position]
@@ -113,34 +147,31 @@ def _progress(task: Task, changes: list[TaskStateChange], links: Links) -> list[
     return events
 
 
-def _told(outcome: RecordedOutcome) -> DeviceOutcome:
-    return DeviceOutcome(
-        device_id=outcome.device_id, status=outcome.status, exit_code=outcome.exit_code, reason=outcome.reason
-    )
+def _told(outcome: RecordedOutcome) -> View:
+    return views.device_outcome(outcome.device_id, outcome.status, outcome.exit_code, outcome.reason)
 
 
 def _finished(
     task: Task,
     change: TaskStateChange,
     links: Links,
-    result: ResultSummary | None,
-    never_started: list[DeviceOutcome],
+    result: View | None,
+    never_started: list[View],
 ) -> TaskEvent:
     event = _event(TaskEventType.FINISHED, task, change, links, never_started or None, result)
     if result is not None and _size(event) > MAX_EVENT_BYTES:
-        lists_left_out = result.model_copy(update={"success_on_devices": [], "failed_on_devices": []})
-        event = event.model_copy(update={"result": lists_left_out})
+        event = replace(event, result=result | {"success-on-devices": [], "failed-on-devices": []})
     if _size(event) > MAX_EVENT_BYTES:
-        event = event.model_copy(update={"devices": None})  # a huge fleet that never started: the result has it
+        event = replace(event, devices=None)  # a huge fleet that never started: the result has it
     return event
 
 
 def _size(event: TaskEvent) -> int:
-    return len(event.model_dump_json(by_alias=True))
+    return len(event.body())
 
 
-def _size_of_outcomes(outcomes: list[DeviceOutcome]) -> int:
-    return sum(len(outcome.model_dump_json(by_alias=True)) + 1 for outcome in outcomes)
+def _size_of_outcomes(outcomes: list[View]) -> int:
+    return sum(len(channels.dumps(outcome)) + 1 for outcome in outcomes)
 
 
 def not_started(letters: str | None) -> list[int]:
@@ -149,11 +180,7 @@ def not_started(letters: str | None) -> list[int]:
     return [index for index, letter in enumerate(letters or "") if letter == skipped]
 
 
-def never_started(ids: list[str | int], letters: str | None, recorded: Collection[int] = ()) -> list[DeviceOutcome]:
+def never_started(ids: list[str | int], letters: str | None, recorded: Collection[int] = ()) -> list[View]:
     """The devices of a finished task that never started and have no outcome record of their own (a device recorded
     NOT_STARTED, as SSM never sent it the script, was told in a progress event already)."""
-    return [
-        DeviceOutcome(device_id=ids[index], status=DeviceStatus.NOT_STARTED, reason="the device never started")
-        for index in not_started(letters)
-        if index not in recorded
-    ]
+    return [views.never_started(ids[index]) for index in not_started(letters) if index not in recorded]

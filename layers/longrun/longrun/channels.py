@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 
-from longrun.models import TaskEvent
+if TYPE_CHECKING:
+    from longrun.change_feed import TaskEvent
+
 
 BUS_SOURCE = "longrun"
 BUS_DETAIL_TYPE = "Script Execution Status Change"
@@ -33,7 +35,7 @@ def put_on_bus(bus_name: str, events: list[TaskEvent]) -> None:
     """Put events on the bus (source longrun, detail-type Script Execution Status Change, detail = the event),
     again for the entries EventBridge did not take."""
     entries = [
-        {"EventBusName": bus_name, "Source": BUS_SOURCE, "DetailType": BUS_DETAIL_TYPE, "Detail": body(event)}
+        {"EventBusName": bus_name, "Source": BUS_SOURCE, "DetailType": BUS_DETAIL_TYPE, "Detail": event.body()}
         for event in events
     ]
     for start in range(0, len(entries), PUT_EVENTS_MAX):
@@ -78,11 +80,6 @@ def hide_message(queue_url: str, receipt_handle: str, seconds: int) -> None:
     )
 
 
-def body(event: TaskEvent) -> str:
-    """An event as every channel sends it."""
-    return event.model_dump_json(by_alias=True)
-
-
 def _send_batches(messages: list[str]) -> Iterator[list[str]]:
     batch: list[str] = []
     size = 0
@@ -98,4 +95,5 @@ def _send_batches(messages: list[str]) -> Iterator[list[str]]:
 
 
 def dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
+    """JSON as the API writes it: compact, and UTF-8 as it is."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)

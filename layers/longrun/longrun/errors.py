@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from longrun.models import FieldError
@@ -14,6 +14,15 @@ PROBLEM_TYPES = "urn:longrun:problem:"
 
 def problem_type(kind: str) -> str:
     return PROBLEM_TYPES + kind
+
+
+def problem(
+    status: int, kind: str, title: str, detail: str | None = None, instance: str | None = None
+) -> dict[str, Any]:
+    """An RFC 9457 problem detail as the contract's JSON (longrun.models.Problem documents it), for a function that
+    answers problems without pydantic (the event stream)."""
+    fields = {"type": problem_type(kind), "title": title, "status": status, "detail": detail, "instance": instance}
+    return {name: value for name, value in fields.items() if value is not None}
 
 
 class TaskError(Exception):

@@ -13,13 +13,12 @@ import json
 import time
 from collections.abc import Iterator
 
-from longrun import change_feed
+from longrun import change_feed, channels
 from longrun.errors import BadRequest, TaskNotFound
 from longrun.links import Links
-from longrun.models import TaskEventType
-from longrun.records import Owner
+from longrun.records import SCRIPT_EXECUTION, Owner, TaskEventType
 from longrun.store import TaskStore, owner_digest
-from longrun.tasks import KIND, state_view
+from longrun.views import state_view
 
 POLL_SECONDS = 0.25
 """How often a stream reads the task's kept events: a query (half a read unit) four times a second, $0.0018 an hour.
@@ -44,7 +43,7 @@ class EventStream:
                 raise BadRequest("Last-Event-ID is not an event id of this stream")
             after = int(last_event_id)
         task = self._store.get_task(task_id)
-        if task is None or task.owner_key != owner_digest(owner.key) or task.kind != KIND:
+        if task is None or task.owner_key != owner_digest(owner.key) or task.kind != SCRIPT_EXECUTION:
             raise TaskNotFound(f"no script-execution task {task_id}")
         if after is not None and task.status.finished and self._has_the_end(task_id, after):
             return None
@@ -65,7 +64,7 @@ class EventStream:
         task = self._store.get_task(task_id)
         if task is None:
             return
-        state = state_view(task, self._links).model_dump_json(by_alias=True)
+        state = channels.dumps(state_view(task, self._links))
         yield f"retry: {RETRY_MILLISECONDS}\nevent: state\ndata: {state}\n\n"
         if after is None:
             after = change_feed.shown_by_state(task)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from pydantic import (
@@ -25,7 +24,7 @@ from pydantic import (
     model_serializer,
 )
 
-from longrun.records import SCRIPTS_PREFIX, DeviceStatus, TaskStatus, device_key
+from longrun.records import SCRIPTS_PREFIX, DeliveryStatus, DeviceStatus, TaskEventType, TaskStatus, device_key
 
 if TYPE_CHECKING:
     from longrun.records import DeviceRun
@@ -357,16 +356,7 @@ class ScriptLocation(ApiModel):
 
 
 # ---------------------------------------------------------------------------------------------
-# Task events: what the change feed pushes (WebSocket, webhooks, the event bus)
-
-MAX_EVENT_BYTES = 64 * 1024
-"""No event is larger: a WebSocket message stops at 128 KB, an EventBridge entry at 256 KB"""
-
-
-class TaskEventType(StrEnum):
-    STATUS_CHANGED = "script-execution.status-changed"
-    PROGRESS = "script-execution.progress"
-    FINISHED = "script-execution.finished"
+# Task events: what the change feed pushes (WebSocket, webhooks, the event bus), documented
 
 
 class DeviceOutcome(ApiModel):
@@ -402,18 +392,6 @@ class TaskEvent(ApiModel):
     )
 
 
-class SubscriptionRequest(Model):
-    """A WebSocket client's message: subscribe to a task's events (after an event id, to resume), or unsubscribe."""
-
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-    action: Literal["subscribe", "unsubscribe"]
-    task_id: StrictStr = Field(alias="task-id", pattern=r"^[0-9a-f-]{36}$")
-    after: Annotated[StrictInt, Field(ge=0), INTEGRAL] | None = Field(
-        default=None, description="Resume after this event id"
-    )
-
-
 # ---------------------------------------------------------------------------------------------
 # Webhooks
 
@@ -441,28 +419,6 @@ class WebhookRequest(Model):
         return events
 
 
-class WebhookEndpoint(Model):
-    """A webhook endpoint as the data-access module stores it."""
-
-    id: str
-    owner_key: str
-    url: str
-    events: list[TaskEventType]
-    secret: str
-    previous_secret: str | None = None
-    previous_secret_until: datetime | None = None
-    created_at: datetime
-    disabled_at: datetime | None = None
-    disabled_reason: str | None = None
-
-    def secrets(self, now: datetime) -> list[str]:
-        """The secrets a delivery is signed with: the current one, and the previous one for a day after a
-        rotation."""
-        if self.previous_secret and self.previous_secret_until and now < self.previous_secret_until:
-            return [self.secret, self.previous_secret]
-        return [self.secret]
-
-
 class Webhook(ApiModel):
     id: str
     url: str
@@ -486,14 +442,6 @@ class DeliveryAttempt(ApiModel):
     status_code: int | None = Field(default=None, alias="statusCode")
     latency_ms: int = Field(alias="latencyMs")
     error: str | None = None
-
-
-class DeliveryStatus(StrEnum):
-    PENDING = "PENDING"
-    """An attempt failed and another is scheduled"""
-    SUCCEEDED = "SUCCEEDED"
-    FAILED = "FAILED"
-    """Every attempt failed, or the endpoint was disabled"""
 
 
 class WebhookDelivery(ApiModel):

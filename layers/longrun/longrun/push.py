@@ -15,22 +15,20 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from longrun import change_feed, channels
+from longrun import change_feed, channels, scripts, views
+from longrun.change_feed import TaskEvent, View
 from longrun.config import Settings
 from longrun.links import Links
-from longrun.models import DeviceOutcome, ResultSummary, TaskEvent, TaskEventType
-from longrun.records import Task, TaskStateChange
+from longrun.records import Task, TaskEventType, TaskStateChange
 from longrun.store import TaskStore, utc_now
-from longrun.tasks import ScriptExecutions, percentage_of
 
 logger = Logger(child=True)
 KEPT_ALWAYS = (TaskEventType.STATUS_CHANGED, TaskEventType.FINISHED)
 
 
 class Publisher:
-    def __init__(self, store: TaskStore, executions: ScriptExecutions, config: Settings) -> None:
+    def __init__(self, store: TaskStore, config: Settings) -> None:
         self._store = store
-        self._executions = executions
         self._config = config
         self._links = Links(base=config.api_url.rstrip("/"))
 
@@ -58,7 +56,7 @@ class Publisher:
             return
         # Kept before the subscribers are read: a client subscribing meanwhile reads what it missed from the kept
         # events once its subscription is written, so an event is either kept before that read or posted to it
-        bodies = [channels.body(event) for event in events]  # each event's JSON, as every channel sends it
+        bodies = [event.body() for event in events]  # each event's JSON, as every channel sends it
         for event, body in zip(events, bodies, strict=True):
             if event.type in KEPT_ALWAYS or task.events_kept:
                 self._store.keep_event(task_id, event.id, body)
@@ -66,7 +64,7 @@ class Publisher:
         self._to_webhooks(task, events, bodies)
         self._to_bus(changes[0], events)
 
-    def _finished_lists(self, task: Task) -> tuple[ResultSummary | None, list[DeviceOutcome]]:
+    def _finished_lists(self, task: Task) -> tuple[View | None, list[View]]:
         found = self._store.get_task_with_devices(task.id)
         if found is None:
             return None, []
@@ -74,9 +72,12 @@ class Publisher:
         skipped = change_feed.not_started(devices.outcomes)
         recorded = self._store.recorded_between(task.id, skipped[0], skipped[-1]) if skipped else set()
         return (
-            self._executions.result_summary(task, devices, self._links),
+            views.result_summary(task, devices, self._links, self._output_location(task.id)),
             change_feed.never_started(devices.ids, devices.outcomes, recorded),
         )
+
+    def _output_location(self, task_id: str) -> str:
+        return scripts.output_location(self._config.scripts_bucket, self._config.output_prefix, task_id)
 
     def _to_subscribers(self, task_id: str, bodies: list[str]) -> None:
         if not self._config.websocket_connections_url:
@@ -102,13 +103,13 @@ class Publisher:
         if not self._config.event_bus_name:
             return
         before = first.previous_counts
-        previous = None if before is None else percentage_of(before)
+        previous = None if before is None else views.percentage_of(before)
         worthy = []
         for event in events:
             if change_feed.bus_worthy(event, previous):
                 worthy.append(event)
             if event.type is TaskEventType.PROGRESS:
-                previous = event.data.percentage
+                previous = event.data["percentage"]
         if worthy:
             channels.put_on_bus(self._config.event_bus_name, worthy)
 

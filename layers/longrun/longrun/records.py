@@ -16,6 +16,8 @@ MAX_BATCH_SIZE = 50
 """Devices per SSM command: SendCommand takes at most 50 node ids."""
 SCRIPTS_PREFIX = "scripts/"
 """Where scripts are kept in the deployment's bucket"""
+SCRIPT_EXECUTION = "script-execution"
+"""The kind of task longrun runs so far (a task record's ``kind``)"""
 
 
 class TaskStatus(StrEnum):
@@ -68,6 +70,12 @@ _LETTERS = {
     DeviceStatus.NOT_STARTED: "N",
 }
 _STATUS_OF_LETTER = {letter: status for status, letter in _LETTERS.items()}
+
+
+class TaskEventType(StrEnum):
+    STATUS_CHANGED = "script-execution.status-changed"
+    PROGRESS = "script-execution.progress"
+    FINISHED = "script-execution.finished"
 
 
 def device_key(device_id: str | int) -> str:
@@ -297,3 +305,58 @@ class CommandOutcome:
     started_at: datetime | None = None
     ended_at: datetime | None = None
     stdout_url: str | None = None
+
+
+@dataclass(kw_only=True)
+class WebhookEndpoint:
+    """A webhook endpoint as the data-access module stores it."""
+
+    id: str
+    owner_key: str
+    url: str
+    events: list[TaskEventType]
+    secret: str
+    previous_secret: str | None = None
+    previous_secret_until: datetime | None = None
+    created_at: datetime
+    disabled_at: datetime | None = None
+    disabled_reason: str | None = None
+
+    def secrets(self, now: datetime) -> list[str]:
+        """The secrets a delivery is signed with: the current one, and the previous one for a day after a
+        rotation."""
+        if self.previous_secret and self.previous_secret_until and now < self.previous_secret_until:
+            return [self.secret, self.previous_secret]
+        return [self.secret]
+
+
+class DeliveryStatus(StrEnum):
+    PENDING = "PENDING"
+    """An attempt failed and another is scheduled"""
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    """Every attempt failed, or the endpoint was disabled"""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Attempt:
+    """One attempt of a webhook delivery (the API shows it as a DeliveryAttempt)."""
+
+    time: datetime
+    status_code: int | None = None
+    latency_ms: int
+    error: str | None = None
+
+
+@dataclass(kw_only=True)
+class Delivery:
+    """A webhook delivery and its attempts (the API shows it as a WebhookDelivery)."""
+
+    id: str
+    """The webhook-id header: the same on every attempt"""
+    event_type: str
+    event_id: int | None = None
+    task_id: str | None = None
+    status: DeliveryStatus
+    created_at: datetime
+    attempts: list[Attempt] = field(default_factory=list)

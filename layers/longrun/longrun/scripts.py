@@ -90,6 +90,11 @@ def output_prefix(base: str, task_id: str) -> str:
     return f"{base}/{task_id}"
 
 
+def output_location(bucket: str, base: str, task_id: str) -> str:
+    """The S3 URL under which a task's devices' output is kept (what its result summary points at)."""
+    return f"s3://{bucket}/{output_prefix(base, task_id)}/"
+
+
 def read_heads(urls: list[str]) -> dict[str, tuple[str, bool]]:
     """The first HEAD_BYTES of each s3:// object, and whether there is more; an object that is not there (SSM
     stores nothing for an empty stream) is left out. Read in parallel."""

@@ -16,7 +16,8 @@ if TYPE_CHECKING:
     from longrun.push import Publisher
     from longrun.subscriptions import Subscriptions
     from longrun.tasks import ScriptExecutions
-    from longrun.webhooks import Deliveries, Webhooks
+    from longrun.webhook_deliveries import Deliveries
+    from longrun.webhooks import Webhooks
     from longrun.workflow import Workflow
 
 
@@ -56,7 +57,7 @@ _per_thread = threading.local()
 def deliveries() -> Deliveries:
     """One per thread: a batch of deliveries is sent from several threads at once, and the store's client must not be
     shared between threads (it builds condition expressions with a counter)."""
-    from longrun.webhooks import Deliveries
+    from longrun.webhook_deliveries import Deliveries
 
     if not hasattr(_per_thread, "deliveries"):
         _per_thread.deliveries = Deliveries(_new_store(), settings())
@@ -68,7 +69,7 @@ def deliveries() -> Deliveries:
 def publisher() -> Publisher:
     from longrun.push import Publisher
 
-    return Publisher(task_store(), script_executions(), settings())
+    return Publisher(task_store(), settings())
 
 
 @cache

@@ -59,8 +59,11 @@ from boto3.dynamodb.types import TypeDeserializer
 from botocore.exceptions import ClientError
 
 from longrun.records import (
+    Attempt,
     Batch,
     CommandOutcome,
+    Delivery,
+    DeliveryStatus,
     DeviceCounts,
     DeviceRun,
     DeviceStatus,
@@ -69,21 +72,17 @@ from longrun.records import (
     RecordedOutcome,
     Task,
     TaskDevices,
+    TaskEventType,
     TaskSettings,
     TaskStateChange,
     TaskStatus,
+    WebhookEndpoint,
     moment,
     optional_moment,
 )
 
 if TYPE_CHECKING:
-    from longrun.models import (
-        DeliveryAttempt,
-        DeliveryStatus,
-        ScriptExecutionRequest,
-        WebhookDelivery,
-        WebhookEndpoint,
-    )
+    from longrun.models import ScriptExecutionRequest
 
 TASK_SK = "TASK"
 DETAIL_SK = "TASK#DETAIL"
@@ -982,7 +981,7 @@ class TaskStore:
                 {":now": _iso(utc_now()), ":reason": reason},
             )
 
-    def add_delivery(self, webhook_id: str, delivery: WebhookDelivery) -> None:
+    def add_delivery(self, webhook_id: str, delivery: Delivery) -> None:
         """Log a delivery about to be made (a delivery logged twice stays one)."""
         item: dict[str, Any] = _delivery_key(webhook_id, delivery.created_at, delivery.id) | {
             "eventType": delivery.event_type,
@@ -996,9 +995,7 @@ class TaskStore:
         with contextlib.suppress(ConditionFailed):
             self._put_new(_present(item))
 
-    def record_attempt(
-        self, webhook_id: str, delivery: WebhookDelivery, attempt: DeliveryAttempt, status: DeliveryStatus
-    ) -> None:
+    def record_attempt(self, webhook_id: str, delivery: Delivery, attempt: Attempt, status: DeliveryStatus) -> None:
         attempt_item = {
             "time": _iso(attempt.time),
             "latencyMs": attempt.latency_ms,
@@ -1012,9 +1009,7 @@ class TaskStore:
             {"#s": "status"},
         )
 
-    def list_deliveries(
-        self, webhook_id: str, limit: int, next_token: str | None
-    ) -> tuple[list[WebhookDelivery], str | None]:
+    def list_deliveries(self, webhook_id: str, limit: int, next_token: str | None) -> tuple[list[Delivery], str | None]:
         """An endpoint's deliveries, newest first."""
         items, token = self._page(f"WEBHOOK#{webhook_id}", "DELIVERY#", limit, next_token, newest_first=True)
         return [self._delivery_from_item(item) for item in items], token
@@ -1186,35 +1181,39 @@ class TaskStore:
 
     @staticmethod
     def _webhook_from_item(item: dict[str, Any]) -> WebhookEndpoint:
-        from longrun.models import WebhookEndpoint  # only the webhooks' functions import pydantic
-
         item = _plain(item)
         return WebhookEndpoint(
             id=item["id"],
             owner_key=item["ownerKey"],
             url=item["url"],
-            events=item["events"],
+            events=[TaskEventType(event) for event in item["events"]],
             secret=item["secret"],
             previous_secret=item.get("previousSecret"),
-            previous_secret_until=item.get("previousSecretUntil"),
-            created_at=item["createdAt"],
-            disabled_at=item.get("disabledAt"),
+            previous_secret_until=optional_moment(item.get("previousSecretUntil")),
+            created_at=moment(item["createdAt"]),
+            disabled_at=optional_moment(item.get("disabledAt")),
             disabled_reason=item.get("disabledReason"),
         )
 
     @staticmethod
-    def _delivery_from_item(item: dict[str, Any]) -> WebhookDelivery:
-        from longrun.models import DeliveryAttempt, WebhookDelivery  # only the webhooks' functions import pydantic
-
+    def _delivery_from_item(item: dict[str, Any]) -> Delivery:
         item = _plain(item)
-        return WebhookDelivery(
+        return Delivery(
             id=item["SK"].rsplit("#", 1)[1],
             event_type=item["eventType"],
             event_id=item.get("eventId"),
             task_id=item.get("taskId"),
-            status=item["status"],
-            created_at=item["createdAt"],
-            attempts=[DeliveryAttempt.model_validate(attempt) for attempt in item.get("attempts", [])],
+            status=DeliveryStatus(item["status"]),
+            created_at=moment(item["createdAt"]),
+            attempts=[
+                Attempt(
+                    time=moment(attempt["time"]),
+                    status_code=attempt.get("statusCode"),
+                    latency_ms=attempt["latencyMs"],
+                    error=attempt.get("error"),
+                )
+                for attempt in item.get("attempts", [])
+            ],
         )
 
     @staticmethod

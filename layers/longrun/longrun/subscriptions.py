@@ -4,22 +4,64 @@ disconnect. The publisher (longrun.push) sends each subscriber its tasks' events
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
-
-from pydantic import ValidationError
+from typing import Any, Literal
 
 from longrun import change_feed, channels
 from longrun.config import Settings
 from longrun.links import Links
-from longrun.models import SubscriptionRequest
 from longrun.push import send_to_connection
-from longrun.records import Owner
+from longrun.records import SCRIPT_EXECUTION, Owner
 from longrun.store import TaskStore, utc_now
-from longrun.tasks import KIND, state_view
+from longrun.views import state_view
 
 CONNECTION_LIFETIME = timedelta(hours=2, minutes=10)
 """API Gateway closes a WebSocket after 2 hours: its records outlive it a little, then expire (TTL)"""
+TASK_ID = re.compile(r"[0-9a-f-]{36}")
+MESSAGE_FIELDS = ("action", "task-id", "after")
+USAGE = 'a message is JSON: {"action": "subscribe" | "unsubscribe", "task-id": "...", "after": <event id>}'
+
+
+class InvalidMessage(ValueError):
+    """A client's message that is not a subscription request: the client is answered why."""
+
+
+@dataclass(frozen=True)
+class SubscriptionRequest:
+    """A WebSocket client's message: subscribe to a task's events (after an event id, to resume), or unsubscribe."""
+
+    action: Literal["subscribe", "unsubscribe"]
+    task_id: str
+    after: int | None = None
+    """Resume after this event id"""
+
+
+def parse_message(body: str | None) -> SubscriptionRequest:
+    """The request a client's message makes, or InvalidMessage naming each field that is wrong (a field it does not
+    know is wrong too). Checked by hand: the WebSocket function imports no pydantic for three fields."""
+    try:
+        message = json.loads(body or "")
+    except ValueError:
+        raise InvalidMessage(USAGE) from None
+    if not isinstance(message, dict):
+        raise InvalidMessage(USAGE)
+    wrong = [f"{name}: not a field of a subscription request" for name in message if name not in MESSAGE_FIELDS]
+    action: Any = message.get("action")
+    task_id: Any = message.get("task-id")
+    after: Any = message.get("after")
+    if action not in ("subscribe", "unsubscribe"):
+        wrong.append("action: must be subscribe or unsubscribe")
+    if not isinstance(task_id, str) or not TASK_ID.fullmatch(task_id):
+        wrong.append("task-id: must be a task's id")
+    if isinstance(after, float) and after.is_integer():  # 7.0 is the integer 7, as JSON Schema has it
+        after = int(after)
+    if after is not None and (isinstance(after, bool) or not isinstance(after, int) or after < 0):
+        wrong.append("after: must be an event id, a whole number 0 or more")
+    if wrong:
+        raise InvalidMessage("; ".join(wrong))
+    return SubscriptionRequest(action=action, task_id=task_id, after=after)
 
 
 class Subscriptions:
@@ -39,14 +81,14 @@ class Subscriptions:
         then the kept events after ``after`` (or after what that state shows), and from then on every event the
         publisher sends it; the two can overlap, and the event ids tell the repeats."""
         try:
-            request = SubscriptionRequest.model_validate(json.loads(body or ""))
-        except (ValueError, ValidationError) as error:
-            return self._send(connection_id, [_error(400, "Invalid message", _describe(error))])
+            request = parse_message(body)
+        except InvalidMessage as error:
+            return self._send(connection_id, [_error(400, "Invalid message", str(error))])
         owner_key = self._store.connection_owner(connection_id)
         if owner_key is None:
             return self._send(connection_id, [_error(410, "Connection unknown", "this connection is not registered")])
         task = self._store.get_task(request.task_id)
-        if task is None or task.owner_key != owner_key or task.kind != KIND:
+        if task is None or task.owner_key != owner_key or task.kind != SCRIPT_EXECUTION:
             missing = _error(404, "Task not found", f"no script-execution task {request.task_id}", request.task_id)
             return self._send(connection_id, [missing])
         if request.action == "unsubscribe":
@@ -58,7 +100,7 @@ class Subscriptions:
         subscribed = {
             "type": "subscribed",
             "task-id": task.id,
-            "data": state_view(task, self._links).model_dump(mode="json", by_alias=True),
+            "data": state_view(task, self._links),
         }
         after = request.after if request.after is not None else change_feed.shown_by_state(task)
         replay = self._store.events_after(task.id, after)
@@ -78,11 +120,3 @@ def _error(status: int, title: str, detail: str, task_id: str | None = None) -> 
     if task_id is not None:
         error["task-id"] = task_id
     return channels.dumps(error)
-
-
-def _describe(error: Exception) -> str:
-    if isinstance(error, ValidationError):
-        return "; ".join(
-            f"{'.'.join(str(p) for p in item['loc']) or 'message'}: {item['msg']}" for item in error.errors()
-        )
-    return 'a message is JSON: {"action": "subscribe" | "unsubscribe", "task-id": "...", "after": <event id>}'

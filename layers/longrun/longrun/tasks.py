@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import re
 import uuid
 from collections.abc import Iterator, Sequence
-from datetime import datetime, timedelta
 from typing import Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -34,26 +32,20 @@ from longrun.models import (
     DeviceResult,
     DeviceState,
     OutputStream,
-    ResultSummary,
     ScriptExecution,
     ScriptExecutionPage,
     ScriptExecutionRequest,
     ScriptExecutionResult,
-    ScriptExecutionState,
     ScriptExecutionSummary,
 )
-from longrun.records import DeviceCounts, DeviceRun, DeviceStatus, ListedTask, Owner, Task, TaskDevices, TaskStatus
+from longrun.records import SCRIPT_EXECUTION, DeviceRun, DeviceStatus, ListedTask, Owner, Task, TaskDevices, TaskStatus
 from longrun.store import ConditionFailed, InvalidPageToken, TaskStore, owner_digest, utc_now
+from longrun.views import NEVER_STARTED, result_summary, retry_after, state_view
 
-KIND = "script-execution"
 RESULT_PAGE_MAX = 100
 DEVICE_SCAN_WINDOW = 1_000
 """The most devices one request of the devices route looks at when it filters by status"""
-NEVER_STARTED = "the device never started"
 Stream = Literal["stdout", "stderr"]
-ESTIMATE_AFTER_DEVICES = 3
-"""How many devices must have finished before the task's pace is taken as its estimate."""
-MAX_RETRY_AFTER_SECONDS = 60
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +107,7 @@ class ScriptExecutions:
         except (ClientError, BotoCoreError) as error:
             raise OrchestrationUnavailable(f"the workflow could not be started: {error}") from error
         try:
-            task = self._store.create_task(task_id, KIND, owner, request, arn)
+            task = self._store.create_task(task_id, SCRIPT_EXECUTION, owner, request, arn)
         except ConditionFailed:
             # Recorded already: by this request, whose write acted though its answer was lost and the SDK wrote again,
             # or by an earlier run under the same key, whose execution is the one found running.
@@ -134,7 +126,7 @@ class ScriptExecutions:
         if found is None:
             return None
         task, devices = found
-        mine = task.owner_key == owner_digest(owner.key) and task.kind == KIND
+        mine = task.owner_key == owner_digest(owner.key) and task.kind == SCRIPT_EXECUTION
         return self._view(task, devices, links) if mine and idempotency.within_window(task.created_at) else None
 
     def describe(self, owner: Owner, task_id: str, links: Links) -> ScriptExecution:
@@ -149,7 +141,7 @@ class ScriptExecutions:
             tasks, token = self._store.list_tasks(owner, status, limit, self._tokens.open(next_token, caller, query))
         except InvalidPageToken as error:
             raise BadRequest(str(error)) from error
-        items = [_summary(task, links) for task in tasks if task.kind == KIND]
+        items = [_summary(task, links) for task in tasks if task.kind == SCRIPT_EXECUTION]
         return ScriptExecutionPage(items=items, next_token=self._tokens.seal(token, caller, query))
 
     def result(self, owner: Owner, task_id: str, limit: int, next_token: str | None) -> ScriptExecutionResult:
@@ -302,121 +294,21 @@ class ScriptExecutions:
         if not RESOURCE_ID.fullmatch(task_id):
             raise TaskNotFound("no script-execution task has this id")
         found = self._store.get_task_with_devices(task_id)
-        if found is None or found[0].owner_key != owner_digest(owner.key) or found[0].kind != KIND:
+        if found is None or found[0].owner_key != owner_digest(owner.key) or found[0].kind != SCRIPT_EXECUTION:
             raise TaskNotFound(f"no script-execution task {task_id}")
         return found
 
     def _view(self, task: Task, devices: TaskDevices, links: Links) -> ScriptExecution:
-        state = state_view(task, links)
-        return ScriptExecution(
-            **dict(state),
-            device_ids=devices.ids,
-            result=self.result_summary(task, devices, links),
-            retry_after=retry_after(task, utc_now()),
+        now = utc_now()
+        location = scripts.output_location(self._config.scripts_bucket, self._config.output_prefix, task.id)
+        return ScriptExecution.model_validate(
+            {
+                **state_view(task, links, now),
+                "device-ids": devices.ids,
+                "result": result_summary(task, devices, links, location),
+                "retry_after": retry_after(task, now),
+            }
         )
-
-    def result_summary(self, task: Task, devices: TaskDevices, links: Links) -> ResultSummary | None:
-        """Which devices succeeded and which did not, once the task has finished."""
-        if not (task.status.finished and devices.outcomes):
-            return None
-        prefix = f"s3://{self._config.scripts_bucket}/{scripts.output_prefix(self._config.output_prefix, task.id)}/"
-        statuses = [devices.status_of(i) for i in range(len(devices.ids))]
-        ran_without_success = {DeviceStatus.FAILED, DeviceStatus.TIMED_OUT, DeviceStatus.CANCELLED}
-        return ResultSummary(
-            id=task.id,
-            success_on_devices=[d for d, s in zip(devices.ids, statuses, strict=True) if s is DeviceStatus.SUCCESS],
-            failed_on_devices=[d for d, s in zip(devices.ids, statuses, strict=True) if s in ran_without_success],
-            sys_log_location=prefix,
-            err_log_location=prefix,
-            href=links.result(task.id),
-        )
-
-
-def state_view(task: Task, links: Links) -> ScriptExecutionState:
-    """A task as a client sees it, without its device list and result."""
-    settings = task.settings
-    return ScriptExecutionState(
-        id=task.id,
-        script_url=settings.script_url,
-        timeout_seconds=settings.timeout_seconds,
-        max_concurrency=settings.max_concurrency,
-        max_errors=settings.max_errors,
-        deadline_seconds=settings.deadline_seconds,
-        status=task.status,
-        status_reason=task.status_reason,
-        percentage=percentage(task),
-        current_step=current_step(task),
-        device_counts=task.counts.as_dict(),
-        created_at=task.created_at,
-        updated_at=task.updated_at,
-        started_at=task.started_at,
-        estimated_completion_at=estimated_completion(task, utc_now()),
-        completed_at=task.completed_at,
-        href=links.task(task.id),
-    )
-
-
-def percentage(task: Task) -> int:
-    return percentage_of(task.counts)
-
-
-def percentage_of(counts: DeviceCounts) -> int:
-    """Devices finished, in whole percent of the task's devices."""
-    total = counts.total
-    return ((total - counts.unfinished) * 100) // total if total else 100
-
-
-def _pace(task: Task, now: datetime) -> float | None:
-    """Devices finished per second since the run started, once a few have finished."""
-    finished = task.counts.total - task.counts.unfinished
-    if task.status is not TaskStatus.IN_PROGRESS or task.started_at is None:
-        return None
-    elapsed = (now - task.started_at).total_seconds()
-    if finished < min(ESTIMATE_AFTER_DEVICES, task.counts.total) or elapsed <= 0:
-        return None
-    return finished / elapsed
-
-
-def estimated_completion(task: Task, now: datetime) -> datetime | None:
-    """When the task should finish if its devices keep the pace they have had so far."""
-    pace = _pace(task, now)
-    if pace is None:
-        return None
-    return now + timedelta(seconds=task.counts.unfinished / pace)
-
-
-def retry_after(task: Task, now: datetime) -> int | None:
-    """Seconds a client should wait before it polls again; None once the task has finished. Short while nothing
-    is known, then the time the next device is expected to take (longer for slow tasks), never more than the time
-    left to the estimated end."""
-    if task.status.finished:
-        return None
-    pace = _pace(task, now)
-    if pace is None:
-        return 1 if task.status in (TaskStatus.SUBMITTED, TaskStatus.CANCELLING) else 2
-    left = task.counts.unfinished / pace
-    return max(1, min(math.ceil(1 / pace), math.ceil(left), MAX_RETRY_AFTER_SECONDS))
-
-
-def current_step(task: Task) -> str:
-    """A short human phrase for where the task is."""
-    counts = task.counts
-    finished = counts.total - counts.unfinished
-    match task.status:
-        case TaskStatus.SUBMITTED:
-            return "Waiting for the workflow to start"
-        case TaskStatus.IN_PROGRESS:
-            return f"Running the script: {finished} of {counts.total} devices finished, {counts.RUNNING} in flight"
-        case TaskStatus.CANCELLING:
-            return f"Cancelling: stopping {counts.RUNNING} running scripts"
-        case TaskStatus.COMPLETE:
-            return f"Finished: {counts.SUCCESS} of {counts.total} devices succeeded"
-        case TaskStatus.CANCELLED:
-            return f"Cancelled: {finished - counts.NOT_STARTED} devices ran, {counts.NOT_STARTED} never started"
-        case TaskStatus.TIMED_OUT:
-            return f"Timed out: {counts.SUCCESS} of {counts.total} devices succeeded before the deadline"
-        case _:
-            return f"Failed: {task.status_reason}"
 
 
 def _summary(task: ListedTask, links: Links) -> ScriptExecutionSummary:
