@@ -34,6 +34,7 @@ def running_task(deployed: Deployment) -> tuple[str, str]:
         task_id=task["id"], number=0, start=0, device_ids=DEVICES[:2], nodes={"mi-1": 0, "mi-2": 1}, task_token="t"
     )
     store.start_batch(batch, failed={})
+    store.set_batch_command(task["id"], 0, "cmd", cut_by_deadline=False)
     key = f"output/{task['id']}/cmd/mi-1/awsrunShellScript/runShellScript/stdout"
     boto3.client("s3").put_object(Bucket=deployed.bucket, Key=key, Body=b"hello from web-1\n")
     now = datetime.now(UTC)
@@ -72,6 +73,25 @@ def test_each_devices_current_state_while_the_task_runs(deployed: Deployment) ->
     for device in page["items"]:
         code, _, one = call("GET", device["href"].removeprefix(STAGE))
         assert (code, one) == (200, device)
+
+
+def test_a_batch_whose_command_is_not_sent_yet_runs_none_of_its_devices(deployed: Deployment) -> None:
+    """The workflow records a batch when it starts, then sends its command: in between, its devices are PENDING (the
+    route says RUNNING only once a device is sent to SSM)."""
+    code, _, task = call("POST", RESOURCE, {"device-ids": DEVICES, "script-url": "scripts/a.sh", "max-concurrency": 2})
+    assert code == 202, task
+    store = deployed.store
+    store.change_status(task["id"], TaskStatus.IN_PROGRESS, [TaskStatus.SUBMITTED])
+    nodes = {"mi-1": 0, "mi-2": 1}
+    store.start_batch(
+        Batch(task_id=task["id"], number=0, start=0, device_ids=DEVICES[:2], nodes=nodes, task_token="t"), failed={}
+    )
+    code, _, page = call("GET", f"{RESOURCE}/{task['id']}/devices")
+    assert code == 200, page
+    assert [device["status"] for device in page["items"]] == ["PENDING"] * 4
+    store.set_batch_command(task["id"], 0, "cmd", cut_by_deadline=False)
+    code, _, page = call("GET", f"{RESOURCE}/{task['id']}/devices")
+    assert [device["status"] for device in page["items"]] == ["RUNNING", "RUNNING", "PENDING", "PENDING"]
 
 
 def test_a_status_filter_and_pages(deployed: Deployment) -> None:

@@ -12,7 +12,7 @@ One table holds every record of a task under the task's partition::
     PK=TASK#<id>  SK=TASK#OUTCOMES        once finished: one status letter per device, in request order
     PK=TASK#<id>  SK=BATCH#<nnnnn>        one SSM command's devices and the workflow token waiting for them; written
                                           when the batch starts, its nodes say which devices run (a device
-                                          without a DEVICE# record in a started batch is RUNNING)
+                                          without a DEVICE# record in a batch whose command is sent is RUNNING)
     PK=TASK#<id>  SK=DEVICE#<nnnnn>       one device's outcome, by its position in the request (under 1 KB)
     PK=TASK#<id>  SK=EVENT#<event id>     a pushed event, kept so subscribers can resume (status changes and the
                                           end always; progress once the task has had a subscriber)
@@ -645,14 +645,15 @@ class TaskStore:
         return self._batch_from_item(item) if item else None
 
     def batched_devices(self, task_id: str, first: int, end: int) -> set[int]:
-        """The positions of the devices that the batches first..end-1 (those started: a batch's record is written
-        when it starts) sent to a managed node: each is running until its outcome is recorded."""
+        """The positions of the devices that the batches first..end-1 sent to a managed node: each is running until
+        its outcome is recorded. A batch's record is written when it starts, before its command is sent: until the
+        command's id is recorded with it, none of its devices runs yet."""
         items = self._query_all(
             "PK = :pk AND SK BETWEEN :first AND :last",
             {":pk": _task_pk(task_id), ":first": _batch_sk(first), ":last": _batch_sk(end - 1)},
-            projection="nodes",
+            projection="nodes, commandId",
         )
-        return {int(index) for item in items for index in item.get("nodes", {}).values()}
+        return {int(index) for item in items if item.get("commandId") for index in item.get("nodes", {}).values()}
 
     def sent_commands(self, task_id: str, first: int, end: int) -> dict[str, dict[str, int]]:
         """The SSM commands the batches first..end-1 were sent as: command id -> its nodes (node id -> device

@@ -327,8 +327,8 @@ def _summary(task: ListedTask, links: Links) -> ScriptExecutionSummary:
 def device_state(
     task: Task, devices: TaskDevices, index: int, run: DeviceRun | None, batched: bool, links: Links
 ) -> DeviceState:
-    """A device's current state: its outcome once recorded; without one, while the task runs, RUNNING if a started
-    batch sent it to its node (and SSM's rate control no longer holds it back in its command) and PENDING otherwise,
+    """A device's current state: its outcome once recorded; without one, while the task runs, RUNNING if its batch's
+    command was sent to its node (and SSM's rate control no longer holds it back in the command) and PENDING otherwise,
     and once the task has finished the outcome kept for it (NOT_STARTED)."""
     device_id = devices.ids[index]
     href = links.device(task.id, device_id)
