@@ -31,23 +31,20 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from functools import cache
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import boto3
-import jwt
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from bench.common import Local, save
 from local_runtime import dynamodb
 from local_runtime.launcher import ROOT, free_port
+from local_runtime.oidc_issuer import Issuer
 from local_runtime.template import LocalStack, load
 
 TARGET = 1.3
@@ -65,7 +62,6 @@ DEVICES = ["web-1", "web-2", "ec2:web-3"]
 STREAM_PATH = f"/v1/device-management/script-execution/{TASK}/events"
 AUDIENCE = "longrun-cold-start"
 """The client the authorizer's sample token is for (JwtAudience)"""
-KEY_ID = "cold-start"
 TOKEN_LIFESPAN_SECONDS = 24 * 3600
 """Longer than any run: every measurement is handed the one token signed at the start (a seed's replacements must be
 the same each time, and the event file written once is used by every round)"""
@@ -195,7 +191,7 @@ class Moto:
         self._server.start()
         # JwtIssuer and JwtAudience reach JwtAuthorizerFunction's environment (JWT_ISSUER, JWT_AUDIENCE) as the
         # template puts them there; no other function reads them.
-        self.stack: LocalStack = load(ROOT, "cold-start", REGION, parameters=_issuer().parameters)
+        self.stack: LocalStack = load(ROOT, "cold-start", REGION, parameters=_issuer_parameters())
         self.env = {
             "PATH": os.environ["PATH"],
             "AWS_DEFAULT_REGION": REGION,
@@ -260,25 +256,13 @@ def _list_command_invocations() -> None:
     SimpleSystemManagerResponse.list_command_invocations = list_command_invocations  # type: ignore[attr-defined]
 
 
-class Issuer(ThreadingHTTPServer):
-    """An OpenID Connect issuer on a loopback port of this process, as JwtAuthorizerFunction reads one: its discovery
-    document (``/.well-known/openid-configuration``) and its keys (``jwks_uri``), the public half of an RSA key made
-    for the run, with which it signs one token for the authorizer's sample. Plain http, as the template lets a
-    loopback issuer be."""
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _IssuerHandler)  # port 0: the system's free port, no race for it
-        self.url = f"http://127.0.0.1:{self.socket.getsockname()[1]}"
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        public = jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key(), as_dict=True)
-        self.documents = {
-            "/.well-known/openid-configuration": {"issuer": self.url, "jwks_uri": f"{self.url}/keys"},
-            "/keys": {"keys": [public | {"kid": KEY_ID, "alg": "RS256", "use": "sig"}]},
-        }
-        now = int(time.time())
-        # A Cognito user pool's ID token, with what verify() requires: iss, sub, exp, and aud for the client.
-        claims = {
-            "iss": self.url,
+def _bearer_token(issuer: Issuer) -> str:
+    """A Cognito user pool's ID token, with what the authorizer's verify() requires: iss, sub, exp, and aud for the
+    client."""
+    now = int(time.time())
+    return issuer.sign(
+        {
+            "iss": issuer.url,
             "sub": "5f1e0c3a-7d2b-4e8f-9a6c-3b4d2e1f0a9b",
             "aud": AUDIENCE,
             "token_use": "id",
@@ -287,35 +271,25 @@ class Issuer(ThreadingHTTPServer):
             "iat": now,
             "exp": now + TOKEN_LIFESPAN_SECONDS,
         }
-        self.token = jwt.encode(claims, key, "RS256", headers={"kid": KEY_ID})
-        self.parameters = {"JwtIssuer": self.url, "JwtAudience": AUDIENCE}
-        """The template's parameters that point the authorizer at this issuer"""
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-
-
-class _IssuerHandler(BaseHTTPRequestHandler):
-    server: Issuer
-
-    def do_GET(self) -> None:
-        document = self.server.documents.get(self.path)
-        if document is None:
-            self.send_error(404)
-            return
-        body = json.dumps(document).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's signature
-        pass
+    )
 
 
 @cache
 def _issuer() -> Issuer:
     """The run's issuer: started on first use, served until the benchmark's process ends (a daemon thread)."""
     return Issuer()
+
+
+@cache
+def _issuer_parameters() -> dict[str, str]:
+    """The template's parameters that point the authorizer at the run's issuer"""
+    return {"JwtIssuer": _issuer().url, "JwtAudience": AUDIENCE}
+
+
+@cache
+def _token() -> str:
+    """The one token of the run: a seed's replacements must be the same each time"""
+    return _bearer_token(_issuer())
 
 
 def _owner() -> Any:
@@ -385,7 +359,7 @@ def _nothing() -> None:
 def _bearer() -> dict[str, str]:
     """No state: the sample's token, a placeholder, becomes the one the run's issuer signed for the authorizer."""
     sample = json.loads((ROOT / "events" / "jwt-authorize.json").read_text())
-    return {sample["authorizationToken"].removeprefix("Bearer "): _issuer().token}
+    return {sample["authorizationToken"].removeprefix("Bearer "): _token()}
 
 
 # (function, its sample event, the state it meets); the first of a function is its first invocation locally too
@@ -545,7 +519,7 @@ def local_runtime_reports(selected: list[Case]) -> dict[str, dict[str, float]]:
     # JwtAuthorizerFunction is deployed whatever ApiAuthorizer says: given this process's issuer (JwtIssuer,
     # JwtAudience), it takes its sample's token when invoked directly, while the API stays behind IAM as in `make run`
     # (with ApiAuthorizer JWT, the event stream's unsigned request below would end at the authorizer, 401).
-    parameters = [f"--parameter={name}={value}" for name, value in _issuer().parameters.items()]
+    parameters = [f"--parameter={name}={value}" for name, value in _issuer_parameters().items()]
     local = Local.start(*parameters)
     try:
         functions = load(ROOT, "longrun-local", REGION).functions

@@ -5,64 +5,27 @@ document and keys are served on loopback; over HTTP, as a client calls it."""
 from __future__ import annotations
 
 import json
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import jwt
 import pytest
-from cryptography.hazmat.primitives.asymmetric import rsa
 
-from local_runtime.launcher import free_port
+from local_runtime.oidc_issuer import Issuer, new_key
 from tests.e2e.conftest import RESOURCE, LocalRuntimeProcess, Reply, Service
 
 AUDIENCE = "longrun-app"
-KEY_ID = "key-1"
-KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-OTHER_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+OTHER_KEY = new_key()
 BODY = {"device-ids": ["web-1"], "script-url": "scripts/hello.sh"}
-
-
-class Issuer(ThreadingHTTPServer):
-    """An OpenID Connect provider's discovery document and signing keys."""
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-
-class IssuerHandler(BaseHTTPRequestHandler):
-    server: Issuer
-
-    def do_GET(self) -> None:
-        if self.path == "/.well-known/openid-configuration":
-            document: dict[str, Any] = {"issuer": self.server.url, "jwks_uri": f"{self.server.url}/keys"}
-        elif self.path == "/keys":
-            public = jwt.algorithms.RSAAlgorithm.to_jwk(KEY.public_key(), as_dict=True)
-            document = {"keys": [public | {"kid": KEY_ID, "alg": "RS256", "use": "sig"}]}
-        else:
-            self.send_error(404)
-            return
-        body = json.dumps(document).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's signature
-        pass
 
 
 @pytest.fixture(scope="module")
 def issuer() -> Iterator[Issuer]:
-    server = Issuer(("127.0.0.1", free_port()), IssuerHandler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = Issuer()
     yield server
-    server.shutdown()
+    server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -77,11 +40,11 @@ def api(issuer: Issuer) -> Iterator[Service]:
         runtime.stop()
 
 
-def token(issuer: Issuer, subject: str, key: Any = KEY, **claims: Any) -> str:
+def token(issuer: Issuer, subject: str, key: Any = None, **claims: Any) -> str:
     now = int(time.time())
     payload = {"iss": issuer.url, "sub": subject, "aud": AUDIENCE, "iat": now, "exp": now + 300, "token_use": "id"}
     payload |= {"cognito:username": subject.split("-")[0]} | claims
-    return jwt.encode({k: v for k, v in payload.items() if v is not None}, key, "RS256", headers={"kid": KEY_ID})
+    return issuer.sign({k: v for k, v in payload.items() if v is not None}, key)
 
 
 def as_bearer(api: Service, method: str, path: str, bearer: str | None, body: Any = None) -> Reply:

@@ -21,9 +21,8 @@ def test_every_case_is_a_function_of_the_template_with_its_sample_event() -> Non
 
 
 def test_the_authorizers_seeded_sample_carries_a_token_of_the_issuer_the_template_points_it_at() -> None:
-    issuer = cold_start._issuer()
     environment = (
-        template.load(ROOT, "cold-start", "us-east-1", parameters=issuer.parameters)
+        template.load(ROOT, "cold-start", "us-east-1", parameters=cold_start._issuer_parameters())
         .functions["JwtAuthorizerFunction"]
         .environment
     )
