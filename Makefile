@@ -41,11 +41,12 @@ lint: $(VENV)/.installed
 	$(PY) -m mypy
 	for handler in functions/*/app.py; do $(PY) -m mypy $$handler || exit 1; done
 
-## validate: the template passes sam validate --lint and cfn-lint, and sam build succeeds
+## validate: the template passes sam validate --lint and cfn-lint, and sam build succeeds (its layer compiled)
 validate: $(VENV)/.installed $(VENV_SAM)/.installed
 	$(SAM) validate --lint
 	$(VENV)/bin/cfn-lint template.yaml
 	$(SAM) build
+	$(PY) -m tools.layer_bytecode .aws-sam/build/SharedLayer
 
 ## openapi: regenerate docs/openapi.json from the API's code and docs/task-event.schema.json from the models
 openapi: $(VENV)/.installed
