@@ -380,7 +380,11 @@ class _Lines:
         return answer
 
     def close(self) -> None:
-        os.close(self._fd)
+        """Close the pipe once: an environment that timed out is closed where it failed and again when it is
+        released, and a second os.close could close whatever descriptor the number has been given since."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
 
 def load_module(unique_name: str, code_dir: os.PathLike[str] | str, module_name: str) -> ModuleType:
