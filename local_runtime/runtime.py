@@ -148,6 +148,7 @@ class LocalRuntime:
         self._closers += [self.fleet.close, bus.close, lambdas.close, edge.close]
         step_functions.sign_as_execution_role(identities, loopback)
         step_functions.fail_maps_past_their_tolerated_failures()
+        step_functions.name_unhandled_lambda_errors()
         self._configure_moto()
         self._create_resources()
         event_sources = EventSources(self.stack, lambdas, identities, self.edge_url, loopback)

@@ -5,6 +5,8 @@
   execution's role instead. A state machine whose role the template does not define (one a client created) keeps
   moto's key, which the edge treats as the administrator's.
 - A Distributed Map fails once its failed children exceed its tolerated failures; moto lets it succeed.
+- A Lambda task whose function timed out, ran out of memory or exited fails with ``Lambda.Unknown``, as Step
+  Functions reports such unhandled errors; moto names the error after the payload's errorType (Sandbox.Timedout).
 """
 
 from __future__ import annotations
@@ -83,6 +85,41 @@ def _client(region: str, service: str, credentials: Any, transport: EdgeTranspor
         ),
     )
     return connect(client, transport)
+
+
+UNHANDLED_LAMBDA_ERRORS = frozenset({"Sandbox.Timedout", "Runtime.ExitError", "Runtime.OutOfMemory"})
+"""What Lambda answers when the function itself could not answer: Step Functions reports these as Lambda.Unknown"""
+
+
+def name_unhandled_lambda_errors() -> None:
+    """A Lambda task's error is the function's errorType (an exception it raised: WriteConflict), except for the
+    failures of the function's environment (a timeout, memory, an exit), which Step Functions reports as
+    Lambda.Unknown ("Handle Lambda service exceptions", Step Functions Developer Guide): a Retry or Catch has to name
+    that, and only that, to handle them."""
+    from moto.stepfunctions.parser.asl.component.common.error_name.custom_error_name import CustomErrorName
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task import lambda_eval_utils
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_lambda import (
+        StateTaskServiceLambda,
+    )
+
+    original = StateTaskServiceLambda._from_error
+
+    def _from_error(self: StateTaskServiceLambda, env: Environment, ex: Exception) -> FailureEvent:
+        failure = original(self, env, ex)
+        named = failure.error_name.error_name if failure.error_name is not None else None
+        if not isinstance(ex, lambda_eval_utils.LambdaFunctionErrorException) or named not in UNHANDLED_LAMBDA_ERRORS:
+            return failure
+        details: dict[str, Any] = dict(failure.event_details or {})
+        if "taskFailedEventDetails" in details:
+            details["taskFailedEventDetails"] = {**details["taskFailedEventDetails"], "error": "Lambda.Unknown"}
+        return FailureEvent(
+            env=env,
+            error_name=CustomErrorName("Lambda.Unknown"),
+            event_type=failure.event_type,
+            event_details=EventDetails(**details),  # type: ignore[typeddict-item]
+        )
+
+    StateTaskServiceLambda._from_error = _from_error  # type: ignore[method-assign]
 
 
 def fail_maps_past_their_tolerated_failures() -> None:
