@@ -8,8 +8,9 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 
-from longrun import config, services
+from longrun import config, services, subscriptions
 from longrun.models import ScriptExecutionRequest
 from longrun.records import Owner
 from longrun.store import owner_digest
@@ -75,3 +76,39 @@ def test_a_stream_batch_is_published_without_failures(push_env: Deployment) -> N
 def test_a_delivery_to_a_removed_endpoint_is_done_with(push_env: Deployment) -> None:
     answer = function_module("deliver_webhooks").handler(sample("deliver-webhooks.json"), Context())
     assert answer == {"batchItemFailures": []}
+
+
+def test_a_subscription_aws_fails_midway_tells_the_client_to_subscribe_again(
+    push_env: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the SDK's retries, a failed read after the subscription is written could leave the client without the
+    events kept meanwhile: it is told to subscribe again (503), as it does after a dropped connection."""
+    websocket = function_module("websocket")
+    websocket.handler(sample("websocket-connect.json"), Context())
+    sent: list[str] = []
+
+    def send(store: Any, settings: Any, connection_id: str, messages: list[str]) -> bool:
+        sent.extend(messages)
+        return True
+
+    monkeypatch.setattr(subscriptions, "send_to_connection", send)
+    store = services.task_store()
+    reads = {"count": 0}
+    original = store.events_after
+
+    def failing_second_read(task_id: str, after: int) -> list[str]:
+        reads["count"] += 1
+        if reads["count"] == 2:  # the read after the subscription is written
+            raise ClientError({"Error": {"Code": "InternalServerError", "Message": "injected"}}, "Query")
+        return original(task_id, after)
+
+    monkeypatch.setattr(store, "events_after", failing_second_read)
+    assert websocket.handler(sample("websocket-subscribe.json"), Context()) == {"statusCode": 200}
+    answers = [json.loads(message) for message in sent]
+    assert answers[0]["type"] == "subscribed"
+    assert answers[-1] == {
+        "type": "error",
+        "status": 503,
+        "title": "Subscribe again",
+        "detail": "subscribing did not complete; subscribe again, after the last event id you have",
+    }

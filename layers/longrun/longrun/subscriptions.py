@@ -9,6 +9,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal
 
+from aws_lambda_powertools import Logger
+from botocore.exceptions import BotoCoreError, ClientError
+
 from longrun import change_feed, channels
 from longrun.config import Settings
 from longrun.links import Links
@@ -17,6 +20,7 @@ from longrun.records import SCRIPT_EXECUTION, Owner
 from longrun.store import TaskStore, utc_now
 from longrun.views import state_view
 
+logger = Logger(child=True)
 CONNECTION_LIFETIME = timedelta(hours=2, minutes=10)
 """API Gateway closes a WebSocket after 2 hours: its records outlive it a little, then expire (TTL)"""
 TASK_ID = re.compile(r"[0-9a-f-]{36}")
@@ -79,7 +83,17 @@ class Subscriptions:
     def receive(self, connection_id: str, body: str | None) -> bool:
         """Act on a client's message and answer it. A subscriber gets ``subscribed`` (the task as it is now) first,
         then the kept events after ``after`` (or after what that state shows), and from then on every event the
-        publisher sends it; the two can overlap, and the event ids tell the repeats."""
+        publisher sends it; the two can overlap, and the event ids tell the repeats. If AWS fails the subscription
+        midway (past the SDK's retries), the client is told to subscribe again (503) rather than left with a
+        subscription that may have missed events."""
+        try:
+            return self._receive(connection_id, body)
+        except (BotoCoreError, ClientError):
+            logger.exception("subscription not completed", extra={"connection_id": connection_id})
+            retry = "subscribing did not complete; subscribe again, after the last event id you have"
+            return self._send(connection_id, [_error(503, "Subscribe again", retry)])
+
+    def _receive(self, connection_id: str, body: str | None) -> bool:
         try:
             request = parse_message(body)
         except InvalidMessage as error:
