@@ -92,6 +92,18 @@ def test_a_dropped_connection_resumes_after_the_last_event_and_repeats_are_dropp
     assert all(header and header.startswith("AWS4-HMAC-SHA256 ") for header in gateway.authorizations)
 
 
+SUBSCRIBE_AGAIN = {"type": "error", "status": 503, "title": "Subscribe again", "detail": "subscribing did not complete"}
+
+
+@pytest.mark.parametrize(
+    "gateway", [[[SUBSCRIBED, PROGRESS, SUBSCRIBE_AGAIN], [SUBSCRIBED, PROGRESS, FINISHED]]], indirect=True
+)
+def test_a_subscription_that_met_a_fault_is_made_again_after_the_last_event(gateway: FakeGateway) -> None:
+    client = Client(API, websocket_url=gateway.url, transport=httpx.MockTransport(final_get))
+    assert client.wait(TASK_ID, timeout=30).status.value == "COMPLETE"
+    assert [s.get("after") for s in gateway.subscribes] == [None, 9]
+
+
 @pytest.mark.parametrize(
     "gateway", [[[{"type": "error", "status": 404, "title": "Task not found", "detail": "no task"}]]], indirect=True
 )

@@ -24,6 +24,11 @@ RECONNECT_BACKOFF = (0.5, 8.0)
 OPEN_TIMEOUT = 10.0
 
 
+class SubscribeAgain(Exception):
+    """The WebSocket API's subscription met a fault (an error of status 5xx): the client subscribes again, as after a
+    dropped connection."""
+
+
 @dataclass
 class Progress:
     """One change of a followed task: its state now, and the devices whose outcome the change recorded."""
@@ -76,7 +81,7 @@ class Subscription:
                         yield progress
                         if progress.finished:
                             return
-            except (ConnectionClosed, InvalidHandshake, OSError) as error:
+            except (ConnectionClosed, InvalidHandshake, OSError, SubscribeAgain) as error:
                 failures += 1
                 if not opened or failures > RECONNECT_ATTEMPTS:
                     raise Unavailable(f"the WebSocket at {self._url} is unavailable: {error}") from error
@@ -105,6 +110,8 @@ class Subscription:
             kind = message.get("type")
             if kind == "error":
                 status = int(message.get("status", 400))
+                if status >= 500:  # subscribing met a fault: subscribe again, after the last event seen
+                    raise SubscribeAgain(message.get("detail") or message.get("title") or "subscribe again")
                 raise error_for(
                     Problem(title=message.get("title", "Refused"), status=status, detail=message.get("detail"))
                 )
