@@ -48,17 +48,19 @@ class TaskEvent:
     result: View | None = None
 
     def body(self) -> str:
-        fields = {
-            "type": self.type.value,
-            "id": self.id,
-            "time": views.json_time(self.time),
-            "task-id": self.task_id,
-            "owner": self.owner,
-            "data": self.data,
-            "devices": self.devices,
-            "result": self.result,
-        }
-        return channels.dumps({name: value for name, value in fields.items() if value is not None})
+        fields = views.present(
+            {
+                "type": self.type.value,
+                "id": self.id,
+                "time": views.json_time(self.time),
+                "task-id": self.task_id,
+                "owner": self.owner,
+                "data": self.data,
+                "devices": self.devices,
+                "result": self.result,
+            }
+        )
+        return channels.dumps(fields)
 
 
 def event_id(version: int, kind: TaskEventType) -> int:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from longrun.views import present
+
 if TYPE_CHECKING:
     from longrun.models import FieldError
 
@@ -21,8 +23,9 @@ def problem(
 ) -> dict[str, Any]:
     """An RFC 9457 problem detail as the contract's JSON (longrun.models.Problem documents it), for a function that
     answers problems without pydantic (the event stream)."""
-    fields = {"type": problem_type(kind), "title": title, "status": status, "detail": detail, "instance": instance}
-    return {name: value for name, value in fields.items() if value is not None}
+    return present(
+        {"type": problem_type(kind), "title": title, "status": status, "detail": detail, "instance": instance}
+    )
 
 
 class TaskError(Exception):

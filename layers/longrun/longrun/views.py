@@ -25,7 +25,7 @@ def json_time(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 
-def _present(fields: dict[str, Any]) -> dict[str, Any]:
+def present(fields: dict[str, Any]) -> dict[str, Any]:
     """The fields that have a value: the contract leaves the others out."""
     return {name: value for name, value in fields.items() if value is not None}
 
@@ -35,7 +35,7 @@ def state_view(task: Task, links: Links, now: datetime | None = None) -> dict[st
     ``now`` (default: now)."""
     settings = task.settings
     estimated = estimated_completion(task, now or datetime.now(UTC))
-    return _present(
+    return present(
         {
             "id": task.id,
             "script-url": settings.script_url,
@@ -62,7 +62,7 @@ def device_outcome(
     device_id: str | int, status: DeviceStatus, exit_code: int | None = None, reason: str | None = None
 ) -> dict[str, Any]:
     """A device's outcome as an event tells it (DeviceOutcome)."""
-    return _present({"device-id": device_id, "status": status.value, "exitCode": exit_code, "reason": reason})
+    return present({"device-id": device_id, "status": status.value, "exitCode": exit_code, "reason": reason})
 
 
 def never_started(device_id: str | int) -> dict[str, Any]:

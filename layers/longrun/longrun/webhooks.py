@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 
-from longrun import channels, idempotency, page_tokens
+from longrun import channels, idempotency, page_tokens, views
 from longrun.config import Settings
 from longrun.errors import BadRequest, IdempotencyKeyReused, InvalidRequest, WebhookNotFound
 from longrun.links import Links
@@ -121,9 +121,7 @@ class Webhooks:
             raise WebhookNotFound("this deployment has no webhook delivery queue")
         message_id = ping_delivery_id()
         now = utc_now()
-        payload = channels.dumps(
-            {"type": WEBHOOK_PING, "time": now.isoformat().replace("+00:00", "Z"), "webhook-id": endpoint.id}
-        )
+        payload = channels.dumps({"type": WEBHOOK_PING, "time": views.json_time(now), "webhook-id": endpoint.id})
         message = delivery_message(endpoint.owner_key, endpoint.id, message_id, WEBHOOK_PING, payload, queued_at=now)
         channels.queue_messages(self._config.webhook_delivery_queue_url, [message])
         return WebhookDelivery(
