@@ -301,10 +301,11 @@ def _owner() -> Any:
 
 def _task(task_id: str = TASK) -> None:
     from longrun import services
-    from longrun.models import ScriptExecutionRequest
+    from longrun.records import TaskSettings
 
-    request = ScriptExecutionRequest.model_validate({"device-ids": DEVICES, "script-url": "scripts/hello.sh"})
-    services.task_store().create_task(task_id, "script-execution", _owner(), request, "arn:aws:states:::execution:m:x")
+    settings = TaskSettings(script_url="scripts/hello.sh", timeout_seconds=600, max_concurrency=50)
+    arn = "arn:aws:states:::execution:m:x"
+    services.task_store().create_task(task_id, "script-execution", _owner(), settings, DEVICES, arn)
 
 
 def _started() -> None:

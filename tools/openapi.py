@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel
 
 from local_runtime.api_gateway import MAX_URL_CHARACTERS
 from local_runtime.lambdas import load_module
@@ -29,11 +32,64 @@ def document() -> dict[str, Any]:
         sys.path.insert(0, layer)
     api = load_module("longrun_api_for_openapi", ROOT / "functions" / "api", "app")
     stream = load_module("longrun_event_stream_for_openapi", ROOT / "functions" / "event_stream", "app")
-    schema = dict(json.loads(api.app.get_openapi_json_schema(title=TITLE, version=VERSION, description=DESCRIPTION)))
-    schema["paths"][stream.ROUTE] = {"get": stream.OPENAPI_OPERATION}  # a streamed route: its own function
+    paths: dict[str, dict[str, Any]] = {}
+    for route in api.api.routes:
+        paths.setdefault(route.path, {})[route.method.lower()] = _operation(route)
+    paths[stream.ROUTE] = {"get": stream.OPENAPI_OPERATION}  # a streamed route: its own function
+    schema = {
+        "openapi": "3.1.0",
+        "info": {"title": TITLE, "version": VERSION, "description": DESCRIPTION},
+        "servers": [{"url": "/"}],
+        "paths": paths,
+        "components": {"schemas": _schemas(paths)},
+    }
     _link_created_resources(schema)
     _answered_before_the_api(schema)
     return schema
+
+
+def _operation(route: Any) -> dict[str, Any]:
+    """A route as the document states it: its parameters with their JSON Schema, its body and its answers."""
+    operation: dict[str, Any] = {
+        "operationId": route.handler.__name__ + re.sub(r"\W", "_", route.path) + "_" + route.method.lower(),
+        **{key: value for key, value in route.doc.items() if key != "responses"},
+        "responses": {str(status): response for status, response in route.doc["responses"].items()},
+    }
+    parameters = [
+        {
+            "name": param.name,
+            "in": param.where,
+            "required": param.where == "path",
+            "description": param.description,
+            "schema": param.schema,
+        }
+        for param in route.params
+    ]
+    if parameters:
+        operation["parameters"] = parameters
+    if route.body is not None:
+        body_schema = {"$ref": f"#/components/schemas/{route.body.model}"}
+        operation["requestBody"] = {"content": {"application/json": {"schema": body_schema}}, "required": True}
+    return operation
+
+
+def _schemas(paths: dict[str, Any]) -> dict[str, Any]:
+    """The JSON Schema of every model of longrun.models the paths refer to, and of the models those refer to."""
+    from pydantic.json_schema import models_json_schema
+
+    from longrun import models
+
+    named = sorted(set(re.findall(r'"#/components/schemas/(\w+)"', json.dumps(paths))))
+    found = [getattr(models, name, None) for name in named]
+    listed: list[tuple[type[BaseModel], Literal["validation"]]] = [
+        (model, "validation") for model in found if isinstance(model, type) and issubclass(model, BaseModel)
+    ]
+    _, definitions = models_json_schema(listed, ref_template="#/components/schemas/{model}")
+    schemas: dict[str, Any] = definitions.get("$defs", {})
+    missing = set(named) - set(schemas)
+    if missing:
+        raise LookupError(f"the API names models longrun.models does not document: {sorted(missing)}")
+    return schemas
 
 
 GATEWAY_ANSWERS = {

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from functools import cache
 from typing import Any
 
 import boto3
 import pytest
 
-from longrun import config
+from longrun import config, models
 from longrun.records import TaskStatus
 from tests.conftest import ROOT, function_module
 from tests.integration.conftest import Deployment
+from tools import openapi
 
 RESOURCE = "/device-management/script-execution"
 STAGE = "/v1"
@@ -73,7 +75,36 @@ def call(
     text = response.get("body") or ""
     headers = {name: values[-1] for name, values in (response.get("multiValueHeaders") or {}).items()}
     headers.update(response.get("headers") or {})
-    return response["statusCode"], headers, json.loads(text) if text else None
+    answered = json.loads(text) if text else None
+    _as_documented(method, path, response["statusCode"], headers, answered)
+    return response["statusCode"], headers, answered
+
+
+@cache
+def _contract() -> dict[str, Any]:
+    return openapi.document()
+
+
+def _as_documented(method: str, path: str, status: int, headers: dict[str, str], body: Any) -> None:
+    """Every answer is one the OpenAPI document gives its operation: a status it lists, and a body its model (of
+    longrun.models) reads and writes back the same, byte for byte once parsed."""
+    paths = _contract()["paths"]
+    template = next(
+        (name for name in paths if re.fullmatch(re.sub(r"\\{\w+\\}", "[^/]+", re.escape(name)), path)), None
+    )
+    if template is None or method.lower() not in paths[template]:
+        assert status == 404, (method, path, status)
+        return
+    responses = paths[template][method.lower()]["responses"]
+    assert str(status) in responses, f"{method} {path} answered {status}, which its operation does not list"
+    content = responses[str(status)].get("content") or {}
+    if not content:
+        assert body is None, (method, path, status, body)
+        return
+    ((media_type, described),) = content.items()
+    assert headers.get("Content-Type") == media_type, (method, path, headers)
+    model = getattr(models, described["schema"]["$ref"].rsplit("/", 1)[1])
+    assert model.model_validate(body).model_dump(mode="json", by_alias=True) == body, (method, path, body)
 
 
 def _resource(path: str) -> tuple[str, dict[str, str] | None]:

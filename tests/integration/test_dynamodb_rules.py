@@ -16,9 +16,9 @@ from botocore.exceptions import ClientError
 
 from local_runtime import dynamodb, meter
 from longrun import store as store_module
-from longrun.models import ScriptExecutionRequest
 from longrun.records import DeviceStatus, Owner, TaskStatus
 from longrun.store import WriteConflict
+from tests.conftest import submission
 from tests.integration.conftest import Deployment
 from tests.integration.test_store import outcome, running_batch, task_id
 
@@ -86,10 +86,10 @@ def test_transaction_and_item_limits(deployed: Deployment) -> None:
 
 
 def new_task(deployed: Deployment, devices: int, owner: Owner, script: str = "scripts/a.sh") -> str:
-    request = ScriptExecutionRequest.model_validate(
-        {"device-ids": [f"d{i}" for i in range(devices)], "script-url": script}
+    request = submission({"device-ids": [f"d{i}" for i in range(devices)], "script-url": script})
+    deployed.store.create_task(
+        task_id(1), "script-execution", owner, request.settings, request.device_ids, "arn:aws:states:::execution:m:x"
     )
-    deployed.store.create_task(task_id(1), "script-execution", owner, request, "arn:aws:states:::execution:m:x")
     deployed.store.change_status(task_id(1), TaskStatus.IN_PROGRESS, [TaskStatus.SUBMITTED])
     return task_id(1)
 

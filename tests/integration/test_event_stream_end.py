@@ -8,8 +8,8 @@ from longrun import lifecycle
 from longrun.change_feed import event_id
 from longrun.event_stream import EventStream
 from longrun.links import Links
-from longrun.models import ScriptExecutionRequest
 from longrun.records import TaskEventType, TaskStatus
+from tests.conftest import submission
 from tests.integration.conftest import Deployment
 from tests.integration.test_store import caller, task_id
 
@@ -19,8 +19,10 @@ ARN = "arn:aws:states:us-east-1:123456789012:execution:m:x"
 def test_a_task_that_ended_before_its_end_was_kept_is_streamed_not_answered_204(deployed: Deployment) -> None:
     """The task's row can say it has ended while the publisher has not kept its finished event yet: a client that
     reconnects then must get a stream (which waits for the end), not 204, which would stop it for good."""
-    request = ScriptExecutionRequest.model_validate({"device-ids": ["d0"], "script-url": "scripts/a.sh"})
-    deployed.store.create_task(task_id(1), "script-execution", caller("alice"), request, ARN)
+    request = submission({"device-ids": ["d0"], "script-url": "scripts/a.sh"})
+    deployed.store.create_task(
+        task_id(1), "script-execution", caller("alice"), request.settings, request.device_ids, ARN
+    )
     deployed.store.change_status(task_id(1), TaskStatus.CANCELLING, [TaskStatus.SUBMITTED])
     task = lifecycle.finish(deployed.store, task_id(1), TaskStatus.CANCELLED)
     stream = EventStream(deployed.store, Links())

@@ -13,9 +13,9 @@ import boto3
 import pytest
 
 from longrun import config, lifecycle, services
+from longrun.api_requests import NewWebhook
 from longrun.errors import InvalidRequest
 from longrun.links import Links
-from longrun.models import WebhookRequest
 from longrun.records import TaskEventType, WebhookEndpoint
 from longrun.store import owner_digest
 from tests.integration.conftest import Deployment
@@ -146,5 +146,5 @@ def test_a_webhook_url_must_be_https_to_a_public_address(deployed: Deployment, p
     urls = ("http://hooks.example.com/x", "https://127.0.0.1/x", "https://169.254.169.254/latest", "https://10.0.0.8/")
     for url in urls:
         with pytest.raises(InvalidRequest):
-            services.webhooks().add(caller("alice"), WebhookRequest(url=url), Links())
+            services.webhooks().add(caller("alice"), NewWebhook(url=url, events=list(TaskEventType)), Links())
     assert services.task_store().list_webhooks(owner_digest(caller("alice").key), 10, None) == ([], None)

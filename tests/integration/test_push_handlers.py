@@ -11,10 +11,9 @@ import pytest
 from botocore.exceptions import ClientError
 
 from longrun import config, services, subscriptions
-from longrun.models import ScriptExecutionRequest
 from longrun.records import Owner
 from longrun.store import owner_digest
-from tests.conftest import ROOT, function_module
+from tests.conftest import ROOT, function_module, submission
 from tests.integration.conftest import Deployment
 from tests.integration.test_api import Context
 
@@ -40,10 +39,10 @@ def push_env(deployed: Deployment, monkeypatch: pytest.MonkeyPatch) -> Deploymen
     for cached in (config.settings, services.task_store, services.script_executions, services.publisher):
         cached.cache_clear()
     services.subscriptions.cache_clear()
-    request = ScriptExecutionRequest.model_validate(
-        {"device-ids": ["web-1", "web-2", "db-1"], "script-url": "scripts/a.sh"}
+    request = submission({"device-ids": ["web-1", "web-2", "db-1"], "script-url": "scripts/a.sh"})
+    services.task_store().create_task(
+        TASK, "script-execution", ALICE, request.settings, request.device_ids, "arn:aws:states:::execution:m:x"
     )
-    services.task_store().create_task(TASK, "script-execution", ALICE, request, "arn:aws:states:::execution:m:x")
     return deployed
 
 

@@ -9,19 +9,17 @@ from datetime import UTC, datetime
 
 import pytest
 
-from longrun.models import ScriptExecutionRequest
 from longrun.records import Batch, CommandOutcome, DeviceStatus, Owner, TaskStatus
 from longrun.store import ConditionFailed, InvalidPageToken, TaskStore, owner_digest
+from tests.conftest import submission
 from tests.integration.conftest import Deployment
 
 ARN = "arn:aws:states:us-east-1:123456789012:execution:m:x"
 
 
 def new_task(store: TaskStore, task_id: str, owner: str = "alice", devices: int = 3) -> None:
-    request = ScriptExecutionRequest.model_validate(
-        {"device-ids": [f"d{i}" for i in range(devices)], "script-url": "scripts/a.sh"}
-    )
-    store.create_task(task_id, "script-execution", caller(owner), request, ARN)
+    request = submission({"device-ids": [f"d{i}" for i in range(devices)], "script-url": "scripts/a.sh"})
+    store.create_task(task_id, "script-execution", caller(owner), request.settings, request.device_ids, ARN)
 
 
 def caller(name: str) -> Owner:

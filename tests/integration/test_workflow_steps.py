@@ -11,9 +11,9 @@ import pytest
 from botocore.exceptions import ClientError
 
 from longrun import run_command, workflow
-from longrun.models import ScriptExecutionRequest
 from longrun.records import Batch, DeviceStatus, TaskStatus
 from longrun.workflow import InvocationStillRunning
+from tests.conftest import submission
 from tests.integration.conftest import Deployment
 from tests.integration.test_store import caller, outcome, running_batch, task_id
 
@@ -21,10 +21,12 @@ ARN = "arn:aws:states:us-east-1:123456789012:execution:m:x"
 
 
 def new_task(deployed: Deployment, devices: int = 120, script: str = "scripts/a.sh") -> str:
-    request = ScriptExecutionRequest.model_validate(
+    request = submission(
         {"device-ids": [f"d{i}" for i in range(devices)], "script-url": script, "max-concurrency": 100}
     )
-    deployed.store.create_task(task_id(1), "script-execution", caller("alice"), request, ARN)
+    deployed.store.create_task(
+        task_id(1), "script-execution", caller("alice"), request.settings, request.device_ids, ARN
+    )
     return task_id(1)
 
 

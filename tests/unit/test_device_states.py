@@ -13,10 +13,12 @@ from longrun.batching import task_batch_size
 from longrun.config import Settings
 from longrun.errors import BadRequest, DeviceNotFinished, DeviceNotFound, NoOutput
 from longrun.links import Links
+from longrun.models import DevicePage, DeviceState
 from longrun.page_tokens import PageTokens
 from longrun.records import DeviceCounts, DeviceRun, DeviceStatus, Owner, Task, TaskDevices, TaskSettings, TaskStatus
 from longrun.store import owner_digest
-from longrun.tasks import DEVICE_SCAN_WINDOW, ScriptExecutions, device_state, find_device
+from longrun.tasks import DEVICE_SCAN_WINDOW, ScriptExecutions, find_device
+from longrun.views import device_state
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 OWNER = Owner(key="iam:AIDAALICE", name="arn:aws:iam::123456789012:user/alice")
@@ -89,8 +91,26 @@ class FakeStore:
 TOKENS = PageTokens(None, keys=(b"unit-test-key",))
 
 
-def service(store: FakeStore) -> ScriptExecutions:
-    return ScriptExecutions(cast(Any, store), SETTINGS, TOKENS)
+class ReadBack(ScriptExecutions):
+    """The service, its pages of devices read back through the contract's model (longrun.models.DevicePage): each
+    answer must be one."""
+
+    def devices(self, *args: Any) -> Any:  # type: ignore[override]
+        answer = super().devices(*args)
+        page = DevicePage.model_validate(answer)
+        assert page.model_dump(mode="json", by_alias=True) == answer
+        return page
+
+
+def service(store: FakeStore) -> ReadBack:
+    return ReadBack(cast(Any, store), SETTINGS, TOKENS)
+
+
+def shown(state: dict[str, Any]) -> DeviceState:
+    """A device's state as the contract's model reads it; it must write it back the same."""
+    model = DeviceState.model_validate(state)
+    assert model.model_dump(mode="json", by_alias=True) == state
+    return model
 
 
 def position(token: str | None) -> str | None:
@@ -109,7 +129,9 @@ def ids(count: int) -> list[str | int]:
 
 
 def test_a_recorded_device_shows_its_outcome_and_links_to_its_output() -> None:
-    state = device_state(task(TaskStatus.IN_PROGRESS, 2, SUCCESS=1), TaskDevices(ids=ids(2)), 0, run(0), False, LINKS)
+    state = shown(
+        device_state(task(TaskStatus.IN_PROGRESS, 2, SUCCESS=1), TaskDevices(ids=ids(2)), 0, run(0), False, LINKS)
+    )
     assert state.model_dump(mode="json", by_alias=True) == {
         "device-id": "d0",
         "status": "SUCCESS",
@@ -124,7 +146,9 @@ def test_a_recorded_device_shows_its_outcome_and_links_to_its_output() -> None:
 
 def test_a_device_that_finished_without_running_has_no_output_links() -> None:
     failed = run(0, DeviceStatus.FAILED, ran=False, reason="no SSM managed node is tagged DeviceId=d0")
-    state = device_state(task(TaskStatus.IN_PROGRESS, 1, FAILED=1), TaskDevices(ids=ids(1)), 0, failed, False, LINKS)
+    state = shown(
+        device_state(task(TaskStatus.IN_PROGRESS, 1, FAILED=1), TaskDevices(ids=ids(1)), 0, failed, False, LINKS)
+    )
     assert (state.status, state.reason, state.stdout, state.stderr) == (DeviceStatus.FAILED, failed.reason, None, None)
 
 
@@ -132,13 +156,13 @@ def test_a_device_that_finished_without_running_has_no_output_links() -> None:
 def test_while_the_task_runs_an_unrecorded_device_is_running_once_its_batch_started(
     batched: bool, status: DeviceStatus
 ) -> None:
-    state = device_state(task(TaskStatus.IN_PROGRESS, 1), TaskDevices(ids=ids(1)), 0, None, batched, LINKS)
+    state = shown(device_state(task(TaskStatus.IN_PROGRESS, 1), TaskDevices(ids=ids(1)), 0, None, batched, LINKS))
     assert state.model_dump(mode="json", by_alias=True) == {"device-id": "d0", "status": status, "href": f"{HREF}/d0"}
 
 
 def test_once_the_task_has_finished_an_unrecorded_device_never_started() -> None:
     finished = task(TaskStatus.CANCELLED, 2, CANCELLED=1, NOT_STARTED=1)
-    state = device_state(finished, TaskDevices(ids=ids(2), outcomes="CN"), 1, None, True, LINKS)
+    state = shown(device_state(finished, TaskDevices(ids=ids(2), outcomes="CN"), 1, None, True, LINKS))
     assert (state.status, state.reason) == (DeviceStatus.NOT_STARTED, "the device never started")
 
 

@@ -8,7 +8,9 @@ from longrun import errors
 from tests.conftest import ROOT
 
 DOCUMENTED = re.compile(r"^\| `(?P<kind>[a-z-]+)` \| (?P<status>\d{3}) \|", re.MULTILINE)
-ANSWERED = re.compile(r'_problem\(\s*(?P<status>\d{3}),\s*"(?P<kind>[a-z-]+)"')
+ANSWERED = re.compile(r'(?:_problem|problem_answer)\(\s*(?P<status>\d{3}),\s*"(?P<kind>[a-z-]+)"')
+ANSWERING = [*(ROOT / "functions").glob("*/app.py"), ROOT / "layers" / "longrun" / "longrun" / "rest_api.py"]
+"""The functions, and the API's plumbing (which answers malformed requests and unknown routes)"""
 
 
 def _documented() -> dict[str, int]:
@@ -35,9 +37,7 @@ def test_every_domain_error_has_a_kind_of_its_own_documented_with_its_status() -
 def test_every_kind_a_function_answers_is_documented_with_its_status() -> None:
     documented = _documented()
     answered = {
-        (found["kind"], int(found["status"]))
-        for path in (ROOT / "functions").glob("*/app.py")
-        for found in ANSWERED.finditer(path.read_text())
+        (found["kind"], int(found["status"])) for path in ANSWERING for found in ANSWERED.finditer(path.read_text())
     }
     assert answered, "no problem found in the functions: the pattern is stale"
     assert answered <= documented.items()
@@ -45,7 +45,7 @@ def test_every_kind_a_function_answers_is_documented_with_its_status() -> None:
 
 def test_every_documented_kind_is_answered_somewhere() -> None:
     answered = {error.kind for error in _domain_errors()} | {
-        found["kind"] for path in (ROOT / "functions").glob("*/app.py") for found in ANSWERED.finditer(path.read_text())
+        found["kind"] for path in ANSWERING for found in ANSWERED.finditer(path.read_text())
     }
     assert set(_documented()) == answered
 

@@ -14,11 +14,12 @@ import boto3
 import pytest
 
 from longrun import scripts
-from longrun.models import ScriptUploadRequest
+from longrun.api_requests import ScriptDigest
+from longrun.models import ScriptLocation
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 SCRIPT = b"#!/bin/sh\necho hi\n"
-REQUEST = ScriptUploadRequest(sha256=hashlib.sha256(SCRIPT).hexdigest(), size=len(SCRIPT))
+REQUEST = ScriptDigest(sha256=hashlib.sha256(SCRIPT).hexdigest(), size=len(SCRIPT))
 
 
 @pytest.fixture
@@ -44,21 +45,23 @@ def offline(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 def test_the_upload_url_signs_the_length_and_checksum_and_the_client_is_told_both(offline: None) -> None:
     location = scripts.offer_upload("my-bucket", REQUEST, NOW)
     key = f"scripts/sha256/{REQUEST.sha256}"
-    assert location.script_url == f"s3://my-bucket/{key}"
-    upload = location.upload
+    assert location["script-url"] == f"s3://my-bucket/{key}"
+    upload = location["upload"]
     assert upload is not None
-    url = urlsplit(upload.url)
+    url = urlsplit(upload["url"])
     query = parse_qs(url.query)
     assert (url.scheme, url.netloc, url.path) == ("https", "my-bucket.s3.eu-west-1.amazonaws.com", f"/{key}")
     assert query["X-Amz-Algorithm"] == ["AWS4-HMAC-SHA256"]
     assert query["X-Amz-SignedHeaders"] == ["content-length;host;x-amz-checksum-sha256"]
     assert query["X-Amz-Expires"] == [str(scripts.UPLOAD_URL_SECONDS)] and query["X-Amz-Security-Token"] == ["token"]
-    assert upload.headers == {
+    assert upload["headers"] == {
         "Content-Length": str(len(SCRIPT)),
         "x-amz-checksum-sha256": base64.b64encode(hashlib.sha256(SCRIPT).digest()).decode(),
     }
-    assert upload.expires_at == NOW + timedelta(seconds=scripts.UPLOAD_URL_SECONDS)
-    assert location.model_dump(mode="json", by_alias=True)["upload"]["method"] == "PUT"
+    expires_at = NOW + timedelta(seconds=scripts.UPLOAD_URL_SECONDS)
+    assert upload["expiresAt"] == expires_at.isoformat().replace("+00:00", "Z")
+    assert upload["method"] == "PUT"
+    assert ScriptLocation.model_validate(location).model_dump(mode="json", by_alias=True) == location
 
 
 def test_an_upload_url_that_does_not_bind_the_body_is_never_handed_out(
@@ -79,7 +82,11 @@ def test_an_upload_url_that_does_not_bind_the_body_is_never_handed_out(
 def test_the_bucket_holding_the_script_needs_no_upload(offline: None, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(scripts, "_holds", lambda *_: True)
     location = scripts.offer_upload("b", REQUEST, NOW)
-    assert location.model_dump(mode="json", by_alias=True) == {
-        "script-url": f"s3://b/scripts/sha256/{REQUEST.sha256}",
-        "upload": None,
-    }
+    assert (
+        ScriptLocation.model_validate(location).model_dump(mode="json", by_alias=True)
+        == location
+        == {
+            "script-url": f"s3://b/scripts/sha256/{REQUEST.sha256}",
+            "upload": None,
+        }
+    )

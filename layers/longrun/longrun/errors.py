@@ -3,12 +3,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from longrun.views import present
-
-if TYPE_CHECKING:
-    from longrun.models import FieldError
 
 PROBLEM_TYPES = "urn:longrun:problem:"
 """Every problem's type is this followed by its kind, so a client can tell two problems of one status apart"""
@@ -19,12 +16,23 @@ def problem_type(kind: str) -> str:
 
 
 def problem(
-    status: int, kind: str, title: str, detail: str | None = None, instance: str | None = None
+    status: int,
+    kind: str,
+    title: str,
+    detail: str | None = None,
+    instance: str | None = None,
+    errors: list[dict[str, str]] | None = None,
 ) -> dict[str, Any]:
-    """An RFC 9457 problem detail as the contract's JSON (longrun.models.Problem documents it), for a function that
-    answers problems without pydantic (the event stream)."""
+    """An RFC 9457 problem detail as the contract's JSON (longrun.models.Problem documents it)."""
     return present(
-        {"type": problem_type(kind), "title": title, "status": status, "detail": detail, "instance": instance}
+        {
+            "type": problem_type(kind),
+            "title": title,
+            "status": status,
+            "detail": detail,
+            "instance": instance,
+            "errors": errors,
+        }
     )
 
 
@@ -35,7 +43,8 @@ class TaskError(Exception):
     retry_after: int | None = None
     """Seconds after which the same request may succeed (the answer's Retry-After)"""
 
-    def __init__(self, detail: str, errors: list[FieldError] | None = None) -> None:
+    def __init__(self, detail: str, errors: list[dict[str, str]] | None = None) -> None:
+        """``errors``: each ``{"field": ..., "message": ...}`` (longrun.models.FieldError documents it)."""
         super().__init__(detail)
         self.detail = detail
         self.errors = errors

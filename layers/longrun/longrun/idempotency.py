@@ -26,7 +26,6 @@ from functools import cache
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from aws_lambda_powertools import Logger
-from pydantic import BaseModel
 
 from longrun.config import settings
 from longrun.errors import IdempotencyKeyInProgress, IdempotencyKeyReused, IdempotencyUnavailable
@@ -45,7 +44,7 @@ MAX_GENERATIONS = 100
 """How many ids one key and request may go through, one per window (``made_ids``)"""
 
 logger = Logger(child=True)
-Answer = TypeVar("Answer", bound=BaseModel)
+Answer = TypeVar("Answer")
 _invocation: dict[str, LambdaContext] = {}
 """The API function's current invocation (``register``)"""
 
@@ -110,13 +109,15 @@ def once(
     action: str,
     caller: str,
     key: str,
-    request: BaseModel,
-    answer: type[Answer],
+    request: dict[str, Any],
     run: Callable[[Iterator[str]], Answer],
+    kept: Callable[[Answer], dict[str, Any]],
+    replayed: Callable[[dict[str, Any]], Answer],
 ) -> Answer:
-    """``run(ids)``'s answer, computed once for this caller, ``action`` and key; ``request`` (as validated) is what a
-    repeat must match. ``run`` gives what it makes the first of ``ids`` that no earlier run under this key made
-    more than the window ago, and answers what an earlier run made under it if there is one."""
+    """``run(ids)``'s answer, computed once for this caller, ``action`` and key; ``request`` (the request as checked,
+    as JSON) is what a repeat must match. ``run`` gives what it makes the first of ``ids`` that no earlier run under
+    this key made more than the window ago, and answers what an earlier run made under it if there is one. The record
+    keeps ``kept(answer)``, and a repeat answers ``replayed`` of it."""
     from aws_lambda_powertools.utilities.idempotency import idempotent_function
     from aws_lambda_powertools.utilities.idempotency.exceptions import (
         IdempotencyAlreadyInProgressError,
@@ -124,13 +125,12 @@ def once(
         IdempotencyPersistenceLayerError,
         IdempotencyValidationError,
     )
-    from aws_lambda_powertools.utilities.idempotency.serialization.pydantic import PydanticSerializer
+    from aws_lambda_powertools.utilities.idempotency.serialization.custom_dict import CustomDictSerializer
 
-    body = request.model_dump(mode="json", by_alias=True)
     made: list[Answer] = []
 
     def accepted(data: dict[str, Any]) -> Answer:
-        made.append(run(made_ids(action, caller, key, body)))
+        made.append(run(made_ids(action, caller, key, request)))
         return made[-1]
 
     config = _config()
@@ -141,11 +141,11 @@ def once(
         data_keyword_argument="data",
         persistence_store=_persistence(),
         config=config,
-        output_serializer=PydanticSerializer(answer),
+        output_serializer=CustomDictSerializer(to_dict=kept, from_dict=replayed),
         key_prefix=action,
     )
     try:
-        found: Answer = guarded(data={"caller": caller, "key": key, "request": body})
+        found: Answer = guarded(data={"caller": caller, "key": key, "request": request})
     except IdempotencyValidationError as error:
         raise IdempotencyKeyReused(
             "this Idempotency-Key was first used with another request; use a new key for a new request"

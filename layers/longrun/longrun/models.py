@@ -7,9 +7,9 @@ Field names follow the published contract: request fields and the result summary
 
 from __future__ import annotations
 
-import re
+from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import (
     AfterValidator,
@@ -24,41 +24,26 @@ from pydantic import (
     model_serializer,
 )
 
-from longrun.records import SCRIPTS_PREFIX, DeliveryStatus, DeviceStatus, TaskEventType, TaskStatus, device_key
+from longrun import api_requests
+from longrun.api_requests import (
+    DEFAULT_MAX_CONCURRENCY,
+    DEFAULT_TIMEOUT_SECONDS,
+    DEVICE_ID_TEXT,
+    MAX_DEVICE_TIMEOUT_SECONDS,
+    MAX_DEVICES_PER_TASK,
+    MAX_INTEGER_DEVICE_ID,
+    MAX_SCRIPT_BYTES,
+    MAX_SCRIPT_URL_CHARACTERS,
+    MAX_TASK_DEADLINE_SECONDS,
+    MAX_WEBHOOK_URL_CHARACTERS,
+    NONZERO_PERCENTAGE,
+    PERCENTAGE,
+    SCRIPT_URL_PATTERN,
+    SHA256_TEXT,
+)
+from longrun.records import DeliveryStatus, DeviceStatus, TaskEventType, TaskStatus, device_key
 
-if TYPE_CHECKING:
-    from longrun.records import DeviceRun
-
-MAX_DEVICES_PER_TASK = 10_000
-MAX_DEVICE_TIMEOUT_SECONDS = 28_800
-"""AWS-RunRemoteScript's executionTimeout allows at most 8 hours."""
-MAX_TASK_DEADLINE_SECONDS = 30 * 24 * 3600
-MAX_INTEGER_DEVICE_ID = 2**53 - 1
-"""The largest integer a JSON number carries exactly between any two programs (I-JSON, RFC 7493: a double's integer
-range); a larger id is sent as a string. (A DynamoDB number, which keeps it, holds 38 digits.)"""
-DEVICE_ID_TEXT = r"^[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,63}$"
-DEVICE_ID_PATTERN = re.compile(DEVICE_ID_TEXT)
-RESOURCE_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-"""The form of the ids longrun gives tasks and webhook endpoints (a UUID); an id of another form names nothing"""
-SCRIPT_KEY_PATTERN = re.compile(r"[A-Za-z0-9._/-]+")
-_SEGMENT = r"([A-Za-z0-9_-][A-Za-z0-9._-]*|\.[A-Za-z0-9_-][A-Za-z0-9._-]*|\.\.[A-Za-z0-9._-]+)"
-SCRIPT_URL_PATTERN = rf"^(s3://[a-z0-9][a-z0-9.-]{{1,61}}[a-z0-9]/)?scripts(/{_SEGMENT})+$"
-"""What a script-url may be, as the OpenAPI document says it: a key under scripts/ of path segments of A-Z a-z 0-9 . _ -
-(none of them . or ..), or an s3:// URL of one (whose bucket must be the deployment's, which the document cannot
-say); the validator below gives each mistake its own message"""
-MAX_SCRIPT_BYTES = 1_048_576
-"""The largest script a client may upload through POST /device-management/scripts"""
-PERCENTAGE = r"^(100|[1-9]?[0-9])%$"
-NONZERO_PERCENTAGE = r"^(100|[1-9][0-9]?)%$"
-
-
-def _integral(value: Any) -> Any:
-    """A JSON number with no fraction is an integer, 600.0 as much as 600 (JSON Schema's "integer"); a string or a
-    boolean is not one."""
-    return int(value) if isinstance(value, float) and value.is_integer() else value
-
-
-INTEGRAL = BeforeValidator(_integral)
+INTEGRAL = BeforeValidator(api_requests.integral)
 """Put after an integer's constraints (Annotated[StrictInt, Field(ge=1), INTEGRAL]), so that the OpenAPI document
 still states them as minimum and maximum"""
 
@@ -74,14 +59,26 @@ class Model(BaseModel):
 # Requests
 
 
-def _device_id_text(device_id: str) -> str:
-    if not DEVICE_ID_PATTERN.match(device_id):
-        raise ValueError("must be 1-64 characters of letters, digits and ._:@/+=- and start with a letter or digit")
-    return device_id
+def _checked_by(check: Callable[[str, str, api_requests.Problems], object]) -> Callable[[str], str]:
+    """A validator of a string that ``check`` (one of longrun.api_requests', which the API uses) checks: its
+    message."""
+
+    def validate(value: str) -> str:
+        problems = api_requests.Problems()
+        check(value, "", problems)
+        if problems:
+            raise ValueError(problems[0]["message"].removeprefix("Value error, "))
+        return value
+
+    return validate
 
 
 DeviceId = Annotated[
-    Annotated[StrictStr, AfterValidator(_device_id_text), Field(json_schema_extra={"pattern": DEVICE_ID_TEXT})]
+    Annotated[
+        StrictStr,
+        AfterValidator(_checked_by(api_requests.device_id)),
+        Field(json_schema_extra={"pattern": DEVICE_ID_TEXT}),
+    ]
     | Annotated[StrictInt, Field(ge=0, le=MAX_INTEGER_DEVICE_ID), INTEGRAL],
     Field(description="An SSM managed node id, or the value of the node's device-id tag"),
 ]
@@ -106,17 +103,17 @@ class ScriptExecutionRequest(Model):
     script_url: StrictStr = Field(
         alias="script-url",
         min_length=1,
-        max_length=1024,
+        max_length=MAX_SCRIPT_URL_CHARACTERS,
         description="A key in the deployment's scripts bucket (scripts/hello.sh) or an s3:// URL inside it",
         json_schema_extra={"pattern": SCRIPT_URL_PATTERN},
     )
     timeout_seconds: Annotated[StrictInt, Field(ge=1, le=MAX_DEVICE_TIMEOUT_SECONDS), INTEGRAL] = Field(
-        default=600,
+        default=DEFAULT_TIMEOUT_SECONDS,
         alias="timeout-seconds",
         description="How long one device's script may run before it is stopped and reported TIMED_OUT",
     )
     max_concurrency: ConcurrencyLimit = Field(
-        default=50,
+        default=DEFAULT_MAX_CONCURRENCY,
         alias="max-concurrency",
         description="How many devices may run the script at once: a number, or a percentage of the devices",
     )
@@ -144,19 +141,7 @@ class ScriptExecutionRequest(Model):
             seen.add(key)
         return ids
 
-    @field_validator("script_url")
-    @classmethod
-    def _script_url_is_a_key_or_s3_url(cls, url: str) -> str:
-        key = url.removeprefix("s3://").partition("/")[2] if url.startswith("s3://") else url
-        if not key or key.startswith("/") or key.endswith("/"):
-            raise ValueError("must be an object key such as scripts/hello.sh or an s3://bucket/key URL")
-        if any(part in ("", ".", "..") for part in key.split("/")):
-            raise ValueError("must not contain empty, '.' or '..' path segments")
-        if not SCRIPT_KEY_PATTERN.fullmatch(key):
-            raise ValueError("a script's key may hold only the letters A-Z and a-z, digits, '.', '_', '-' and '/'")
-        if not key.startswith(SCRIPTS_PREFIX):
-            raise ValueError(f"scripts must be under {SCRIPTS_PREFIX} in the deployment's bucket")
-        return url
+    _script_url_is_a_key_or_s3_url = field_validator("script_url")(_checked_by(api_requests.script_url))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -230,8 +215,6 @@ class ScriptExecution(ScriptExecutionState):
 
     device_ids: list[str | int] = Field(alias="device-ids")
     result: ResultSummary | None = None
-    retry_after: int | None = Field(default=None, exclude=True)
-    """Seconds to wait before polling again (the Retry-After header); None once finished."""
 
 
 class ScriptExecutionPage(ApiModel):
@@ -256,18 +239,6 @@ class DeviceOutcomeFields(ApiModel):
     exit_code: int | None = Field(default=None, alias="exitCode")
     started_at: datetime | None = Field(default=None, alias="startedAt")
     ended_at: datetime | None = Field(default=None, alias="endedAt")
-
-    @staticmethod
-    def of_run(run: DeviceRun) -> dict[str, Any]:
-        """The fields a recorded run gives."""
-        return {
-            "device_id": run.device_id,
-            "status": run.status,
-            "reason": run.reason,
-            "exit_code": run.exit_code,
-            "started_at": run.started_at,
-            "ended_at": run.ended_at,
-        }
 
 
 class DeviceResult(DeviceOutcomeFields):
@@ -328,7 +299,7 @@ class ScriptUploadRequest(Model):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    sha256: StrictStr = Field(pattern=r"^[0-9a-f]{64}$", description="The file's SHA-256, 64 lowercase hex digits")
+    sha256: StrictStr = Field(pattern=SHA256_TEXT, description="The file's SHA-256, 64 lowercase hex digits")
     size: Annotated[StrictInt, Field(ge=1, le=MAX_SCRIPT_BYTES), INTEGRAL] = Field(
         description="The file's length in bytes"
     )
@@ -395,15 +366,15 @@ class TaskEvent(ApiModel):
 # ---------------------------------------------------------------------------------------------
 # Webhooks
 
-WEBHOOK_PING = "webhook.ping"
-
 
 class WebhookRequest(Model):
     """``POST /device-management/webhooks``."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    url: StrictStr = Field(min_length=1, max_length=2048, description="https URL of a public address to POST to")
+    url: StrictStr = Field(
+        min_length=1, max_length=MAX_WEBHOOK_URL_CHARACTERS, description="https URL of a public address to POST to"
+    )
     events: list[TaskEventType] = Field(
         default_factory=lambda: list(TaskEventType),
         min_length=1,

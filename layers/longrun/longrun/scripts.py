@@ -14,7 +14,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from functools import cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 import boto3
@@ -23,11 +23,12 @@ from botocore.exceptions import ClientError
 
 from longrun.errors import InvalidRequest
 from longrun.records import SCRIPTS_PREFIX
+from longrun.views import json_time
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-    from longrun.models import ScriptLocation, ScriptUploadRequest
+    from longrun.api_requests import ScriptDigest
 
 UPLOADS_PREFIX = f"{SCRIPTS_PREFIX}sha256/"
 """Uploaded scripts, by the SHA-256 of their content"""
@@ -68,9 +69,7 @@ def script_key(script_url: str, bucket: str) -> str:
 
 
 def _not_allowed(message: str) -> InvalidRequest:
-    from longrun.models import FieldError  # the API's; the workflow, which also reads script-urls, never needs it
-
-    return InvalidRequest("script-url is not allowed", [FieldError(field="body.script-url", message=message)])
+    return InvalidRequest("script-url is not allowed", [{"field": "body.script-url", "message": message}])
 
 
 def script_exists(bucket: str, key: str) -> bool:
@@ -140,15 +139,14 @@ def upload_key(sha256: str) -> str:
     return f"{UPLOADS_PREFIX}{sha256}"
 
 
-def offer_upload(bucket: str, request: ScriptUploadRequest, now: datetime) -> ScriptLocation:
+def offer_upload(bucket: str, request: ScriptDigest, now: datetime) -> dict[str, Any]:
     """The script-url of the script ``request`` describes, and, unless the bucket already holds it, a presigned PUT
-    URL that accepts exactly that content: its length and SHA-256 are signed, so S3 refuses any other body."""
-    from longrun.models import ScriptLocation, ScriptUpload  # the API's only: the workflow never imports pydantic
-
+    URL that accepts exactly that content: its length and SHA-256 are signed, so S3 refuses any other body (the
+    contract's ScriptLocation)."""
     key = upload_key(request.sha256)
     script_url = f"s3://{bucket}/{key}"
     if _holds(bucket, key, request):
-        return ScriptLocation(script_url=script_url, upload=None)
+        return {"script-url": script_url, "upload": None}
     checksum = base64.b64encode(bytes.fromhex(request.sha256)).decode()
     url = _presigner().generate_presigned_url(
         "put_object",
@@ -165,7 +163,8 @@ def offer_upload(bucket: str, request: ScriptUploadRequest, now: datetime) -> Sc
         raise RuntimeError(f"the upload URL signs {sorted(signed)}: not exactly the body's length and checksum")
     headers = {name: value for name, value in values.items() if name.lower() in signed}
     expires_at = now + timedelta(seconds=UPLOAD_URL_SECONDS)
-    return ScriptLocation(script_url=script_url, upload=ScriptUpload(url=url, headers=headers, expires_at=expires_at))
+    upload = {"url": url, "method": "PUT", "headers": headers, "expiresAt": json_time(expires_at)}
+    return {"script-url": script_url, "upload": upload}
 
 
 def _signed_headers(url: str) -> list[str]:
@@ -175,7 +174,7 @@ def _signed_headers(url: str) -> list[str]:
     return [name for name in signed if name and name != "host"]
 
 
-def _holds(bucket: str, key: str, request: ScriptUploadRequest) -> bool:
+def _holds(bucket: str, key: str, request: ScriptDigest) -> bool:
     """Whether the bucket holds this script already: an object at its key with its length (and its SHA-256, when
     S3 kept one)."""
     try:

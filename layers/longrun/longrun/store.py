@@ -51,7 +51,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import boto3
 from boto3.dynamodb.transform import TransformationInjector, copy_dynamodb_params
@@ -80,9 +80,6 @@ from longrun.records import (
     moment,
     optional_moment,
 )
-
-if TYPE_CHECKING:
-    from longrun.models import ScriptExecutionRequest
 
 TASK_SK = "TASK"
 DETAIL_SK = "TASK#DETAIL"
@@ -319,26 +316,25 @@ class TaskStore:
     # --- tasks ---------------------------------------------------------------------------------
 
     def create_task(
-        self, task_id: str, kind: str, owner: Owner, request: ScriptExecutionRequest, execution_arn: str
+        self,
+        task_id: str,
+        kind: str,
+        owner: Owner,
+        settings: TaskSettings,
+        device_ids: list[str | int],
+        execution_arn: str,
     ) -> Task:
         """The task, its detail and its device list, in one transaction (one request, whatever the fleet size)."""
         now = _iso(utc_now())
         pk = _task_pk(task_id)
         digest = owner_digest(owner.key)
-        settings = TaskSettings(
-            script_url=request.script_url,
-            timeout_seconds=request.timeout_seconds,
-            max_concurrency=request.max_concurrency,
-            max_errors=request.max_errors,
-            deadline_seconds=request.deadline_seconds,
-        )
         kept = self._kept_while_running()
         state = {
             "PK": pk,
             "SK": TASK_SK,
             "expiresAt": kept,
             "status": TaskStatus.SUBMITTED.value,
-            "counts": DeviceCounts(PENDING=len(request.device_ids)).as_dict(),
+            "counts": DeviceCounts(PENDING=len(device_ids)).as_dict(),
             "executionArn": execution_arn,
             "createdAt": now,
             "updatedAt": now,
@@ -353,7 +349,7 @@ class TaskStore:
             "ownerKey": digest,
             "status": TaskStatus.SUBMITTED.value,
             "settings": settings.as_dict(),
-            "deviceCount": len(request.device_ids),
+            "deviceCount": len(device_ids),
             "createdAt": now,
             "GSI1PK": _owner_pk(digest),
             "GSI1SK": f"{now}#{task_id}",
@@ -365,11 +361,11 @@ class TaskStore:
             {"Put": {"TableName": self._table_name, "Item": state, "ConditionExpression": new}},
             {"Put": {"TableName": self._table_name, "Item": detail, "ConditionExpression": new}},
         ]
-        for chunk, start in enumerate(range(0, len(request.device_ids), IDS_PER_RECORD)):
+        for chunk, start in enumerate(range(0, len(device_ids), IDS_PER_RECORD)):
             record = {
                 "PK": pk,
                 "SK": _ids_sk(chunk),
-                "ids": request.device_ids[start : start + IDS_PER_RECORD],
+                "ids": device_ids[start : start + IDS_PER_RECORD],
                 "expiresAt": kept,
             }
             actions.append({"Put": {"TableName": self._table_name, "Item": record}})

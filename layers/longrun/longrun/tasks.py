@@ -8,11 +8,13 @@ import logging
 import re
 import uuid
 from collections.abc import Iterator, Sequence
-from typing import Literal
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from longrun import executions, idempotency, lifecycle, page_tokens, run_command, scripts
+from longrun.api_requests import RESOURCE_ID, Submission
 from longrun.batching import task_plan
 from longrun.config import Settings
 from longrun.errors import (
@@ -26,21 +28,18 @@ from longrun.errors import (
     TaskNotFound,
 )
 from longrun.links import Links
-from longrun.models import (
-    RESOURCE_ID,
-    DevicePage,
-    DeviceResult,
-    DeviceState,
-    OutputStream,
-    ScriptExecution,
-    ScriptExecutionPage,
-    ScriptExecutionRequest,
-    ScriptExecutionResult,
-    ScriptExecutionSummary,
-)
-from longrun.records import SCRIPT_EXECUTION, DeviceRun, DeviceStatus, ListedTask, Owner, Task, TaskDevices, TaskStatus
+from longrun.records import SCRIPT_EXECUTION, DeviceStatus, Owner, Task, TaskDevices, TaskStatus
 from longrun.store import ConditionFailed, InvalidPageToken, TaskStore, owner_digest, utc_now
-from longrun.views import NEVER_STARTED, result_summary, retry_after, state_view
+from longrun.views import (
+    NEVER_STARTED,
+    device_result,
+    device_state,
+    page,
+    present,
+    retry_after,
+    task_summary,
+    task_view,
+)
 
 RESULT_PAGE_MAX = 100
 DEVICE_SCAN_WINDOW = 1_000
@@ -50,18 +49,29 @@ Stream = Literal["stdout", "stderr"]
 logger = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class TaskAnswer:
+    """A task as the API answers it: the contract's ScriptExecution (longrun.views.task_view), and how many seconds
+    the client should wait before it polls again (Retry-After; None once the task has finished, or not known)."""
+
+    view: dict[str, Any]
+    retry_after: int | None = None
+
+    @property
+    def status(self) -> TaskStatus:
+        return TaskStatus(self.view["status"])
+
+
 class ScriptExecutions:
     def __init__(self, store: TaskStore, config: Settings, tokens: page_tokens.PageTokens | None = None) -> None:
         self._store = store
         self._config = config
         self._tokens = tokens or page_tokens.sealed_with(config.page_token_key_name)
 
-    def submit(
-        self, owner: Owner, request: ScriptExecutionRequest, links: Links, idempotency_key: str | None = None
-    ) -> ScriptExecution:
+    def submit(self, owner: Owner, request: Submission, links: Links, idempotency_key: str | None = None) -> TaskAnswer:
         """Record the task and start its workflow: two AWS requests whatever the fleet size. With an idempotency key,
         a repeat of an accepted request answers the same task and starts nothing (longrun.idempotency)."""
-        scripts.script_key(request.script_url, self._config.scripts_bucket)
+        scripts.script_key(request.settings.script_url, self._config.scripts_bucket)
         machine = self._config.state_machine_arn
         if not machine:
             raise OrchestrationUnavailable("this function is not configured with STATE_MACHINE_ARN")
@@ -74,14 +84,15 @@ class ScriptExecutions:
             "submit",
             owner.key,
             idempotency_key,
-            request,
-            ScriptExecution,
+            request.as_json(),
             lambda ids: self._accept_under_key(owner, request, links, machine, ids),
+            kept=lambda answer: answer.view,
+            replayed=TaskAnswer,  # the first answer's body, without its Retry-After, which was of its time
         )
 
     def _accept_under_key(
-        self, owner: Owner, request: ScriptExecutionRequest, links: Links, machine: str, ids: Iterator[str]
-    ) -> ScriptExecution:
+        self, owner: Owner, request: Submission, links: Links, machine: str, ids: Iterator[str]
+    ) -> TaskAnswer:
         """The task an earlier run under the same key made (its function timed out before the key's record was
         marked done), or a new one under the first id no earlier use of the key has taken."""
         for task_id in ids:
@@ -90,9 +101,7 @@ class ScriptExecutions:
                 return made
         raise IdempotencyKeyReused("every task id this Idempotency-Key can give is taken; use a new key")
 
-    def _accept(
-        self, owner: Owner, request: ScriptExecutionRequest, links: Links, machine: str, task_id: str
-    ) -> ScriptExecution | None:
+    def _accept(self, owner: Owner, request: Submission, links: Links, machine: str, task_id: str) -> TaskAnswer | None:
         """Start the task's workflow and record the task under ``task_id``, or answer the task an earlier request
         recorded under it; None if the id is taken otherwise (its execution ended without a task, or its task
         belongs to an earlier use of the key). The execution is named by the task, so it cannot start twice: starting
@@ -107,7 +116,7 @@ class ScriptExecutions:
         except (ClientError, BotoCoreError) as error:
             raise OrchestrationUnavailable(f"the workflow could not be started: {error}") from error
         try:
-            task = self._store.create_task(task_id, SCRIPT_EXECUTION, owner, request, arn)
+            task = self._store.create_task(task_id, SCRIPT_EXECUTION, owner, request.settings, request.device_ids, arn)
         except ConditionFailed:
             # Recorded already: by this request, whose write acted though its answer was lost and the SDK wrote again,
             # or by an earlier run under the same key, whose execution is the one found running.
@@ -120,7 +129,7 @@ class ScriptExecutions:
         lifecycle.publish(task)
         return self._view(task, TaskDevices(ids=request.device_ids), links)
 
-    def _recorded_under(self, owner: Owner, task_id: str, links: Links) -> ScriptExecution | None:
+    def _recorded_under(self, owner: Owner, task_id: str, links: Links) -> TaskAnswer | None:
         """The task recorded under ``task_id`` if this owner made it within the key's window."""
         found = self._store.get_task_with_devices(task_id)
         if found is None:
@@ -129,23 +138,25 @@ class ScriptExecutions:
         mine = task.owner_key == owner_digest(owner.key) and task.kind == SCRIPT_EXECUTION
         return self._view(task, devices, links) if mine and idempotency.within_window(task.created_at) else None
 
-    def describe(self, owner: Owner, task_id: str, links: Links) -> ScriptExecution:
+    def describe(self, owner: Owner, task_id: str, links: Links) -> TaskAnswer:
         """One read, whatever the fleet size."""
         return self._view(*self._owned(owner, task_id), links)
 
     def list(
         self, owner: Owner, status: TaskStatus | None, limit: int, next_token: str | None, links: Links
-    ) -> ScriptExecutionPage:
+    ) -> dict[str, Any]:
+        """A page of the owner's tasks, newest first (ScriptExecutionPage)."""
         caller, query = owner_digest(owner.key), f"tasks?status={status.value if status else ''}"
         try:
             tasks, token = self._store.list_tasks(owner, status, limit, self._tokens.open(next_token, caller, query))
         except InvalidPageToken as error:
             raise BadRequest(str(error)) from error
-        items = [_summary(task, links) for task in tasks if task.kind == SCRIPT_EXECUTION]
-        return ScriptExecutionPage(items=items, next_token=self._tokens.seal(token, caller, query))
+        items = [task_summary(task, links) for task in tasks if task.kind == SCRIPT_EXECUTION]
+        return page(items, self._tokens.seal(token, caller, query))
 
-    def result(self, owner: Owner, task_id: str, limit: int, next_token: str | None) -> ScriptExecutionResult:
-        """Each device's outcome, in the order the request listed the devices, with the head of its output."""
+    def result(self, owner: Owner, task_id: str, limit: int, next_token: str | None) -> dict[str, Any]:
+        """Each device's outcome, in the order the request listed the devices, with the head of its output
+        (ScriptExecutionResult)."""
         task, devices = self._owned(owner, task_id)
         if not task.status.finished:
             raise TaskConflict(f"task {task_id} is {task.status.value}; its result is ready once it has finished")
@@ -156,34 +167,36 @@ class ScriptExecutions:
         heads = scripts.read_heads(
             [url for run in runs.values() for url in (run.stdout_url, run.stderr_url) if url is not None]
         )
-        return ScriptExecutionResult(
-            id=task_id,
-            status=task.status,
-            devices=[_device_result(devices.ids[i], runs.get(i), heads) for i in range(start, end)],
-            next_token=self._tokens.seal(_next_token(end, task.device_count), caller, query),
+        return present(
+            {
+                "id": task_id,
+                "status": task.status.value,
+                "devices": [device_result(devices.ids[i], runs.get(i), heads) for i in range(start, end)],
+                "next-token": self._tokens.seal(_next_token(end, task.device_count), caller, query),
+            }
         )
 
     def devices(
         self, owner: Owner, task_id: str, status: DeviceStatus | None, limit: int, next_token: str | None, links: Links
-    ) -> DevicePage:
-        """Each device's current state, in request order; while the task runs too. A page reads only the device
-        records of the positions it covers, and the batches among them. With ``status``, a page looks at up to
-        DEVICE_SCAN_WINDOW devices, so it may hold fewer than ``limit`` (even none) and still have a next-token."""
+    ) -> dict[str, Any]:
+        """Each device's current state (DevicePage), in request order; while the task runs too. A page reads only the
+        device records of the positions it covers, and the batches among them. With ``status``, a page looks at up
+        to DEVICE_SCAN_WINDOW devices, so it may hold fewer than ``limit`` (even none) and still have a next-token."""
         task, devices = self._owned(owner, task_id)
         total = task.device_count
         caller, query = owner_digest(owner.key), f"devices:{task_id}?status={status.value if status else ''}"
         start = _offset(self._tokens.open(next_token, caller, query), total)
 
-        def page(items: list[DeviceState], end: int) -> DevicePage:
-            return DevicePage(items=items, next_token=self._tokens.seal(_next_token(end, total), caller, query))
+        def up_to(items: list[dict[str, Any]], end: int) -> dict[str, Any]:
+            return page(items, self._tokens.seal(_next_token(end, total), caller, query))
 
         if status is None:
             end = min(start + limit, total)
-            return page([state for _, state in self._states(task, devices, start, end, None, links)], end)
+            return up_to([state for _, state in self._states(task, devices, start, end, None, links)], end)
         first = _first_possible(task, devices, status, start)
         if first is None:
-            return page([], total)
-        found: list[DeviceState] = []
+            return up_to([], total)
+        found: list[dict[str, Any]] = []
         window_end = min(first + DEVICE_SCAN_WINDOW, total)
         for chunk in range(first, window_end, RESULT_PAGE_MAX):
             for index, state in self._states(
@@ -191,11 +204,11 @@ class ScriptExecutions:
             ):
                 found.append(state)
                 if len(found) == limit:
-                    return page(found, index + 1)
-        return page(found, window_end)
+                    return up_to(found, index + 1)
+        return up_to(found, window_end)
 
-    def device(self, owner: Owner, task_id: str, device: str, links: Links) -> DeviceState:
-        """One device's current state; ``device`` is its id as the path gives it (decoded)."""
+    def device(self, owner: Owner, task_id: str, device: str, links: Links) -> dict[str, Any]:
+        """One device's current state (DeviceState); ``device`` is its id as the path gives it (decoded)."""
         task, devices = self._owned(owner, task_id)
         index = _position(task_id, devices, device)
         return self._states(task, devices, index, index + 1, None, links)[0][1]
@@ -219,7 +232,7 @@ class ScriptExecutions:
 
     def _states(
         self, task: Task, devices: TaskDevices, start: int, end: int, wanted: DeviceStatus | None, links: Links
-    ) -> Sequence[tuple[int, DeviceState]]:
+    ) -> Sequence[tuple[int, dict[str, Any]]]:
         """The current state of the devices at positions start..end-1 (only those in the ``wanted`` status), by
         position: their records, and the started batches among them for those without one while the task runs."""
         positions = range(start, end)
@@ -246,7 +259,7 @@ class ScriptExecutions:
             if batched and plan["commandConcurrency"] < size:
                 batched -= self._held_back_by_ssm(task.id, first, end, set(unrecorded))
         states = [(i, device_state(task, devices, i, runs.get(i), i in batched, links)) for i in positions]
-        return [(i, state) for i, state in states if wanted is None or state.status is wanted]
+        return [(i, state) for i, state in states if wanted is None or state["status"] == wanted.value]
 
     def _held_back_by_ssm(self, task_id: str, first: int, end: int, wanted: set[int]) -> set[int]:
         """Of the devices at ``wanted`` positions in the batches first..end-1, those that SSM's rate control still
@@ -264,7 +277,7 @@ class ScriptExecutions:
             held.update(index for node, index in nodes.items() if node in waiting)
         return held
 
-    def cancel(self, owner: Owner, task_id: str, links: Links) -> ScriptExecution:
+    def cancel(self, owner: Owner, task_id: str, links: Links) -> TaskAnswer:
         """Stop the task: no new device starts, running scripts are cancelled, the execution is stopped. Asking
         again answers the same state; a task that already finished is a conflict and stays as it is."""
         task, devices = self._owned(owner, task_id)
@@ -298,53 +311,10 @@ class ScriptExecutions:
             raise TaskNotFound(f"no script-execution task {task_id}")
         return found
 
-    def _view(self, task: Task, devices: TaskDevices, links: Links) -> ScriptExecution:
+    def _view(self, task: Task, devices: TaskDevices, links: Links) -> TaskAnswer:
         now = utc_now()
         location = scripts.output_location(self._config.scripts_bucket, self._config.output_prefix, task.id)
-        return ScriptExecution.model_validate(
-            {
-                **state_view(task, links, now),
-                "device-ids": devices.ids,
-                "result": result_summary(task, devices, links, location),
-                "retry_after": retry_after(task, now),
-            }
-        )
-
-
-def _summary(task: ListedTask, links: Links) -> ScriptExecutionSummary:
-    return ScriptExecutionSummary(
-        id=task.id,
-        script_url=task.script_url,
-        device_count=task.device_count,
-        status=task.status,
-        status_reason=task.status_reason,
-        created_at=task.created_at,
-        completed_at=task.completed_at,
-        href=links.task(task.id),
-    )
-
-
-def device_state(
-    task: Task, devices: TaskDevices, index: int, run: DeviceRun | None, batched: bool, links: Links
-) -> DeviceState:
-    """A device's current state: its outcome once recorded; without one, while the task runs, RUNNING if its batch's
-    command was sent to its node (and SSM's rate control no longer holds it back in the command) and PENDING otherwise,
-    and once the task has finished the outcome kept for it (NOT_STARTED)."""
-    device_id = devices.ids[index]
-    href = links.device(task.id, device_id)
-    if run is not None:
-        ran = run.stdout_url is not None
-        return DeviceState(
-            **DeviceState.of_run(run),
-            href=href,
-            stdout=f"{href}/stdout" if ran else None,
-            stderr=f"{href}/stderr" if ran else None,
-        )
-    if task.status.finished:
-        status = devices.status_of(index) or DeviceStatus.NOT_STARTED
-        reason = NEVER_STARTED if status is DeviceStatus.NOT_STARTED else None
-        return DeviceState(device_id=device_id, status=status, reason=reason, href=href)
-    return DeviceState(device_id=device_id, status=DeviceStatus.RUNNING if batched else DeviceStatus.PENDING, href=href)
+        return TaskAnswer(task_view(task, devices, links, location, now), retry_after(task, now))
 
 
 def find_device(ids: list[str | int], wanted: str) -> int | None:
@@ -397,21 +367,3 @@ def _offset(next_token: str | None, total: int) -> int:
     if not POSITION.fullmatch(next_token) or int(next_token) >= total:
         raise BadRequest("next-token is not a token this API issued for this result")
     return int(next_token)
-
-
-def _device_result(device_id: str | int, run: DeviceRun | None, heads: dict[str, tuple[str, bool]]) -> DeviceResult:
-    if run is None:
-        return DeviceResult(device_id=device_id, status=DeviceStatus.NOT_STARTED, reason=NEVER_STARTED)
-    return DeviceResult(
-        **DeviceResult.of_run(run),
-        stdout=_stream(run.stdout_url, heads),
-        stderr=_stream(run.stderr_url, heads),
-    )
-
-
-def _stream(url: str | None, heads: dict[str, tuple[str, bool]]) -> OutputStream | None:
-    """A device's output stream; SSM stores nothing for an empty stream, so it has no location."""
-    if url is None:
-        return None
-    head, truncated = heads.get(url, ("", False))
-    return OutputStream(location=url if url in heads else None, head=head, truncated=truncated)

@@ -1,7 +1,6 @@
-"""What a client is shown of a task, built as the contract's JSON: its field names, a field without a value left out,
-dates in ISO 8601 as the API writes them. The push functions send these views as they are, without pydantic; the API
-validates them into its response models (longrun.models), which document the contract, and the tests check each view
-against its model.
+"""What a client is shown, built as the contract's JSON: its field names, a field without a value left out, dates in
+ISO 8601. The API answers these views and the push functions send them as they are, without pydantic; the pydantic
+models of longrun.models document the contract, and the tests check each view against its model.
 """
 
 from __future__ import annotations
@@ -11,7 +10,17 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from longrun.links import Links
-from longrun.records import DeviceCounts, DeviceStatus, Task, TaskDevices, TaskStatus
+from longrun.records import (
+    Delivery,
+    DeviceCounts,
+    DeviceRun,
+    DeviceStatus,
+    ListedTask,
+    Task,
+    TaskDevices,
+    TaskStatus,
+    WebhookEndpoint,
+)
 
 ESTIMATE_AFTER_DEVICES = 3
 """How many devices must have finished before the task's pace is taken as its estimate."""
@@ -146,3 +155,138 @@ def current_step(task: Task) -> str:
             return f"Timed out: {counts.SUCCESS} of {counts.total} devices succeeded before the deadline"
         case _:
             return f"Failed: {task.status_reason}"
+
+
+# ---------------------------------------------------------------------------------------------
+# What the API answers (longrun.models documents each: the name in brackets)
+
+
+def task_view(
+    task: Task, devices: TaskDevices, links: Links, output_location: str, now: datetime | None = None
+) -> dict[str, Any]:
+    """A task as a client sees it (ScriptExecution): its state, its devices and, once finished, its result."""
+    return present(
+        {
+            **state_view(task, links, now),
+            "device-ids": devices.ids,
+            "result": result_summary(task, devices, links, output_location),
+        }
+    )
+
+
+def task_summary(task: ListedTask, links: Links) -> dict[str, Any]:
+    """A task in a listing (ScriptExecutionSummary): what it is and where it stands."""
+    return present(
+        {
+            "id": task.id,
+            "script-url": task.script_url,
+            "deviceCount": task.device_count,
+            "status": task.status.value,
+            "statusReason": task.status_reason,
+            "createdAt": json_time(task.created_at),
+            "completedAt": json_time(task.completed_at) if task.completed_at else None,
+            "href": links.task(task.id),
+        }
+    )
+
+
+def page(items: list[dict[str, Any]], next_token: str | None) -> dict[str, Any]:
+    """A page of a listing (ScriptExecutionPage, DevicePage, WebhookPage, WebhookDeliveryPage)."""
+    return present({"items": items, "next-token": next_token})
+
+
+def run_fields(run: DeviceRun) -> dict[str, Any]:
+    """What the result and the devices route both say of a device's recorded run (DeviceOutcomeFields)."""
+    return {
+        "device-id": run.device_id,
+        "status": run.status.value,
+        "reason": run.reason,
+        "exitCode": run.exit_code,
+        "startedAt": json_time(run.started_at) if run.started_at else None,
+        "endedAt": json_time(run.ended_at) if run.ended_at else None,
+    }
+
+
+def device_state(
+    task: Task, devices: TaskDevices, index: int, run: DeviceRun | None, batched: bool, links: Links
+) -> dict[str, Any]:
+    """A device's current state (DeviceState): its outcome once recorded; without one, while the task runs, RUNNING
+    if its batch's command was sent to its node (and SSM's rate control no longer holds it back in the command) and
+    PENDING otherwise, and once the task has finished the outcome kept for it (NOT_STARTED)."""
+    device_id = devices.ids[index]
+    href = links.device(task.id, device_id)
+    if run is not None:
+        ran = run.stdout_url is not None
+        return present(
+            {
+                **run_fields(run),
+                "href": href,
+                "stdout": f"{href}/stdout" if ran else None,
+                "stderr": f"{href}/stderr" if ran else None,
+            }
+        )
+    if task.status.finished:
+        status = devices.status_of(index) or DeviceStatus.NOT_STARTED
+        reason = NEVER_STARTED if status is DeviceStatus.NOT_STARTED else None
+        return present({"device-id": device_id, "status": status.value, "reason": reason, "href": href})
+    status = DeviceStatus.RUNNING if batched else DeviceStatus.PENDING
+    return {"device-id": device_id, "status": status.value, "href": href}
+
+
+def device_result(device_id: str | int, run: DeviceRun | None, heads: dict[str, tuple[str, bool]]) -> dict[str, Any]:
+    """A device's outcome in the task's result (DeviceResult), with the head of its output (``heads``: each s3://
+    URL's first bytes, and whether there is more)."""
+    if run is None:
+        return never_started(device_id)
+    return present(
+        {**run_fields(run), "stdout": _stream(run.stdout_url, heads), "stderr": _stream(run.stderr_url, heads)}
+    )
+
+
+def _stream(url: str | None, heads: dict[str, tuple[str, bool]]) -> dict[str, Any] | None:
+    """A device's output stream (OutputStream); SSM stores nothing for an empty stream, so it has no location."""
+    if url is None:
+        return None
+    head, truncated = heads.get(url, ("", False))
+    return present({"location": url if url in heads else None, "head": head, "truncated": truncated})
+
+
+def webhook_view(endpoint: WebhookEndpoint, links: Links, show_secret: bool = False) -> dict[str, Any]:
+    """A webhook endpoint (Webhook); its secret only when it is made or rotated."""
+    return present(
+        {
+            "id": endpoint.id,
+            "url": endpoint.url,
+            "events": [event.value for event in endpoint.events],
+            "enabled": endpoint.disabled_at is None,
+            "disabledReason": endpoint.disabled_reason,
+            "createdAt": json_time(endpoint.created_at),
+            "secret": endpoint.secret if show_secret else None,
+            "href": links.webhook(endpoint.id),
+        }
+    )
+
+
+def delivery_view(delivery: Delivery) -> dict[str, Any]:
+    """A webhook delivery and each of its attempts (WebhookDelivery)."""
+    return present(
+        {
+            "id": delivery.id,
+            "eventType": delivery.event_type,
+            "eventId": delivery.event_id,
+            "task-id": delivery.task_id,
+            "status": delivery.status.value,
+            "createdAt": json_time(delivery.created_at),
+            "attempts": [
+                present(
+                    {
+                        "time": json_time(attempt.time),
+                        "statusCode": attempt.status_code,
+                        "latencyMs": attempt.latency_ms,
+                        "error": attempt.error,
+                    }
+                )
+                for attempt in delivery.attempts
+            ],
+        }
+    )

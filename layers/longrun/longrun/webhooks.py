@@ -12,28 +12,22 @@ import secrets
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any
 
-from longrun import channels, idempotency, page_tokens, views
+from longrun import channels, idempotency, page_tokens
+from longrun.api_requests import RESOURCE_ID, NewWebhook
 from longrun.config import Settings
 from longrun.errors import BadRequest, IdempotencyKeyReused, InvalidRequest, WebhookNotFound
 from longrun.links import Links
-from longrun.models import (
-    RESOURCE_ID,
-    WEBHOOK_PING,
-    FieldError,
-    Webhook,
-    WebhookDelivery,
-    WebhookDeliveryPage,
-    WebhookPage,
-    WebhookRequest,
-)
 from longrun.push import delivery_message, ping_delivery_id
-from longrun.records import DeliveryStatus, Owner, WebhookEndpoint
+from longrun.records import Delivery, DeliveryStatus, Owner, WebhookEndpoint
 from longrun.store import ConditionFailed, InvalidPageToken, TaskStore, owner_digest, utc_now
+from longrun.views import delivery_view, json_time, page, webhook_view
 from longrun.webhook_deliveries import UnsafeUrl, resolve_target
 
 SECRET_BYTES = 24
 PREVIOUS_SECRET_VALID = timedelta(hours=24)
+WEBHOOK_PING = "webhook.ping"
 
 
 class Webhooks:
@@ -44,25 +38,28 @@ class Webhooks:
         self._config = config
         self._tokens = page_tokens.sealed_with(config.page_token_key_name)
 
-    def add(self, owner: Owner, request: WebhookRequest, links: Links, idempotency_key: str | None = None) -> Webhook:
-        """With an idempotency key, a repeat of an accepted request answers the same endpoint, secret included, and
-        adds none (longrun.idempotency)."""
+    def add(
+        self, owner: Owner, request: NewWebhook, links: Links, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        """The endpoint added (Webhook), its secret included. With an idempotency key, a repeat of an accepted
+        request answers the same endpoint, secret included, and adds none (longrun.idempotency)."""
         try:
             resolve_target(request.url, self._config.webhook_allow_loopback_http)
         except UnsafeUrl as error:
-            raise InvalidRequest(str(error), [FieldError(field="body.url", message=str(error))]) from error
+            raise InvalidRequest(str(error), [{"field": "body.url", "message": str(error)}]) from error
         if idempotency_key is None:
             return self._add(owner, request, links, str(uuid.uuid4()))
         return idempotency.once(
             "add-webhook",
             owner.key,
             idempotency_key,
-            request,
-            Webhook,
+            request.as_json(),
             lambda ids: self._add_under_key(owner, request, links, ids),
+            kept=dict,
+            replayed=dict,
         )
 
-    def _add_under_key(self, owner: Owner, request: WebhookRequest, links: Links, ids: Iterator[str]) -> Webhook:
+    def _add_under_key(self, owner: Owner, request: NewWebhook, links: Links, ids: Iterator[str]) -> dict[str, Any]:
         """The endpoint an earlier run under the same key added (its function timed out before the key's record was
         marked done), or a new one under the first id no earlier use of the key has taken."""
         for webhook_id in ids:
@@ -70,10 +67,10 @@ class Webhooks:
                 return self._add(owner, request, links, webhook_id)
             found = self._store.get_webhook(owner_digest(owner.key), webhook_id)
             if found is not None and idempotency.within_window(found.created_at):
-                return _view(found, links, show_secret=True)
+                return webhook_view(found, links, show_secret=True)
         raise IdempotencyKeyReused("every endpoint id this Idempotency-Key can give is taken; use a new key")
 
-    def _add(self, owner: Owner, request: WebhookRequest, links: Links, webhook_id: str) -> Webhook:
+    def _add(self, owner: Owner, request: NewWebhook, links: Links, webhook_id: str) -> dict[str, Any]:
         endpoint = WebhookEndpoint(
             id=webhook_id,
             owner_key=owner_digest(owner.key),
@@ -83,9 +80,9 @@ class Webhooks:
             created_at=utc_now(),
         )
         self._store.add_webhook(endpoint)
-        return _view(endpoint, links, show_secret=True)
+        return webhook_view(endpoint, links, show_secret=True)
 
-    def list(self, owner: Owner, limit: int, next_token: str | None, links: Links) -> WebhookPage:
+    def list(self, owner: Owner, limit: int, next_token: str | None, links: Links) -> dict[str, Any]:
         caller = owner_digest(owner.key)
         try:
             endpoints, token = self._store.list_webhooks(
@@ -93,42 +90,41 @@ class Webhooks:
             )
         except InvalidPageToken as error:
             raise BadRequest(str(error)) from error
-        return WebhookPage(
-            items=[_view(endpoint, links) for endpoint in endpoints],
-            next_token=self._tokens.seal(token, caller, "webhooks"),
+        return page(
+            [webhook_view(endpoint, links) for endpoint in endpoints], self._tokens.seal(token, caller, "webhooks")
         )
 
-    def describe(self, owner: Owner, webhook_id: str, links: Links) -> Webhook:
-        return _view(self._owned(owner, webhook_id), links)
+    def describe(self, owner: Owner, webhook_id: str, links: Links) -> dict[str, Any]:
+        return webhook_view(self._owned(owner, webhook_id), links)
 
     def remove(self, owner: Owner, webhook_id: str) -> None:
         _require_id(webhook_id)
         if not self._store.remove_webhook(owner_digest(owner.key), webhook_id):
             raise WebhookNotFound(f"no webhook {webhook_id}")
 
-    def rotate_secret(self, owner: Owner, webhook_id: str, links: Links) -> Webhook:
+    def rotate_secret(self, owner: Owner, webhook_id: str, links: Links) -> dict[str, Any]:
         _require_id(webhook_id)
         until = utc_now() + PREVIOUS_SECRET_VALID
         endpoint = self._store.rotate_webhook_secret(owner_digest(owner.key), webhook_id, new_secret(), until)
         if endpoint is None:
             raise WebhookNotFound(f"no webhook {webhook_id}")
-        return _view(endpoint, links, show_secret=True)
+        return webhook_view(endpoint, links, show_secret=True)
 
-    def ping(self, owner: Owner, webhook_id: str) -> WebhookDelivery:
+    def ping(self, owner: Owner, webhook_id: str) -> dict[str, Any]:
         """Send the endpoint a test event through the same queue and schedule as every delivery."""
         endpoint = self._owned(owner, webhook_id)
         if not self._config.webhook_delivery_queue_url:
             raise WebhookNotFound("this deployment has no webhook delivery queue")
         message_id = ping_delivery_id()
         now = utc_now()
-        payload = channels.dumps({"type": WEBHOOK_PING, "time": views.json_time(now), "webhook-id": endpoint.id})
+        payload = channels.dumps({"type": WEBHOOK_PING, "time": json_time(now), "webhook-id": endpoint.id})
         message = delivery_message(endpoint.owner_key, endpoint.id, message_id, WEBHOOK_PING, payload, queued_at=now)
         channels.queue_messages(self._config.webhook_delivery_queue_url, [message])
-        return WebhookDelivery(
-            id=message_id, event_type=WEBHOOK_PING, status=DeliveryStatus.PENDING, created_at=now, attempts=[]
+        return delivery_view(
+            Delivery(id=message_id, event_type=WEBHOOK_PING, status=DeliveryStatus.PENDING, created_at=now)
         )
 
-    def deliveries(self, owner: Owner, webhook_id: str, limit: int, next_token: str | None) -> WebhookDeliveryPage:
+    def deliveries(self, owner: Owner, webhook_id: str, limit: int, next_token: str | None) -> dict[str, Any]:
         self._owned(owner, webhook_id)
         caller, query = owner_digest(owner.key), f"deliveries:{webhook_id}"
         try:
@@ -136,10 +132,7 @@ class Webhooks:
             items, token = self._store.list_deliveries(webhook_id, limit, position)
         except InvalidPageToken as error:
             raise BadRequest(str(error)) from error
-        return WebhookDeliveryPage(
-            items=[WebhookDelivery.model_validate(item, from_attributes=True) for item in items],
-            next_token=self._tokens.seal(token, caller, query),
-        )
+        return page([delivery_view(item) for item in items], self._tokens.seal(token, caller, query))
 
     def _owned(self, owner: Owner, webhook_id: str) -> WebhookEndpoint:
         _require_id(webhook_id)
@@ -151,19 +144,6 @@ class Webhooks:
 
 def new_secret() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode()
-
-
-def _view(endpoint: WebhookEndpoint, links: Links, show_secret: bool = False) -> Webhook:
-    return Webhook(
-        id=endpoint.id,
-        url=endpoint.url,
-        events=endpoint.events,
-        enabled=endpoint.disabled_at is None,
-        disabled_reason=endpoint.disabled_reason,
-        created_at=endpoint.created_at,
-        secret=endpoint.secret if show_secret else None,
-        href=links.webhook(endpoint.id),
-    )
 
 
 def _require_id(webhook_id: str) -> None:
