@@ -5,7 +5,7 @@ OpenAPI document from them."""
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from aws_lambda_powertools import Logger, Metrics
@@ -13,7 +13,8 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from longrun import api_requests, idempotency, scripts
+from longrun import api_requests, cold_start, idempotency, scripts
+from longrun.api_requests import DEVICE_SCAN_WINDOW, RESULT_PAGE_MAX
 from longrun.callers import owner_of
 from longrun.config import settings
 from longrun.errors import TaskError
@@ -35,7 +36,9 @@ from longrun.rest_api import (
 )
 from longrun.services import script_executions, webhooks
 from longrun.store import WriteConflict, utc_now
-from longrun.tasks import DEVICE_SCAN_WINDOW, RESULT_PAGE_MAX, Stream, TaskAnswer
+
+if TYPE_CHECKING:  # longrun.tasks is imported by the first request that needs it (longrun.services)
+    from longrun.tasks import Stream, TaskAnswer
 
 TASK_ID = path_parameter("task_id", "The task's id (an id of another form names no task: 404)")
 WEBHOOK_ID = path_parameter("webhook_id", "The endpoint's id (an id of another form names no endpoint: 404)")
@@ -488,3 +491,6 @@ def _unauthenticated(_: _Unauthenticated, request: Request) -> Response:
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     idempotency.register(context)
     return api.resolve(event)
+
+
+cold_start.init_done()

@@ -11,6 +11,7 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from longrun import cold_start
 from longrun.services import workflow
 from longrun.workflow import InvocationStillRunning
 
@@ -70,3 +71,6 @@ def _record_command(command_id: str) -> bool:
         logger.info("recorded", extra={"task_id": task_id, "command_id": command_id, "event": COMMAND_ENDED})
         metrics.add_metric(name="BatchesEnded", unit=MetricUnit.Count, value=1)
     return True
+
+
+cold_start.init_done()

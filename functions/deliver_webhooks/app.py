@@ -10,6 +10,7 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from longrun import cold_start
 from longrun.services import deliveries
 
 logger = Logger()
@@ -32,3 +33,6 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         done = list(pool.map(_deliver, records))
     failures = [{"itemIdentifier": record["messageId"]} for record, ok in zip(records, done, strict=True) if not ok]
     return {"batchItemFailures": failures}
+
+
+cold_start.init_done()

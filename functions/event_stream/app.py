@@ -14,7 +14,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from longrun import channels
+from longrun import channels, cold_start
 from longrun.callers import owner_of
 from longrun.config import settings
 from longrun.errors import TaskError, problem
@@ -137,6 +137,7 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main() -> None:
+    cold_start.init_done()
     server = ThreadingHTTPServer(("127.0.0.1", int(os.environ.get("AWS_LWA_PORT", "8080"))), Handler)
     server.daemon_threads = True
     server.serve_forever()

@@ -7,6 +7,7 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from longrun import cold_start
 from longrun.bearer_tokens import InvalidToken, IssuerUnavailable, verify
 from longrun.config import settings
 
@@ -37,3 +38,6 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         },
         "context": {"name": bearer.name},
     }
+
+
+cold_start.init_done()

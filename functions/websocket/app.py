@@ -8,6 +8,7 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from longrun import cold_start
 from longrun.callers import owner_of
 from longrun.config import settings
 from longrun.services import subscriptions
@@ -33,3 +34,6 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         case _:
             subscriptions().receive(connection_id, event.get("body"))
     return {"statusCode": 200}
+
+
+cold_start.init_done()

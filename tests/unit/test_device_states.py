@@ -9,6 +9,7 @@ from typing import Any, cast
 
 import pytest
 
+from longrun.api_requests import DEVICE_SCAN_WINDOW
 from longrun.batching import task_batch_size
 from longrun.config import Settings
 from longrun.errors import BadRequest, DeviceNotFinished, DeviceNotFound, NoOutput
@@ -17,7 +18,7 @@ from longrun.models import DevicePage, DeviceState
 from longrun.page_tokens import PageTokens
 from longrun.records import DeviceCounts, DeviceRun, DeviceStatus, Owner, Task, TaskDevices, TaskSettings, TaskStatus
 from longrun.store import owner_digest
-from longrun.tasks import DEVICE_SCAN_WINDOW, ScriptExecutions, find_device
+from longrun.tasks import ScriptExecutions, find_device
 from longrun.views import device_state
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)

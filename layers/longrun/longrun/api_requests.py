@@ -45,6 +45,10 @@ _NONZERO_PERCENTAGE = re.compile(NONZERO_PERCENTAGE)
 _SHA256 = re.compile(SHA256_TEXT)
 _QUERY_INTEGER = re.compile(r"[+-]?[0-9]{1,18}")
 """An integer in a query string: ASCII digits, with a sign or not (``str.isdigit`` also takes other scripts' digits)"""
+RESULT_PAGE_MAX = 100
+"""The most devices a page of a task's result or devices holds"""
+DEVICE_SCAN_WINDOW = 1_000
+"""The most devices one request of the devices route looks at when it filters by status"""
 DEFAULT_TIMEOUT_SECONDS = 600
 DEFAULT_MAX_CONCURRENCY = 50
 Choice = TypeVar("Choice", bound=StrEnum)
@@ -59,7 +63,7 @@ class Problems(list[dict[str, str]]):
             self.append(error)
 
 
-@dataclass(frozen=True)
+@dataclass
 class Submission:
     """``POST /device-management/script-execution``, checked: the devices and how the script runs on them."""
 
@@ -79,7 +83,7 @@ class Submission:
         }
 
 
-@dataclass(frozen=True)
+@dataclass
 class ScriptDigest:
     """``POST /device-management/scripts``: the script a client is about to upload, by its digest and size."""
 
@@ -87,7 +91,7 @@ class ScriptDigest:
     size: int
 
 
-@dataclass(frozen=True)
+@dataclass
 class NewWebhook:
     """``POST /device-management/webhooks``: where to send which events."""
 

@@ -52,7 +52,7 @@ def problem_answer(
     return Response(status, problem(status, kind, title, detail, instance, errors), dict(headers or {}), PROBLEM_JSON)
 
 
-@dataclass(frozen=True)
+@dataclass
 class Param:
     """A path, query or header parameter: ``name`` as the API spells it, ``key`` as the handler takes it, ``check``
     its value (a string) into what the handler takes, ``schema`` what the OpenAPI document says of it."""
@@ -114,7 +114,7 @@ def text_header(name: str, description: str, pattern: str, key: str) -> Param:
     return Param(name, "header", description, {"type": "string", "pattern": pattern}, check, key=key)
 
 
-@dataclass(frozen=True)
+@dataclass
 class Body:
     """A route's JSON body: ``model`` names its schema in longrun.models, ``check`` reads it (longrun.api_requests)."""
 

@@ -51,6 +51,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import cached_property
 from typing import Any, TypeVar, cast
 
 import boto3
@@ -286,7 +287,7 @@ def retry_conflicts(call: Callable[[], T]) -> T:
         time.sleep(random.uniform(0, min(largest, first * 2 ** (attempt - 1))))  # noqa: S311 - jitter, not secrets
 
 
-def _client() -> Any:
+def _new_client() -> Any:
     """A DynamoDB client that takes and answers Python values, as a Table resource's client does, without building
     the resource (its model costs a cold start about as much as the client itself). Its condition expressions are
     built with a counter: one client per thread."""
@@ -305,9 +306,14 @@ class TaskStore:
         records are set to expire that long after it ended; those written while it ran (its devices, batches and
         events) that long after the longest a task may run, as none of them is rewritten when it ends. Reads take a
         task whose time has come as gone, whether or not TTL has deleted it yet."""
-        self._client = _client()
         self._table_name = table_name
         self._retention = retention
+
+    @cached_property
+    def _client(self) -> Any:
+        """Made on first use, not with the store: a request refused before it reaches DynamoDB (an invalid webhook
+        URL) does not pay for the client's model in a cold start."""
+        return _new_client()
 
     def _kept_while_running(self) -> int:
         """The expiresAt of a record written while its task may still run."""

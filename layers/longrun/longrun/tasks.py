@@ -14,7 +14,7 @@ from typing import Any, Literal
 from botocore.exceptions import BotoCoreError, ClientError
 
 from longrun import executions, idempotency, lifecycle, page_tokens, run_command, scripts
-from longrun.api_requests import RESOURCE_ID, Submission
+from longrun.api_requests import DEVICE_SCAN_WINDOW, RESOURCE_ID, RESULT_PAGE_MAX, Submission
 from longrun.batching import task_plan
 from longrun.config import Settings
 from longrun.errors import (
@@ -41,9 +41,6 @@ from longrun.views import (
     task_view,
 )
 
-RESULT_PAGE_MAX = 100
-DEVICE_SCAN_WINDOW = 1_000
-"""The most devices one request of the devices route looks at when it filters by status"""
 Stream = Literal["stdout", "stderr"]
 
 logger = logging.getLogger(__name__)
