@@ -108,18 +108,15 @@ def _as_documented(method: str, path: str, status: int, headers: dict[str, str],
 
 
 def _resource(path: str) -> tuple[str, dict[str, str] | None]:
-    """The API's resource a path is on, and its path parameters (as the path has them)."""
-    if not path.startswith(RESOURCE + "/"):
-        return path, None
-    task_id, *rest = path.removeprefix(RESOURCE + "/").split("/")
-    params = {"task_id": task_id}
-    resource = [f"{RESOURCE}/{{task_id}}"]
-    for before, part in zip(["{task_id}", *rest], rest, strict=False):
-        if before == "devices":
-            params["device_id"] = part
-            part = "{device_id}"
-        resource.append(part)
-    return "/".join(resource), params
+    """The API's resource a path is on (as API Gateway names it: its template), and its path parameters (as the path
+    has them); a path on no resource is its own."""
+    for template in {route.path for route in function_module("api").api.routes}:
+        names = re.findall(r"\{(\w+)\}", template)
+        pattern = re.sub(r"\\\{\w+\\\}", "([^/]+)", re.escape(template))
+        matched = re.fullmatch(pattern, path)
+        if matched:
+            return template, dict(zip(names, matched.groups(), strict=True)) or None
+    return path, None
 
 
 def executions(deployed: Deployment) -> list[dict[str, Any]]:

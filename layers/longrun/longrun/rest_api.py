@@ -146,21 +146,23 @@ Handler = Callable[..., Response]
 class Route:
     method: str
     path: str
-    """With its parameters in braces: /device-management/script-execution/{task_id}"""
+    """As API Gateway's ``resource`` names it, parameters in braces: /device-management/script-execution/{task_id}"""
     handler: Handler
     params: tuple[Param, ...]
     body: Body | None
     doc: dict[str, Any]
     """What the OpenAPI document says of it besides its parameters and body: summary, description, responses (each
     status with its description, and the model it answers, its headers), tags"""
-    pattern: re.Pattern[str] = field(init=False)
 
-    def __post_init__(self) -> None:
+    def path_values(self, path: str) -> dict[str, str] | None:
+        """The path parameters of a request's path (after any base path), as the client sent them (URL-encoded);
+        None if the path is not this route's."""
         segments = [
             f"(?P<{segment[1:-1]}>{_PARAMETER_TEXT})" if segment.startswith("{") else re.escape(segment)
             for segment in self.path.split("/")
         ]
-        self.pattern = re.compile("^" + "/".join(segments) + "$")
+        matched = re.fullmatch("/".join(segments), path)
+        return matched.groupdict() if matched else None
 
 
 class RestApi:
@@ -168,6 +170,7 @@ class RestApi:
 
     def __init__(self, base_path: re.Pattern[str]) -> None:
         self.routes: list[Route] = []
+        self._by_resource: dict[tuple[str, str], Route] = {}
         self._base_path = base_path
         self._failures: list[tuple[type[BaseException], Callable[[Any, Request], Response]]] = []
 
@@ -175,7 +178,9 @@ class RestApi:
         self, method: str, path: str, params: tuple[Param, ...] = (), body: Body | None = None, **doc: Any
     ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
-            self.routes.append(Route(method, path, handler, params, body, doc))
+            route = Route(method, path, handler, params, body, doc)
+            self.routes.append(route)
+            self._by_resource[(method, path)] = route
             return handler
 
         return register
@@ -205,13 +210,15 @@ class RestApi:
         return _proxy_response(response)
 
     def _dispatch(self, request: Request, path: str) -> Response:
-        for route in self.routes:
-            matched = route.pattern.match(path)
-            if matched and route.method == request.method:
-                return self._call(route, request, matched.groupdict())
-        return problem_answer(
-            404, "no-such-resource", "Not found", f"no resource at {request.method} {request.path}", request.path
-        )
+        """The route API Gateway matched (the event's ``resource`` and method), given the values of its path
+        parameters as the path has them."""
+        route = self._by_resource.get((request.method, str(request.event.get("resource") or "")))
+        path_values = route.path_values(path) if route else None
+        if route is None or path_values is None:
+            return problem_answer(
+                404, "no-such-resource", "Not found", f"no resource at {request.method} {request.path}", request.path
+            )
+        return self._call(route, request, path_values)
 
     def _call(self, route: Route, request: Request, path_values: dict[str, str]) -> Response:
         problems = Problems()

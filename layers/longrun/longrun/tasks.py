@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from longrun import executions, idempotency, lifecycle, page_tokens, run_command, scripts
+from longrun import executions, idempotency, lifecycle, page_tokens, scripts
 from longrun.api_requests import DEVICE_SCAN_WINDOW, RESOURCE_ID, RESULT_PAGE_MAX, Submission
 from longrun.batching import task_plan
 from longrun.config import Settings
@@ -262,6 +262,8 @@ class ScriptExecutions:
         """Of the devices at ``wanted`` positions in the batches first..end-1, those that SSM's rate control still
         holds back in their command (its invocation Pending or Delayed): PENDING, not RUNNING, until SSM starts them.
         One ListCommandInvocations per command; if SSM cannot be asked, every sent device shows RUNNING."""
+        from longrun import run_command  # SSM's: only a page of devices that SSM may hold back needs it
+
         held: set[int] = set()
         for command_id, nodes in self._store.sent_commands(task_id, first, end).items():
             if not wanted.intersection(nodes.values()):
@@ -291,6 +293,8 @@ class ScriptExecutions:
         reason = task.status_reason or f"cancelled by {owner.name}"
         # Each step below is safe to repeat: a cancel asked again after one of them failed (a 5xx) finishes what the
         # first began, so a task is never left CANCELLING with nothing left to end it.
+        from longrun import run_command  # SSM's: only a cancel needs it
+
         if task.execution_arn:
             executions.stop(task.execution_arn, cause=reason)
         for batch in self._store.batches(task_id):
