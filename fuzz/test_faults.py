@@ -42,6 +42,9 @@ RECEIVER_REFUSALS = 0.1
 """The share of webhook deliveries the receiver answers 503"""
 FOLLOWED = 0.25
 """The share of tasks also followed over the WebSocket API"""
+CAUGHT_UP_WAIT = 35.0
+"""Seconds a follower waits for a subscription's caught-up (the subscribe function may run 30 s) before subscribing
+again"""
 DEVICES = ("web-1", "db-1")
 EXPECTED = {"web-1": "SUCCESS", "db-1": "FAILED"}
 """What scripts/fail-on-db.sh gives each device when it runs to its end"""
@@ -139,28 +142,36 @@ def _run(runtime: RuntimeProcess, chooser: random.Random, follow: Callable[[dict
 
 
 def _follow(runtime: RuntimeProcess, run: dict[str, Any], deadline: float) -> None:
-    """Every event the WebSocket API pushes for the run's task until its finished event, kept by id in
-    run["pushed"], as a client follows it: subscribing again after the last id seen when the connection drops or
-    subscribing answers an error (the subscribe function met a fault); an error of another kind than those is kept in
-    run["refused"]."""
+    """Every event the WebSocket API pushes for the run's task until its finished event and the subscription's
+    caught-up, kept by id in run["pushed"], as a client follows it: subscribing again when the connection drops, when
+    subscribing answers an error (the subscribe function met a fault), or when no caught-up comes (the function died
+    midway), after the id of the last caught-up and every event since (events pushed while a subscription catches up
+    can come before kept ones it has still to send); an error of another kind than those is kept in run["refused"]."""
     assert runtime.websocket is not None
     events: dict[int, dict[str, Any]] = run.setdefault("pushed", {})
+    after = 0
     while time.monotonic() < deadline:
-        subscribe = {"action": "subscribe", "task-id": run["id"], "after": max(events, default=0)}
+        subscribe = {"action": "subscribe", "task-id": run["id"], "after": after}
+        caught_up, received = False, [after]
         try:
             with connect(runtime.websocket, open_timeout=10) as websocket:
                 websocket.send(json.dumps(subscribe))
                 while True:
-                    message = json.loads(websocket.recv(timeout=max(0.1, deadline - time.monotonic())))
+                    wait = max(0.1, deadline - time.monotonic())
+                    message = json.loads(websocket.recv(timeout=wait if caught_up else min(wait, CAUGHT_UP_WAIT)))
                     if message.get("type") == "error":
                         if message.get("status", 500) < 500 and message.get("status") != 429:
                             run["refused"] = message
                             return
                         break
-                    if "id" in message:
+                    if message.get("type") == "caught-up":
+                        caught_up, after = True, max(message["after"], *received)
+                    elif "id" in message:
                         events.setdefault(message["id"], message)
-                        if message["type"] == "script-execution.finished":
-                            return
+                        received.append(message["id"])
+                        after = max(after, message["id"]) if caught_up else after
+                    if caught_up and any(e["type"] == "script-execution.finished" for e in events.values()):
+                        return
         except (ConnectionClosed, InvalidHandshake, OSError, TimeoutError):
             pass
         time.sleep(0.5)

@@ -28,7 +28,8 @@ OTHER_CALLER = "someone-else"
 
 
 def events_until_finished(ws: Any, timeout: float = 60) -> list[dict[str, Any]]:
-    """Every message until the finished event, repeats (by event id) dropped as a client does."""
+    """Every message until the finished event and the subscription's caught-up, repeats (by event id) dropped as a
+    client does: the subscription's own messages (subscribed, caught-up) first, then the events in id order."""
     seen: dict[int, dict[str, Any]] = {}
     others: list[dict[str, Any]] = []
     deadline = time.monotonic() + timeout
@@ -38,7 +39,8 @@ def events_until_finished(ws: Any, timeout: float = 60) -> list[dict[str, Any]]:
             seen.setdefault(message["id"], message)
         else:
             others.append(message)
-        if message.get("type") == "script-execution.finished":
+        finished = any(event["type"] == "script-execution.finished" for event in seen.values())
+        if finished and any(other["type"] == "caught-up" for other in others):
             return others + [seen[i] for i in sorted(seen)]
 
 
@@ -57,7 +59,8 @@ def test_a_websocket_subscriber_receives_each_status_change_the_progress_and_the
         ws.send(json.dumps({"action": "subscribe", "task-id": task["id"], "after": 0}))
         messages = events_until_finished(ws)
     assert messages[0]["type"] == "subscribed" and messages[0]["data"]["id"] == task["id"]
-    events = messages[1:]
+    assert messages[1]["type"] == "caught-up" and messages[1]["task-id"] == task["id"]
+    events = messages[2:]
     statuses = [e["data"]["status"] for e in events if e["type"] == "script-execution.status-changed"]
     assert statuses == ["SUBMITTED", "IN_PROGRESS", "COMPLETE"]
     outcomes = {
@@ -77,10 +80,12 @@ def test_a_subscriber_that_reconnects_resumes_after_the_last_event_it_saw(servic
         ws.send(json.dumps({"action": "subscribe", "task-id": task["id"], "after": 0}))
         assert json.loads(ws.recv(timeout=10))["type"] == "subscribed"
         first = json.loads(ws.recv(timeout=10))
+        while "id" not in first:  # caught-up, before any event was kept
+            first = json.loads(ws.recv(timeout=10))
     service.wait(task["id"])
     with connect(service.websocket_url) as ws:
         ws.send(json.dumps({"action": "subscribe", "task-id": task["id"], "after": first["id"]}))
-        rest = events_until_finished(ws)[1:]
+        rest = events_until_finished(ws)[2:]
     assert all(e["id"] > first["id"] for e in rest)
     assert [e["data"]["status"] for e in [first, *rest] if e["type"].endswith("status-changed")] == [
         "SUBMITTED",

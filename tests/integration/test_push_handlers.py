@@ -81,7 +81,7 @@ def test_a_subscription_aws_fails_midway_tells_the_client_to_subscribe_again(
     push_env: Deployment, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Past the SDK's retries, a failed read after the subscription is written could leave the client without the
-    events kept meanwhile: it is told to subscribe again (503), as it does after a dropped connection."""
+    events kept meanwhile: it is told to subscribe again (503), and gets no caught-up."""
     websocket = function_module("websocket")
     websocket.handler(sample("websocket-connect.json"), Context())
     sent: list[str] = []
@@ -109,5 +109,35 @@ def test_a_subscription_aws_fails_midway_tells_the_client_to_subscribe_again(
         "type": "error",
         "status": 503,
         "title": "Subscribe again",
-        "detail": "subscribing did not complete; subscribe again, after the last event id you have",
+        "detail": "subscribing did not complete; subscribe again, after the event id your last caught-up gave",
     }
+    assert not any(answer["type"] == "caught-up" for answer in answers)
+
+
+def test_events_kept_while_subscribing_come_before_caught_up_which_names_the_last(
+    push_env: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An event kept after the replay was read and before the subscription was written is not sent by the publisher
+    (it read no subscriber) but by the subscription, before its caught-up; an event the publisher sends meanwhile can
+    arrive first, so a client resumes after caught-up's id, not after the largest id it has seen."""
+    websocket = function_module("websocket")
+    websocket.handler(sample("websocket-connect.json"), Context())
+    sent: list[str] = []
+
+    def send(store: Any, settings: Any, connection_id: str, messages: list[str]) -> bool:
+        sent.extend(messages)
+        return True
+
+    monkeypatch.setattr(subscriptions, "send_to_connection", send)
+    store = services.task_store()
+    original = store.subscribe
+
+    def kept_meanwhile(connection_id: str, task_id: str, expires_at: Any) -> None:
+        store.keep_event(task_id, 12, json.dumps({"id": 12, "type": "script-execution.progress"}))
+        original(connection_id, task_id, expires_at)
+
+    monkeypatch.setattr(store, "subscribe", kept_meanwhile)
+    assert websocket.handler(sample("websocket-subscribe.json"), Context()) == {"statusCode": 200}  # after 0
+    answers = [json.loads(message) for message in sent]
+    assert [answer.get("type") for answer in answers] == ["subscribed", "script-execution.progress", "caught-up"]
+    assert answers[-1] == {"type": "caught-up", "task-id": TASK, "after": 12}

@@ -201,12 +201,9 @@ class Client:
         deadline = None if timeout is None else time.monotonic() + timeout
         if self.websocket_url:
             subscription = events.Subscription(self.websocket_url, task_id, self.credentials, self._token, deadline)
-            pushed = subscription.follow()
             try:
-                for progress in pushed:
-                    yield progress
-                    if progress.finished:
-                        return
+                yield from subscription.follow()  # it ends once the task has finished and the subscription caught up
+                return
             except events.Unavailable:
                 pass  # no WebSocket to be had: poll instead, from where it got to
         yield from self._poll(task_id, deadline)

@@ -82,15 +82,16 @@ class Subscriptions:
 
     def receive(self, connection_id: str, body: str | None) -> bool:
         """Act on a client's message and answer it. A subscriber gets ``subscribed`` (the task as it is now) first,
-        then the kept events after ``after`` (or after what that state shows), and from then on every event the
-        publisher sends it; the two can overlap, and the event ids tell the repeats. If AWS fails the subscription
-        midway (past the SDK's retries), the client is told to subscribe again (503) rather than left with a
-        subscription that may have missed events."""
+        then the kept events after ``after`` (or after what that state shows), then ``caught-up``, and from then on
+        every event the publisher sends it; the two can overlap and interleave until ``caught-up``, and the event ids
+        tell the repeats. If AWS fails the subscription midway (past the SDK's retries), the client is told to
+        subscribe again (503); if the function dies midway, the client gets no ``caught-up``: either way it
+        subscribes again after the ``after`` of its last ``caught-up``."""
         try:
             return self._receive(connection_id, body)
         except (BotoCoreError, ClientError):
             logger.exception("subscription not completed", extra={"connection_id": connection_id})
-            retry = "subscribing did not complete; subscribe again, after the last event id you have"
+            retry = "subscribing did not complete; subscribe again, after the event id your last caught-up gave"
             return self._send(connection_id, [_error(503, "Subscribe again", retry)])
 
     def _receive(self, connection_id: str, body: str | None) -> bool:
@@ -120,13 +121,23 @@ class Subscriptions:
         replay = self._store.events_after(task.id, after)
         if not self._send(connection_id, [channels.dumps(subscribed), *replay]):
             return False
-        # Only now does the publisher send this connection events: the kept ones it missed meanwhile come next
+        # Only now does the publisher send this connection events: the kept ones it missed meanwhile come next, and
+        # then caught-up, which tells the client it has every kept event up to its id. Until then the publisher's
+        # events can arrive before kept ones they follow: a client that resumes goes on from the last caught-up.
         self._store.subscribe(connection_id, task.id, utc_now() + CONNECTION_LIFETIME)
         seen = max([after, *(json.loads(event)["id"] for event in replay)])
-        return self._send(connection_id, self._store.events_after(task.id, seen))
+        missed = self._store.events_after(task.id, seen)
+        caught_up = max([seen, *(json.loads(event)["id"] for event in missed)])
+        return self._send(connection_id, [*missed, channels.dumps(_caught_up(task.id, caught_up))])
 
     def _send(self, connection_id: str, messages: list[str]) -> bool:
         return send_to_connection(self._store, self._config, connection_id, messages)
+
+
+def _caught_up(task_id: str, after: int) -> dict[str, Any]:
+    """The subscription's last message: every kept event up to ``after`` has been sent; from now on the publisher
+    sends each new one as it happens, in order."""
+    return {"type": "caught-up", "task-id": task_id, "after": after}
 
 
 def _error(status: int, title: str, detail: str, task_id: str | None = None) -> str:
