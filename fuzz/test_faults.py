@@ -149,16 +149,19 @@ def _follow(runtime: RuntimeProcess, run: dict[str, Any], deadline: float) -> No
     can come before kept ones it has still to send); an error of another kind than those is kept in run["refused"]."""
     assert runtime.websocket is not None
     events: dict[int, dict[str, Any]] = run.setdefault("pushed", {})
+    subscriptions: list[list[Any]] = run.setdefault("subscriptions", [])
     after = 0
     while time.monotonic() < deadline:
         subscribe = {"action": "subscribe", "task-id": run["id"], "after": after}
         caught_up, received = False, [after]
+        subscriptions.append([after])  # what each subscription got, for a violation's report
         try:
             with connect(runtime.websocket, open_timeout=10) as websocket:
                 websocket.send(json.dumps(subscribe))
                 while True:
                     wait = max(0.1, deadline - time.monotonic())
                     message = json.loads(websocket.recv(timeout=wait if caught_up else min(wait, CAUGHT_UP_WAIT)))
+                    subscriptions[-1].append(message.get("id", message.get("after", message.get("type"))))
                     if message.get("type") == "error":
                         if message.get("status", 500) < 500 and message.get("status") != 429:
                             run["refused"] = message
@@ -172,8 +175,8 @@ def _follow(runtime: RuntimeProcess, run: dict[str, Any], deadline: float) -> No
                         after = max(after, message["id"]) if caught_up else after
                     if caught_up and any(e["type"] == "script-execution.finished" for e in events.values()):
                         return
-        except (ConnectionClosed, InvalidHandshake, OSError, TimeoutError):
-            pass
+        except (ConnectionClosed, InvalidHandshake, OSError, TimeoutError) as error:
+            subscriptions[-1].append(type(error).__name__)
         time.sleep(0.5)
 
 
@@ -277,7 +280,10 @@ def _pushed_violations(channel: str, run: dict[str, Any], taken: dict[int, dict[
     result shows."""
     task, kept = run["id"], set(run.get("streamed", []))
     if not kept <= set(taken):
-        return [f"{task}: the {channel} never got events {sorted(kept - set(taken))}"]
+        told = (
+            f"; its subscriptions (after, then what each got): {run['subscriptions']}" if "subscriptions" in run else ""
+        )
+        return [f"{task}: the {channel} never got events {sorted(kept - set(taken))} of {sorted(kept)}{told}"]
     found = []
     events = [taken[event_id] for event_id in sorted(taken)]
     if [event["type"] for event in events].count("script-execution.finished") != 1 or events[-1]["type"] != (

@@ -5,10 +5,12 @@ change is numbered by the task itself: an event's id is ``version * 4 + kind`` (
 2 finished). Ids increase with the task's changes and stay the same when the stream delivers a change again, so a
 receiver drops an id it has seen and orders by id.
 
-Device outcomes are coalesced: the changes in one batch of the stream (Lambda reads a shard four times a second, so
-about 250 ms of changes) that only move counts become one progress event carrying every outcome they recorded (more
-than one when they would not fit in 64 KB). A status change is never coalesced away: the progress before it is sent
-first, then the status change, then (on a finishing status) the finished event with the result summary.
+Each change that only moves counts is one progress event, carrying the outcomes it recorded (a write records a batch
+of outcomes at most: its event stays far below 64 KB); a status change is its status-changed event, then (on a
+finishing status) the finished event with the result summary. An event is made of its change alone, never of the
+changes the same read of the stream holds: Lambda hands a batch again from the change that failed, often with more
+changes after it, and an event made of several changes would then come out with another id, covering other devices,
+than the one an interrupted attempt had already kept or sent (a device told twice, a kept event never pushed).
 """
 
 from __future__ import annotations
@@ -79,19 +81,17 @@ def task_events(task: Task, changes: list[TaskStateChange], links: Links, finish
     """The events of one task's changes (in stream order). ``task`` is the task as it is now: its settings, owner
     and reason; each event shows the state the task had at its change."""
     events: list[TaskEvent] = []
-    pending: list[TaskStateChange] = []
     for change in changes:
+        at = _at(task, change)
         if change.previous_status is None or change.status is not change.previous_status:
-            events += _progress(task, pending, links)
-            pending = []
-            at = _at(task, change)
             events.append(_event(TaskEventType.STATUS_CHANGED, at, change, links))
             if change.status.finished:
                 result, never_started = finished(at)
                 events.append(_finished(at, change, links, result, never_started))
         else:
-            pending.append(change)
-    return events + _progress(task, pending, links)
+            told = [_told(outcome) for outcome in change.outcomes]
+            events.append(_event(TaskEventType.PROGRESS, at, change, links, told))
+    return events
 
 
 def bus_worthy(event: TaskEvent, previous_percentage: int | None) -> bool:
@@ -134,21 +134,6 @@ def _event(
     )
 
 
-def _progress(task: Task, changes: list[TaskStateChange], links: Links) -> list[TaskEvent]:
-    """One progress event for changes that only moved counts, split where its outcomes would pass 64 KB."""
-    events: list[TaskEvent] = []
-    devices: list[View] = []
-    told = [[_told(outcome) for outcome in change.outcomes] for change in changes]
-    for position, change in enumerate(changes):
-        devices += told[position]
-        last = position == len(changes) - 1
-        event = _event(TaskEventType.PROGRESS, _at(task, change), change, links, devices)
-        if last or _size(event) + _size_of_outcomes(told[position + 1]) > MAX_EVENT_BYTES:
-            events.append(event)
-            devices = []
-    return events
-
-
 def _told(outcome: RecordedOutcome) -> View:
     return views.device_outcome(outcome.device_id, outcome.status, outcome.exit_code, outcome.reason)
 
@@ -170,10 +155,6 @@ def _finished(
 
 def _size(event: TaskEvent) -> int:
     return len(event.body())
-
-
-def _size_of_outcomes(outcomes: list[View]) -> int:
-    return sum(len(channels.dumps(outcome)) + 1 for outcome in outcomes)
 
 
 def not_started(letters: str | None) -> list[int]:
