@@ -77,13 +77,8 @@ def test_a_delivery_to_a_removed_endpoint_is_done_with(push_env: Deployment) -> 
     assert answer == {"batchItemFailures": []}
 
 
-def test_a_subscription_aws_fails_midway_tells_the_client_to_subscribe_again(
-    push_env: Deployment, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Past the SDK's retries, a failed read after the subscription is written could leave the client without the
-    events kept meanwhile: it is told to subscribe again (503), and gets no caught-up."""
-    websocket = function_module("websocket")
-    websocket.handler(sample("websocket-connect.json"), Context())
+def _sent_to_connections(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """What the WebSocket function sends its connections, in order, kept instead of posted."""
     sent: list[str] = []
 
     def send(store: Any, settings: Any, connection_id: str, messages: list[str]) -> bool:
@@ -91,6 +86,17 @@ def test_a_subscription_aws_fails_midway_tells_the_client_to_subscribe_again(
         return True
 
     monkeypatch.setattr(subscriptions, "send_to_connection", send)
+    return sent
+
+
+def test_a_subscription_aws_fails_midway_tells_the_client_to_subscribe_again(
+    push_env: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the SDK's retries, a failed read after the subscription is written could leave the client without the
+    events kept meanwhile: it is told to subscribe again (503), and gets no caught-up."""
+    websocket = function_module("websocket")
+    websocket.handler(sample("websocket-connect.json"), Context())
+    sent = _sent_to_connections(monkeypatch)
     store = services.task_store()
     reads = {"count": 0}
     original = store.events_after
@@ -122,13 +128,7 @@ def test_events_kept_while_subscribing_come_before_caught_up_which_names_the_las
     arrive first, so a client resumes after caught-up's id, not after the largest id it has seen."""
     websocket = function_module("websocket")
     websocket.handler(sample("websocket-connect.json"), Context())
-    sent: list[str] = []
-
-    def send(store: Any, settings: Any, connection_id: str, messages: list[str]) -> bool:
-        sent.extend(messages)
-        return True
-
-    monkeypatch.setattr(subscriptions, "send_to_connection", send)
+    sent = _sent_to_connections(monkeypatch)
     store = services.task_store()
     original = store.subscribe
 

@@ -135,18 +135,24 @@ def _within(value: int, field: str, problems: Problems, minimum: int, maximum: i
     return int(value)
 
 
+def _sized(length: int, field: str, problems: Problems, bounds: tuple[int, int | None], what: tuple[str, str]) -> bool:
+    """Whether a string's or a list's ``length`` is within ``bounds``; ``what``: its kind and what it counts."""
+    (minimum, maximum), (kind, unit) = bounds, what
+    if length < minimum:
+        problems.add(field, f"{kind} should have at least {minimum} {unit}{'s' * (minimum != 1)}")
+        return False
+    if maximum is not None and length > maximum:
+        problems.add(field, f"{kind} should have at most {maximum} {unit}s, not {length}")
+        return False
+    return True
+
+
 def text(value: Any, field: str, problems: Problems, min_length: int = 0, max_length: int | None = None) -> str | None:
     """A JSON string of ``min_length``..``max_length`` characters."""
     if not isinstance(value, str):
         problems.add(field, "Input should be a valid string")
         return None
-    if len(value) < min_length:
-        problems.add(field, f"String should have at least {min_length} character{'s' * (min_length != 1)}")
-        return None
-    if max_length is not None and len(value) > max_length:
-        problems.add(field, f"String should have at most {max_length} characters")
-        return None
-    return value
+    return value if _sized(len(value), field, problems, (min_length, max_length), ("String", "character")) else None
 
 
 def _limit(value: Any, field: str, problems: Problems, minimum: int, percentage: re.Pattern[str]) -> int | str | None:
@@ -167,13 +173,7 @@ def _array(value: Any, field: str, problems: Problems, min_length: int, max_leng
     if not isinstance(value, list):
         problems.add(field, "Input should be a valid list")
         return None
-    if len(value) < min_length:
-        problems.add(field, f"List should have at least {min_length} item{'s' * (min_length != 1)} after validation")
-        return None
-    if max_length is not None and len(value) > max_length:
-        problems.add(field, f"List should have at most {max_length} items after validation, not {len(value)}")
-        return None
-    return value
+    return value if _sized(len(value), field, problems, (min_length, max_length), ("List", "item")) else None
 
 
 def _fields(body: Any, known: tuple[str, ...], required: tuple[str, ...], problems: Problems) -> dict[str, Any]:
