@@ -1,8 +1,9 @@
 """The records the data-access module keeps and the workflow works on, as plain dataclasses.
 
-They hold values already checked: the API validates what a client sends with its pydantic models (longrun.models)
-and shapes its answers with them, from these records. The workflow's functions read and write only records, so they
-never import pydantic, whose import and validators would be about a third of their cold start.
+They hold values already checked: the API checks what a client sends by hand (longrun.api_requests) and shapes its
+answers from these records as the contract's JSON (longrun.views), both as the pydantic models of longrun.models
+document them. No function reads or writes anything but records, so none imports pydantic, whose import and validators
+would be about a third of a cold start.
 """
 
 from __future__ import annotations
