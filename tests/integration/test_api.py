@@ -89,10 +89,8 @@ def _as_documented(method: str, path: str, status: int, headers: dict[str, str],
     """Every answer is one the OpenAPI document gives its operation: a status it lists, and a body its model (of
     longrun.models) reads and writes back the same, byte for byte once parsed."""
     paths = _contract()["paths"]
-    template = next(
-        (name for name in paths if re.fullmatch(re.sub(r"\\{\w+\\}", "[^/]+", re.escape(name)), path)), None
-    )
-    if template is None or method.lower() not in paths[template]:
+    template, _ = _resource(path)
+    if template not in paths or method.lower() not in paths[template]:
         assert status == 404, (method, path, status)
         return
     responses = paths[template][method.lower()]["responses"]

@@ -14,12 +14,13 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cached_property
 from typing import Any
 
 from longrun import api_requests
 from longrun.api_requests import Problems
 from longrun.channels import dumps
-from longrun.errors import problem
+from longrun.errors import InvalidRequest, problem
 
 PROBLEM_JSON = "application/problem+json"
 JSON = "application/json"
@@ -136,7 +137,13 @@ class Request:
 
     @property
     def request_context(self) -> dict[str, Any]:
-        return dict(self.event.get("requestContext") or {})
+        found: dict[str, Any] = self.event.get("requestContext") or {}
+        return found
+
+    @cached_property
+    def headers(self) -> dict[str, str]:
+        """Its headers by their names in lower case (HTTP's names are case-insensitive)."""
+        return {name.lower(): value for name, value in (self.event.get("headers") or {}).items()}
 
 
 Handler = Callable[..., Response]
@@ -225,7 +232,7 @@ class RestApi:
         given = {
             "path": path_values,
             "query": request.event.get("queryStringParameters") or {},
-            "header": {name.lower(): value for name, value in (request.event.get("headers") or {}).items()},
+            "header": request.headers,
         }
         arguments: dict[str, Any] = {}
         for param in route.params:
@@ -245,13 +252,9 @@ class RestApi:
             else:
                 arguments["body"] = route.body.check(body, problems)
         if problems:
+            detail, errors = "the request does not match the API's schema", list(problems)
             return problem_answer(
-                422,
-                "invalid-request",
-                "Invalid request",
-                "the request does not match the API's schema",
-                request.path,
-                list(problems),
+                InvalidRequest.status, InvalidRequest.kind, InvalidRequest.title, detail, request.path, errors
             )
         return route.handler(request, **arguments)
 
@@ -261,8 +264,7 @@ _MISSING = object()
 
 def _unsupported(request: Request) -> Response | None:
     """A body is JSON: any other Content-Type (a form, text) is refused with 415 (none at all is taken as JSON)."""
-    headers = {name.lower(): value for name, value in (request.event.get("headers") or {}).items()}
-    content_type = str(headers.get("content-type", "")).split(";")[0].strip().lower()
+    content_type = str(request.headers.get("content-type", "")).split(";")[0].strip().lower()
     if content_type and content_type != JSON and not content_type.endswith("+json"):
         return problem_answer(
             415,

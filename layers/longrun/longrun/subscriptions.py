@@ -125,13 +125,18 @@ class Subscriptions:
         # then caught-up, which tells the client it has every kept event up to its id. Until then the publisher's
         # events can arrive before kept ones they follow: a client that resumes goes on from the last caught-up.
         self._store.subscribe(connection_id, task.id, utc_now() + CONNECTION_LIFETIME)
-        seen = max([after, *(json.loads(event)["id"] for event in replay)])
+        seen = _last_id(after, replay)
         missed = self._store.events_after(task.id, seen)
-        caught_up = max([seen, *(json.loads(event)["id"] for event in missed)])
+        caught_up = _last_id(seen, missed)
         return self._send(connection_id, [*missed, channels.dumps(_caught_up(task.id, caught_up))])
 
     def _send(self, connection_id: str, messages: list[str]) -> bool:
         return send_to_connection(self._store, self._config, connection_id, messages)
+
+
+def _last_id(after: int, events: list[str]) -> int:
+    """The id of the last of ``events`` (their JSON bodies, in order), or ``after`` if there are none."""
+    return max([after, *(int(json.loads(event)["id"]) for event in events)])
 
 
 def _caught_up(task_id: str, after: int) -> dict[str, Any]:
