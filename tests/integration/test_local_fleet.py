@@ -116,6 +116,26 @@ def test_a_failed_download_fails_its_step_and_the_invocation(fleet: tuple[Fleet,
     assert steps["runShellScript"]["Status"] == "Failed"  # the document has no onFailure: the next step still runs
 
 
+def test_a_script_past_its_execution_timeout_is_killed_and_timed_out(
+    fleet: tuple[Fleet, list[dict[str, Any]]],
+) -> None:
+    local, _ = fleet
+    node = node_id_for("web-1")
+    boto3.client("s3").put_object(Bucket=BUCKET, Key="scripts/slow.sh", Body=b"#!/bin/sh\necho begun\nsleep 30\n")
+    started = time.monotonic()
+    command = send(local, [node], key="scripts/slow.sh", commandLine=["sh ./slow.sh"], executionTimeout=["1"])
+    wait(local, command["CommandId"])
+    assert time.monotonic() - started < 10  # killed at its limit, not left to sleep its 30 s
+    run = local.handle(
+        "GetCommandInvocation", {"CommandId": command["CommandId"], "InstanceId": node, "PluginName": "runShellScript"}
+    )
+    assert (run["Status"], run["StatusDetails"], run["StandardOutputContent"]) == (
+        "TimedOut",
+        "ExecutionTimedOut",
+        "begun\n",
+    )
+
+
 @pytest.mark.parametrize(
     ("change", "code"),
     [
