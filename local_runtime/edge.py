@@ -40,7 +40,8 @@ from werkzeug.wrappers import Request, Response
 
 from local_runtime import aws_requests, iam, meter, s3_integrity, sigv4
 from local_runtime.faults import TIMEOUT_HOLD_SECONDS, EdgeFaults, error_answer
-from local_runtime.fleet import Fleet, FleetError
+from local_runtime.fleet import FleetError
+from local_runtime.fleet_process import FleetProcess
 from local_runtime.identities import ADMINISTRATOR, Identities
 from local_runtime.lambdas import LambdaBridge
 from local_runtime.loopback import LOOPBACK
@@ -67,7 +68,7 @@ class Edge:
     def __init__(
         self,
         lambdas: LambdaBridge,
-        fleet: Fleet,
+        fleet: FleetProcess,
         identities: Identities,
         ledger: iam.Ledger,
         faults: EdgeFaults | None = None,

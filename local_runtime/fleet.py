@@ -41,7 +41,6 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from local_runtime.identities import Credentials
-from local_runtime.loopback import EdgeTransport, connect
 from local_runtime.ssm_documents import DOCUMENTS, Document, Step
 from local_runtime.template import ACCOUNT_ID
 
@@ -200,9 +199,7 @@ class Fleet:
         unresponsive: list[str] | None = None,
         faults: EventFaults | None = None,
         work_dir: Path | None = None,
-        transport: EdgeTransport | None = None,
     ) -> None:
-        """``transport``: how the devices reach the edge when it runs in this process (loopback), if not over HTTP."""
         hybrid = [d for d in device_ids if not d.startswith("ec2:")]
         ec2 = [d.removeprefix("ec2:") for d in device_ids if d.startswith("ec2:")]
         self.devices = {node_id_for(d): d for d in hybrid} | {instance_id_for(d): d for d in ec2}
@@ -226,7 +223,6 @@ class Fleet:
             aws_session_token=credentials.session_token,
             config=Config(max_pool_connections=MAX_NODES * 4),  # every device of a few commands at once
         )
-        connect(self._s3, transport)
         self._work_dir = work_dir or Path(tempfile.mkdtemp(prefix="longrun-fleet-"))
         self._owns_work_dir = work_dir is None
         self._closing = threading.Event()

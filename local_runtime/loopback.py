@@ -1,13 +1,13 @@
-"""The runtime's own AWS calls, without a socket: what the runtime's process asks of the edge (the devices' S3 calls,
-the state machine's tasks, the event source mappings' pollers) goes from the boto3 client straight to the edge's WSGI
-application, in the calling thread.
+"""The runtime's own AWS calls, without a socket: what the runtime's process asks of the edge (the state machine's
+tasks, the event source mappings' pollers, EventBridge's sends to queues) goes from the boto3 client straight to the
+edge's WSGI application, in the calling thread.
 
 The request is the one botocore would send over HTTP, byte for byte (signed, with the Host and Accept-Encoding
 headers http.client adds), turned into the WSGI environ the edge's HTTP server (moto's request handler on
 werkzeug's) would make of it; the answer is read back as botocore reads it off the wire. So the request meets
 everything a request over HTTP meets: its signature is verified, its caller's policies are checked, the meter counts
 it, and moto answers it; only the loopback connection, the server's thread and the HTTP parsing on both sides are
-skipped. Functions, which run in processes of their own, still call the edge over HTTP.
+skipped. Functions and the fleet's devices, in processes of their own, call the edge over HTTP.
 """
 
 from __future__ import annotations

@@ -21,7 +21,8 @@ from local_runtime.edge import Edge
 from local_runtime.event_sources import EventSources
 from local_runtime.events import EventBus
 from local_runtime.faults import EdgeFaults
-from local_runtime.fleet import EventFaults, Fleet
+from local_runtime.fleet import EventFaults
+from local_runtime.fleet_process import FleetProcess
 from local_runtime.identities import Credentials, Identities
 from local_runtime.lambdas import LambdaBridge
 from local_runtime.loopback import EdgeTransport, connect
@@ -71,7 +72,7 @@ class Options:
 class LocalRuntime:
     options: Options
     stack: template.LocalStack = field(init=False)
-    fleet: Fleet = field(init=False)
+    fleet: FleetProcess = field(init=False)
     ledger: iam.Ledger = field(default_factory=iam.Ledger)
     _closers: list[Callable[[], None]] = field(default_factory=list)
 
@@ -130,17 +131,16 @@ class LocalRuntime:
         lambdas = LambdaBridge(self.stack, identities, aws, opts.logs_dir, site)
         loopback = EdgeTransport((opts.host, opts.edge_port))  # the runtime's own calls to the edge, without HTTP
         bus = EventBus(self.stack, lambdas, self._queue_sender(identities.events, loopback))
-        self.fleet = Fleet(
+        self.fleet = FleetProcess(
+            bus.put,
             device_ids=list(opts.devices),
             tag_key=self.stack.parameters["DeviceIdTagKey"],
             region=opts.region,
             s3_endpoint=self.edge_url,
             credentials=identities.devices,
-            announce=bus.put,
             unmanaged=list(opts.unmanaged),
             unresponsive=list(opts.unresponsive),
             faults=opts.event_faults,
-            transport=loopback,
         )
         edge = Edge(lambdas, self.fleet, identities, self.ledger, EdgeFaults(opts.fault_rate, opts.fault_seed))
         loopback.bind(edge)

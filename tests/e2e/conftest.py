@@ -165,7 +165,7 @@ class Service:
         """The device scripts this runtime still has running (not its functions' execution environments)."""
         if self.process is None:
             return []
-        return [p for p in self.process.children(recursive=True) if _is_alive(p) and not _is_lambda(p)]
+        return [p for p in self.process.children(recursive=True) if _is_alive(p) and not _is_runtime_part(p)]
 
 
 def sign_as(caller: str, method: str, url: str, data: bytes | None, headers: dict[str, str]) -> dict[str, str]:
@@ -182,10 +182,11 @@ def _is_alive(process: psutil.Process) -> bool:
         return False
 
 
-def _is_lambda(process: psutil.Process) -> bool:
-    """One of the runtime's execution environments (lambda_bootstrap.py, or a web app behind Lambda Web Adapter)."""
+def _is_runtime_part(process: psutil.Process) -> bool:
+    """One of the runtime's execution environments (lambda_bootstrap.py, or a web app behind Lambda Web Adapter), or
+    the fleet's process."""
     try:
-        return "AWS_LAMBDA_FUNCTION_NAME" in process.environ()
+        return "AWS_LAMBDA_FUNCTION_NAME" in process.environ() or "local_runtime.fleet_process" in process.cmdline()
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return False
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import subprocess
@@ -11,6 +12,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import psutil
 import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
@@ -41,6 +43,32 @@ def test_sigterm_stops_the_runtime_and_every_running_script() -> None:
     text = runtime.log.read_text()
     assert "Traceback" not in text, text[-3000:]
     assert "longrun local runtime stopped" in text
+
+
+def test_a_runtime_killed_outright_leaves_no_script_running() -> None:
+    """The fleet runs in a process of its own: when the runtime's process dies without stopping it, the fleet still
+    kills its scripts and ends."""
+    runtime = LocalRuntimeProcess.start()
+    assert runtime.service.process is not None
+    everything = runtime.service.process.children(recursive=True)
+    try:
+        runtime.service.submit(**{"device-ids": ["web-1", "web-2"], "script-url": "scripts/slow.sh"})
+        deadline = time.monotonic() + 15
+        while len(runtime.service.scripts_running()) < 2:
+            assert time.monotonic() < deadline, "the scripts did not start"
+            time.sleep(0.1)
+        scripts = runtime.service.scripts_running()
+        everything = runtime.service.process.children(recursive=True)
+        fleet = [p for p in runtime.service.process.children() if "local_runtime.fleet_process" in p.cmdline()]
+        assert len(fleet) == 1
+        runtime.runtime.process.kill()
+        runtime.runtime.process.wait()
+        _, alive = psutil.wait_procs(scripts + fleet, timeout=20)
+        assert not alive, f"outlived the runtime: {alive}"
+    finally:
+        for process in everything:  # the functions' execution environments, whatever happened
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
 
 
 def test_a_commands_end_records_devices_whose_own_events_were_lost() -> None:
