@@ -117,8 +117,7 @@ def script_text(table: Path, notes: Path) -> str:
 
 
 def run(local: Local, ids: list[str], concurrency: int, table: Path, work: Path) -> dict[str, Any]:
-    notes = work / f"notes-{concurrency}"
-    notes.mkdir()
+    notes = Path(tempfile.mkdtemp(dir=work, prefix=f"notes-{concurrency}-"))  # a concurrency may be run twice
     script = local.upload_script(f"bench-scheduling-{concurrency}.sh", script_text(table, notes))
     task = local.submit(**{"device-ids": ids, "script-url": script, "max-concurrency": concurrency})
     done = local.wait(task["id"], poll=1)
