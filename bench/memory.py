@@ -1,9 +1,9 @@
 """Memory, and the 10,000-device run: a task of trivial scripts on 10,000 simulated devices through the local
 runtime, sampling every half second the resident memory of the runtime's process and, apart, of its functions'
-execution environments (each a process, as in Lambda), and their sum (the peak of the sum over the runtime's
-processes is the run's peak memory; the devices' scripts are not counted). The task must end COMPLETE with its
-counts adding up to 10,000 and matching its per-device records (the result summary's device lists, which the
-workflow fixes from every device's record when the task finishes).
+execution environments (each a process, as in Lambda) and of the fleet's process, and their sum (the peak of the sum
+over the runtime's processes is the run's peak memory; the devices' scripts are not counted). The task must end
+COMPLETE with its counts adding up to 10,000 and matching its per-device records (the result summary's device lists,
+which the workflow fixes from every device's record when the task finishes).
 
     python -m bench.memory [--devices 10000] [--concurrency 1000]
 """
@@ -29,17 +29,20 @@ def main() -> None:
     process = psutil.Process(local.runtime.process.pid)
     samples: list[int] = []
     functions: list[tuple[int, int]] = []
+    fleet: list[int] = []
     totals: list[int] = []
     stop = threading.Event()
 
     def sample() -> None:
         while not stop.is_set():
             runtime_rss = process.memory_info().rss
-            environments = _environments(process)
+            environments = _children(process, "lambda_bootstrap.py")
             environments_rss = sum(_rss(p) for p in environments)
+            fleet_rss = sum(_rss(p) for p in _children(process, "local_runtime.fleet_process"))
             samples.append(runtime_rss)
             functions.append((len(environments), environments_rss))
-            totals.append(runtime_rss + environments_rss)
+            fleet.append(fleet_rss)
+            totals.append(runtime_rss + environments_rss + fleet_rss)
             time.sleep(0.5)
 
     sampler = threading.Thread(target=sample)
@@ -80,6 +83,7 @@ def main() -> None:
             "peakRssMiB": round(max(samples) / 2**20, 1),
             "functionsPeakRssMiB": round(max(rss for _, rss in functions) / 2**20, 1),
             "functionsPeakEnvironments": max(count for count, _ in functions),
+            "fleetPeakRssMiB": round(max(fleet) / 2**20, 1),
             "totalPeakRssMiB": round(max(totals) / 2**20, 1),
         },
     )
@@ -92,12 +96,13 @@ def _rss(process: psutil.Process) -> int:
         return 0
 
 
-def _environments(runtime: psutil.Process) -> list[psutil.Process]:
-    """The runtime's Lambda execution environments (not the devices' scripts)."""
+def _children(runtime: psutil.Process, program: str) -> list[psutil.Process]:
+    """The runtime's processes running ``program`` (its execution environments' bootstrap, or the fleet's module), not
+    the devices' scripts."""
     found = []
     for child in runtime.children(recursive=True):
         try:
-            if any(part.endswith("lambda_bootstrap.py") for part in child.cmdline()):
+            if any(part.endswith(program) for part in child.cmdline()):
                 found.append(child)
         except psutil.NoSuchProcess:
             continue
