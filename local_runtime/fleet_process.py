@@ -80,7 +80,8 @@ class FleetProcess:
         self._listening.start()
 
     def handle(self, action: str, body: dict[str, Any]) -> dict[str, Any]:
-        """One of SSM's or the tagging API's actions, answered by the fleet; FleetError as the fleet refuses it."""
+        """One of SSM's or the tagging API's actions, answered by the fleet; FleetError as the fleet refuses it,
+        RuntimeError if the fleet itself failed on it."""
         try:
             connection = self._idle.get_nowait()
         except queue.Empty:
@@ -90,6 +91,8 @@ class FleetProcess:
         self._idle.put(connection)
         if "error" in answer:
             raise FleetError(*answer["error"])
+        if "failed" in answer:
+            raise RuntimeError(answer["failed"])
         return dict(answer["result"])
 
     def _pass_events(self) -> None:
@@ -125,9 +128,9 @@ def _serve(connection: Connection, fleet: Fleet) -> None:
                 connection.send({"result": fleet.handle(action, body)})
             except FleetError as error:
                 connection.send({"error": [error.code, error.message]})
-            except Exception as error:  # a fault of the local fleet: an internal error, as SSM would answer
+            except Exception as error:  # a fault of the local fleet itself: the edge answers 500, as in-process
                 log.exception("the local fleet failed on %s", action)
-                connection.send({"error": ["InternalServerError", f"the local fleet failed: {error}"]})
+                connection.send({"failed": f"the local fleet failed on {action}: {error!r}"})
 
 
 def main() -> None:
