@@ -18,6 +18,7 @@ from collections import Counter
 import psutil
 
 from bench.common import Local, save
+from local_runtime import fleet_process
 
 
 def main() -> None:
@@ -38,7 +39,7 @@ def main() -> None:
             runtime_rss = process.memory_info().rss
             environments = _children(process, "lambda_bootstrap.py")
             environments_rss = sum(_rss(p) for p in environments)
-            fleet_rss = sum(_rss(p) for p in _children(process, "local_runtime.fleet_process"))
+            fleet_rss = sum(_rss(p) for p in _children(process, fleet_process.MODULE))
             samples.append(runtime_rss)
             functions.append((len(environments), environments_rss))
             fleet.append(fleet_rss)

@@ -29,6 +29,8 @@ from local_runtime.fleet import EventFaults, Fleet, FleetError
 from local_runtime.identities import Credentials
 
 log = logging.getLogger("local_runtime.fleet")
+MODULE = "local_runtime.fleet_process"
+"""What the fleet's process runs (``python -m``): by it the runtime's processes are told from the devices' scripts"""
 STOP_SECONDS = 15
 """How long the fleet's process has to kill its scripts and remove their directories before it is killed"""
 
@@ -63,9 +65,7 @@ class FleetProcess:
                 "faults": asdict(faults),
             },
         }
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "local_runtime.fleet_process"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
-        )
+        self._process = subprocess.Popen([sys.executable, "-m", MODULE], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         assert self._process.stdin and self._process.stdout
         self._process.stdin.write(json.dumps(settings).encode())
         self._process.stdin.close()

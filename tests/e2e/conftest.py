@@ -25,6 +25,7 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
+from local_runtime import fleet_process
 from local_runtime.api_callers import DEFAULT_CALLERS, LOCAL_SECRET
 from local_runtime.launcher import RuntimeProcess
 from tests.e2e import iam_report
@@ -186,7 +187,7 @@ def _is_runtime_part(process: psutil.Process) -> bool:
     """One of the runtime's execution environments (lambda_bootstrap.py, or a web app behind Lambda Web Adapter), or
     the fleet's process."""
     try:
-        return "AWS_LAMBDA_FUNCTION_NAME" in process.environ() or "local_runtime.fleet_process" in process.cmdline()
+        return "AWS_LAMBDA_FUNCTION_NAME" in process.environ() or fleet_process.MODULE in process.cmdline()
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return False
 

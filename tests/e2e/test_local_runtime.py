@@ -19,7 +19,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
-from local_runtime import template
+from local_runtime import fleet_process, template
 from local_runtime.api_callers import LOCAL_SECRET
 from local_runtime.identities import Identities
 from local_runtime.lambdas import function_site
@@ -59,7 +59,7 @@ def test_a_runtime_killed_outright_leaves_no_script_running() -> None:
             time.sleep(0.1)
         scripts = runtime.service.scripts_running()
         everything = runtime.service.process.children(recursive=True)
-        fleet = [p for p in runtime.service.process.children() if "local_runtime.fleet_process" in p.cmdline()]
+        fleet = [p for p in runtime.service.process.children() if fleet_process.MODULE in p.cmdline()]
         assert len(fleet) == 1
         runtime.runtime.process.kill()
         runtime.runtime.process.wait()
