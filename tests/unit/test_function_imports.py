@@ -1,7 +1,9 @@
 """What each function imports: none imports pydantic, which would be about a third of its cold start
 (docs/benchmarks.md, section 4). The functions work on dataclass records (longrun.records), build what they answer and
 send as the contract's JSON (longrun.views), and the API checks requests by hand (longrun.api_requests); the pydantic
-models (longrun.models) only document the contract, for the OpenAPI document and the tests."""
+models (longrun.models) only document the contract, for the OpenAPI document and the tests. And none imports boto3 in
+its init: boto3 comes with the first AWS client made (longrun.aws_clients), so a request answered before any AWS call
+does not pay for it."""
 
 from __future__ import annotations
 
@@ -67,3 +69,16 @@ def test_no_function_imports_pydantic(function: str) -> None:
 def test_the_models_do_import_pydantic() -> None:
     """The check above can fail: importing the contract's models imports pydantic."""
     assert "pydantic" in _imported("api", "import app\nimport longrun.models")
+
+
+@pytest.mark.parametrize("function", sorted(FIRST_USE))
+def test_no_function_imports_boto3_in_its_init(function: str) -> None:
+    imported = _imported(function, "import app")
+    assert "boto3" not in imported
+    assert "s3transfer" not in imported
+
+
+def test_the_first_client_imports_boto3() -> None:
+    """The check above can fail: making the first client imports boto3."""
+    imported = _imported("api", "import app\nfrom longrun import aws_clients\naws_clients.client('dynamodb')")
+    assert "boto3" in imported

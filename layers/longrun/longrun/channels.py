@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
-import boto3
+from longrun import aws_clients
 
 if TYPE_CHECKING:
     from longrun.change_feed import TaskEvent
@@ -28,7 +28,7 @@ class PushFailed(Exception):
 
 @cache
 def _client(service: str, endpoint_url: str | None = None) -> Any:
-    return boto3.client(service, endpoint_url=endpoint_url)  # type: ignore[call-overload]
+    return aws_clients.client(service, endpoint_url)
 
 
 def put_on_bus(bus_name: str, events: list[TaskEvent]) -> None:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-import boto3
 from botocore.exceptions import ClientError
+
+from longrun import aws_clients
 
 if TYPE_CHECKING:
     from mypy_boto3_stepfunctions import SFNClient
@@ -17,7 +18,7 @@ GONE_TOKEN_ERRORS = ("TaskTimedOut", "TaskDoesNotExist", "InvalidToken")
 
 @cache
 def _sfn() -> SFNClient:
-    return boto3.client("stepfunctions")
+    return cast("SFNClient", aws_clients.client("stepfunctions"))
 
 
 def execution_arn(state_machine_arn: str, name: str) -> str:

@@ -16,11 +16,11 @@ import hmac
 import threading
 import time
 from functools import cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
-import boto3
 from botocore.exceptions import ClientError
 
+from longrun import aws_clients
 from longrun.errors import BadRequest
 
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ VERSION = "v1"
 
 @cache
 def _secrets() -> SecretsManagerClient:
-    return boto3.client("secretsmanager")
+    return cast("SecretsManagerClient", aws_clients.client("secretsmanager"))
 
 
 class PageTokens:

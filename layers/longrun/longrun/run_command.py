@@ -12,19 +12,17 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
 from posixpath import basename
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import quote, urlparse
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import ClientError, ConnectionClosedError, EndpointConnectionError, ReadTimeoutError
 
+from longrun import aws_clients
 from longrun.records import CommandOutcome, DeviceStatus, device_key
 
 if TYPE_CHECKING:
@@ -70,14 +68,9 @@ class NodesNotManaged(Exception):
         """The nodes SSM's message names, if it names them"""
 
 
-_MAKING_CLIENT = threading.Lock()
-"""boto3 must not make two clients at once: ``command_runs`` is called from several threads"""
-
-
 @cache
 def _ssm() -> SSMClient:
-    with _MAKING_CLIENT:
-        return boto3.client("ssm")
+    return cast("SSMClient", aws_clients.client("ssm"))
 
 
 @cache
@@ -85,13 +78,12 @@ def _ssm_sending() -> SSMClient:
     """For SendCommand, which has no idempotency token: the SDK must not repeat a call that may have sent the command
     (each repeat would run the script again on every node), so it makes one attempt and the caller looks before it
     sends again."""
-    with _MAKING_CLIENT:
-        return boto3.client("ssm", config=Config(retries={"total_max_attempts": 1, "mode": "standard"}))
+    return cast("SSMClient", aws_clients.client("ssm", retries={"total_max_attempts": 1, "mode": "standard"}))
 
 
 @cache
 def _tagging() -> ResourceGroupsTaggingAPIClient:
-    return boto3.client("resourcegroupstaggingapi")
+    return cast("ResourceGroupsTaggingAPIClient", aws_clients.client("resourcegroupstaggingapi"))
 
 
 @dataclass(frozen=True)

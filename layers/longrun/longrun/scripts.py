@@ -14,13 +14,12 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qs, urlsplit
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from longrun import aws_clients
 from longrun.errors import InvalidRequest
 from longrun.records import SCRIPTS_PREFIX
 from longrun.views import json_time
@@ -43,7 +42,7 @@ _MISSING = ("404", "NoSuchKey", "NotFound")
 
 @cache
 def _s3() -> S3Client:
-    return boto3.client("s3")
+    return cast("S3Client", aws_clients.client("s3"))
 
 
 @cache
@@ -51,8 +50,8 @@ def _presigner() -> S3Client:
     """A client that presigns with SigV4, on the bucket's regional virtual host in AWS (an endpoint set in the
     environment, such as the local runtime's edge, keeps its own addressing)."""
     if os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"):
-        return boto3.client("s3", config=Config(signature_version="s3v4"))
-    return boto3.client("s3", config=Config(signature_version="s3v4", s3={"addressing_style": "virtual"}))
+        return cast("S3Client", aws_clients.client("s3", signature_version="s3v4"))
+    return cast("S3Client", aws_clients.client("s3", signature_version="s3v4", s3={"addressing_style": "virtual"}))
 
 
 def script_key(script_url: str, bucket: str) -> str:

@@ -1,5 +1,5 @@
 """The domain's services wired to the deployment: one of each per warm function, built on first use. The store (and
-with it boto3 and the models) is imported with this module, in a function's init; each service's own module only when
+with it the records) is imported with this module, in a function's init; each service's own module only when
 the service is first built, so a function never imports the services it does not use."""
 
 from __future__ import annotations

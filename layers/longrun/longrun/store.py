@@ -51,14 +51,12 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from functools import cached_property
+from functools import cache, cached_property
 from typing import Any, TypeVar, cast
 
-import boto3
-from boto3.dynamodb.transform import TransformationInjector, copy_dynamodb_params
-from boto3.dynamodb.types import TypeDeserializer
 from botocore.exceptions import ClientError
 
+from longrun import aws_clients
 from longrun.records import (
     Attempt,
     Batch,
@@ -231,14 +229,19 @@ def _decode_token(token: str, names: frozenset[str], sk_prefix: str = "", **expe
     return key
 
 
-_DESERIALIZER = TypeDeserializer()
-
-
 def _image(image: dict[str, Any] | None) -> dict[str, Any]:
     """A stream record's image as plain values."""
     if not image:
         return {}
-    return cast(dict[str, Any], _plain({name: _DESERIALIZER.deserialize(value) for name, value in image.items()}))
+    deserializer = _deserializer()
+    return cast(dict[str, Any], _plain({name: deserializer.deserialize(value) for name, value in image.items()}))
+
+
+@cache
+def _deserializer() -> Any:
+    from boto3.dynamodb.types import TypeDeserializer  # with boto3, imported when first needed (longrun.aws_clients)
+
+    return TypeDeserializer()
 
 
 def _present(fields: dict[str, Any]) -> dict[str, Any]:
@@ -291,7 +294,9 @@ def _new_client() -> Any:
     """A DynamoDB client that takes and answers Python values, as a Table resource's client does, without building
     the resource (its model costs a cold start about as much as the client itself). Its condition expressions are
     built with a counter: one client per thread."""
-    client = boto3.client("dynamodb")
+    from boto3.dynamodb.transform import TransformationInjector, copy_dynamodb_params
+
+    client = aws_clients.client("dynamodb")
     events, injector = client.meta.events, TransformationInjector()
     events.register("provide-client-params.dynamodb", copy_dynamodb_params)
     events.register("before-parameter-build.dynamodb", injector.inject_condition_expressions)
